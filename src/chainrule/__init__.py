@@ -1,0 +1,78 @@
+"""chainrule: a deep-learning framework built up from the chain rule.
+
+    import chainrule as cr
+    from chainrule import nn, optim, functional as F
+
+``import chainrule`` imports NumPy and nothing else heavy: the command line,
+plots, the lab and the estimators load their libraries when first used.
+"""
+
+from . import ops as _ops  # noqa: F401  (installs the Tensor operators)
+from . import functional, nn, optim
+from .autograd import (
+    Tensor,
+    enable_grad,
+    full,
+    is_grad_enabled,
+    no_grad,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .errors import ChainruleError, DataError, DivergenceError, ModelFileError, ShapeError
+from .gradcheck import GradcheckError, gradcheck
+from .io import load, save
+from .ops import concat, exp, log, logsumexp, maximum, minimum, sigmoid, sqrt, stack, tanh, where
+from .ops import relu
+from .random import manual_seed
+from .train import History, evaluate, fit, predict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChainruleError",
+    "DataError",
+    "DivergenceError",
+    "GradcheckError",
+    "History",
+    "ModelFileError",
+    "ShapeError",
+    "Tensor",
+    "concat",
+    "enable_grad",
+    "evaluate",
+    "exp",
+    "fit",
+    "full",
+    "functional",
+    "gradcheck",
+    "is_grad_enabled",
+    "load",
+    "log",
+    "logsumexp",
+    "manual_seed",
+    "maximum",
+    "minimum",
+    "nn",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "optim",
+    "predict",
+    "rand",
+    "randn",
+    "relu",
+    "save",
+    "sigmoid",
+    "sqrt",
+    "stack",
+    "tanh",
+    "tensor",
+    "where",
+    "zeros",
+    "zeros_like",
+]

@@ -1,0 +1,453 @@
+"""The autograd engine: Tensor, the graph it records, and backpropagation.
+
+A Tensor holds a backend array (``.data``). An operation on tensors that need
+gradients returns a new Tensor that remembers its parents and a closure,
+``_backward(g)``, mapping the gradient of the output to one gradient per parent
+(the vector-Jacobian product). ``backward()`` sorts the graph once, walks it
+from the output to the leaves, and hands each node its gradient only when every
+consumer has contributed: each node's gradient is computed once and reused
+(memoization), so backward costs time linear in the size of the graph.
+
+The operations themselves live in :mod:`chainrule.ops`; this file is the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import ChainruleError, ShapeError
+
+ndarray = np.ndarray
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+class no_grad:
+    """Context manager (and decorator) in which operations record no graph.
+
+    Inside it, results have ``requires_grad=False`` and keep no references to
+    their inputs, so inference uses no memory for backward.
+
+    Example:
+        >>> with cr.no_grad():
+        ...     y = model(x)
+    """
+
+    def __enter__(self) -> None:
+        self._prev = _grad_mode.enabled
+        _grad_mode.enabled = False
+
+    def __exit__(self, *exc: Any) -> None:
+        _grad_mode.enabled = self._prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+
+class enable_grad(no_grad):
+    """Context manager that turns graph recording back on inside ``no_grad``."""
+
+    def __enter__(self) -> None:
+        self._prev = _grad_mode.enabled
+        _grad_mode.enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """True when operations record the graph (outside ``no_grad``)."""
+    return _grad_mode.enabled
+
+
+def _graph_freed(g: Any) -> None:
+    raise ChainruleError(
+        "backward() through a graph whose intermediate values were already freed by an "
+        "earlier backward(); call backward(retain_graph=True) the first time to go through it twice"
+    )
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    Create one with :func:`chainrule.tensor`. Arithmetic (``+ - * / ** @``),
+    reductions, shape changes and activations return new tensors; when any
+    input has ``requires_grad=True`` the result remembers how it was made so
+    that ``backward()`` can send gradients back.
+
+    Attributes:
+        data: the backend array (``numpy.ndarray`` on the CPU).
+        grad: array of the same shape holding d(output)/d(self) after
+            ``backward()``; ``None`` before. Gradients of leaf tensors
+            *accumulate* across ``backward()`` calls, as in PyTorch: call
+            ``optimizer.zero_grad()`` (or set ``.grad = None``) between steps.
+        requires_grad: whether gradients flow to this tensor.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_retain", "name", "__weakref__")
+    __array_priority__ = 1000  # numpy_array * tensor defers to Tensor.__rmul__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
+        arr = _to_array(data, dtype)
+        if requires_grad and arr.dtype.type not in _FLOATS:
+            raise ChainruleError(
+                f"requires_grad=True needs a floating-point tensor, got dtype {arr.dtype}; "
+                "pass dtype='float32' or 'float64'"
+            )
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple = ()
+        self._backward = None
+        self._retain = False
+        self.name = name
+
+    # ---- basic properties -------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors created by the user rather than by an operation."""
+        return self._backward is None
+
+    @property
+    def device(self) -> str:
+        return "cpu" if isinstance(self.data, np.ndarray) else "cuda"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(np.asarray(self.data), separator=", ", precision=4, threshold=20, prefix="tensor(")
+        extra = ""
+        if self.data.dtype != np.float32:
+            extra += f", dtype={self.data.dtype}"
+        if self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ShapeError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (a copy on the GPU, the array itself on the CPU)."""
+        if isinstance(self.data, np.ndarray):
+            return self.data
+        return self.data.get()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, cut off from the graph."""
+        return _leaf(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype.type not in _FLOATS:
+            raise ChainruleError(f"requires_grad=True needs a floating-point tensor, got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this intermediate tensor after ``backward()``."""
+        self._retain = True
+        return self
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    # ---- backpropagation ---------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Backpropagate from this tensor, filling ``.grad`` of every leaf that needs it.
+
+        Args:
+            gradient: d(loss)/d(self), of this tensor's shape. Optional for a
+                one-element tensor (taken as 1).
+            retain_graph: keep the graph so that backward can run through it again.
+
+        Leaf gradients are *added* to whatever ``.grad`` held before.
+        """
+        if not self.requires_grad:
+            raise ChainruleError(
+                "backward() was called on a tensor that does not require grad: no input of the "
+                "computation had requires_grad=True (or it ran under no_grad())"
+            )
+        if gradient is None:
+            if self.data.size != 1:
+                raise ShapeError(
+                    f"backward() on a tensor of shape {self.shape} needs gradient= of that shape; "
+                    "only a one-element (scalar) output can start backpropagation alone"
+                )
+            seed = np.ones_like(self.data)
+        else:
+            seed = np.array(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=self.data.dtype)
+            if seed.shape != self.shape:
+                raise ShapeError(f"backward(gradient) needs shape {self.shape}, got {seed.shape}")
+        backpropagate(self, seed, retain_graph)
+
+
+def _toposort(root: Tensor) -> list:
+    """Nodes reachable from ``root`` that need gradients, each once, in post-order.
+
+    Iterative depth-first search: a chain of any length works (no recursion).
+    """
+    order = []
+    seen = {id(root)}
+    stack = [(root, iter(root._parents))]
+    while stack:
+        node, parents = stack[-1]
+        for p in parents:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                stack.append((p, iter(p._parents)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    return order
+
+
+def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
+    """Run reverse-mode differentiation from ``root`` with d(out)/d(root) = ``seed``.
+
+    Each node is visited once, in reverse topological order, so its gradient
+    is complete (summed over all its consumers) before it is passed on; then
+    that intermediate gradient is dropped.
+    """
+    order = _toposort(root)
+    grads = {id(root): seed}
+    given = set()  # ids of arrays handed to leaves in this pass (to avoid aliasing)
+    for node in reversed(order):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        backward = node._backward
+        if backward is None:  # a leaf: accumulate into .grad
+            if node.grad is None:
+                if g.base is not None or id(g) in given or type(g) is not ndarray:
+                    g = np.array(g, dtype=node.data.dtype)
+                given.add(id(g))
+                node.grad = g
+            else:
+                node.grad += g
+            continue
+        if node._retain:
+            node.grad = g
+        parent_grads = backward(g)
+        if not retain_graph:
+            node._backward = _graph_freed
+        for p, pg in zip(node._parents, parent_grads):
+            if pg is None or not p.requires_grad:
+                continue
+            if pg.shape != p.data.shape:
+                pg = unbroadcast(pg, p.data.shape)
+            key = id(p)
+            prev = grads.get(key)
+            grads[key] = pg if prev is None else prev + pg
+    if not retain_graph:
+        for node in order:
+            if node._backward is _graph_freed:
+                node._parents = ()
+
+
+def unbroadcast(g: Any, shape: tuple) -> Any:
+    """Sum ``g`` down to ``shape``: the gradient of NumPy broadcasting, in one place.
+
+    Broadcasting copies an input along new leading axes and along axes of
+    length 1; the chain rule adds the copies' gradients back together.
+    """
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    if extra < 0 or any(n != m and m != 1 for n, m in zip(g.shape, shape)):
+        # a gradient that is smaller than its input (a scalar standing for a constant array)
+        return np.broadcast_to(g, shape)
+    axes = tuple(i for i, (n, m) in enumerate(zip(g.shape, shape)) if m == 1 and n != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g
+
+
+# ---- construction ----------------------------------------------------------
+
+
+def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if isinstance(data, np.ndarray) and data.dtype == dt:
+            return data
+        return np.asarray(data, dtype=dt)
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        arr = np.asarray(data)
+    if arr.dtype == np.float64 or arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "OUSV":
+        raise ChainruleError(f"cannot make a tensor from data of dtype {arr.dtype}; expected numbers")
+    return arr
+
+
+def _leaf(data: Any) -> Tensor:
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t.grad = None
+    t.requires_grad = False
+    t._parents = ()
+    t._backward = None
+    t._retain = False
+    t.name = None
+    return t
+
+
+def node(data: Any, parents: tuple, backward: Callable) -> Tensor:
+    """The result of an operation: records ``parents`` and ``backward`` if a gradient is needed.
+
+    ``backward(g)`` returns one gradient (or None) per parent.
+    """
+    t = Tensor.__new__(Tensor)
+    if type(data) is not ndarray:
+        data = np.asarray(data)
+    t.data = data
+    t.grad = None
+    t._retain = False
+    t.name = None
+    if _grad_mode.enabled:
+        for p in parents:
+            if p.requires_grad:
+                t.requires_grad = True
+                t._parents = parents
+                t._backward = backward
+                return t
+    t.requires_grad = False
+    t._parents = ()
+    t._backward = None
+    return t
+
+
+def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    """``x`` as a Tensor; Python numbers take the dtype of ``like``."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, (int, float, bool)):
+        return _leaf(np.asarray(x, dtype=like.data.dtype))
+    return _leaf(_to_array(x))
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
+    """Make a tensor from a number, a (nested) list or an array.
+
+    Floating-point data becomes float32 unless ``dtype`` is given (for example
+    ``dtype="float64"`` for gradient checks); integers stay integers (labels).
+
+    Example:
+        >>> x = cr.tensor([[1.0, 2.0]], requires_grad=True)
+        >>> x.dtype
+        dtype('float32')
+    """
+    if device not in ("cpu", None):
+        from .backend import to_device
+
+        return to_device(Tensor(data, requires_grad=requires_grad, dtype=dtype), device)
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _shape(shape: Sequence) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def zeros(*shape: int, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros: ``cr.zeros(2, 3)`` or ``cr.zeros((2, 3))``."""
+    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape: int, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+    """A tensor of ones: ``cr.ones(2, 3)``."""
+    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def full(shape: Sequence[int], value: float, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+    """A tensor filled with ``value``."""
+    return Tensor(np.full(tuple(shape), value, dtype=dtype), requires_grad=requires_grad)
+
+
+def _rng(generator: Any) -> np.random.Generator:
+    if generator is None:
+        return np.random.default_rng()
+    if isinstance(generator, np.random.Generator):
+        return generator
+    return np.random.default_rng(generator)
+
+
+def randn(*shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+    """Standard normal samples; ``generator`` is a seed or a ``numpy.random.Generator``.
+
+    Example:
+        >>> w = cr.randn(64, 10, generator=0)
+    """
+    data = _rng(generator).standard_normal(_shape(shape)).astype(dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def rand(*shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+    """Uniform samples in [0, 1); ``generator`` is a seed or a ``numpy.random.Generator``."""
+    data = _rng(generator).random(_shape(shape)).astype(dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros_like(t.data), requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones_like(t.data), requires_grad=requires_grad)
+
+
+def parameters_of(tensors: Iterable[Tensor]) -> list:
+    return [t for t in tensors if t.requires_grad]

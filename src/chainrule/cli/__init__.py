@@ -1,0 +1,43 @@
+"""The command line: ``chainrule train | evaluate | predict | lab | bench | sweep | dashboard``.
+
+Each command lives in its own module of this package and registers itself on
+``app``; ``main()`` turns chainrule's errors into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="chainrule",
+    help="chainrule: deep learning built up from the chain rule, and a lab that shows why deep networks train or fail to.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# command modules, in the order their commands are listed in --help
+COMMANDS = ("train",)
+
+for _name in COMMANDS:
+    importlib.import_module(f"{__name__}.{_name}")
+
+
+def fail(message: str) -> "typer.Exit":
+    """Print ``message`` as one line on stderr and return the Exit(2) to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def main() -> None:
+    """Entry point of the ``chainrule`` script and of ``python -m chainrule``."""
+    from ..errors import ChainruleError
+
+    try:
+        app()
+    except ChainruleError as e:
+        typer.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        sys.exit(2)

@@ -1,0 +1,30 @@
+"""Layers and models: ``from chainrule import nn``."""
+
+from . import init
+from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh, activation
+from .containers import Sequential
+from .linear import Linear
+from .mlp import MLP
+from .module import MODULES, Module, Parameter, register_module
+
+__all__ = [
+    "ACTIVATIONS",
+    "ELU",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MLP",
+    "MODULES",
+    "Module",
+    "PReLU",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "activation",
+    "init",
+    "register_module",
+]

@@ -1,0 +1,183 @@
+"""Module: the base of every layer and model; Parameter: a tensor that a module learns."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..errors import ChainruleError, ShapeError
+
+
+class Parameter(Tensor):
+    """A tensor that a module owns and an optimizer updates (``requires_grad=True``)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = True):
+        super().__init__(data, requires_grad=requires_grad, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return "Parameter(" + super().__repr__() + ")"
+
+
+# name -> class, for model files: only these types are ever built from a file.
+MODULES: dict = {}
+
+
+def register_module(cls: type) -> type:
+    """Class decorator: make a module type loadable by name from a model file."""
+    MODULES[cls.__name__] = cls
+    return cls
+
+
+class Module:
+    """Base class of layers and models.
+
+    Assigning a :class:`Parameter` or a Module as an attribute registers it, so
+    ``parameters()`` finds it. Subclasses define ``forward``; calling the
+    module calls ``forward``. Subclasses that should load from a model file
+    define ``get_config()`` returning their constructor arguments.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            raise ChainruleError(f"{type(self).__name__}.__init__ must call super().__init__() before setting attributes")
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            self._modules[name] = value
+        elif name in params and value is None:
+            params.pop(name)
+        object.__setattr__(self, name, value)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ---- traversal -----------------------------------------------------------
+    def named_children(self) -> Iterator[tuple]:
+        return iter(self._modules.items())
+
+    def children(self) -> Iterator["Module"]:
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple]:
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple]:
+        """(dotted name, Parameter) for every parameter, this module's first."""
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self) -> list:
+        """Every parameter of this module and its submodules (each once)."""
+        seen, out = set(), []
+        for _, p in self.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def num_parameters(self) -> int:
+        return int(sum(p.data.size for p in self.parameters()))
+
+    # ---- state ---------------------------------------------------------------
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (set it to None, as PyTorch does by default)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameter name -> array (the live arrays, not copies)."""
+        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into this module's parameters, checking names and shapes.
+
+        Raises ShapeError naming the parameter whose shape differs, and (with
+        ``strict``) ChainruleError listing missing and unexpected names.
+        """
+        own = dict(self.named_parameters())
+        if strict:
+            missing = [k for k in own if k not in state]
+            unexpected = [k for k in state if k not in own]
+            if missing or unexpected:
+                raise ChainruleError(
+                    f"load_state_dict: missing parameters {missing or 'none'}, unexpected {unexpected or 'none'}"
+                )
+        for name, value in state.items():
+            if name not in own:
+                continue
+            p = own[name]
+            arr = value.data if isinstance(value, Tensor) else value
+            if tuple(arr.shape) != p.data.shape:
+                raise ShapeError(f"load_state_dict: parameter {name!r} has shape {p.data.shape}, got {tuple(arr.shape)}")
+            p.data = np.array(arr, dtype=p.data.dtype) if isinstance(p.data, np.ndarray) else p.data.__class__(arr)
+
+    def to(self, device: Any = None, dtype: Any = None) -> "Module":
+        """Move parameters to ``device`` ("cpu" or "cuda") and/or cast them to ``dtype``, in place."""
+        from ..backend import to_device
+
+        for p in self.parameters():
+            if device is not None:
+                p.data = to_device(p, device).data
+            if dtype is not None:
+                p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    def double(self) -> "Module":
+        return self.to(dtype=np.float64)
+
+    def float(self) -> "Module":
+        return self.to(dtype=np.float32)
+
+    # ---- description -----------------------------------------------------------
+    def get_config(self) -> dict:
+        """Constructor arguments, for model files. Modules without one cannot be saved."""
+        raise ChainruleError(f"{type(self).__name__} has no get_config(), so it cannot be written to a model file")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self._modules.items())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, m in children:
+            body = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Adam, and AdamW's decoupled weight decay as an option."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import ChainruleError
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam: steps scaled by running estimates of the gradient's first and second moments.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``, and with bias
+    corrections ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``:
+    ``w <- w - lr / c1 * m / (sqrt(v) / sqrt(c2) + eps)``.
+
+    ``weight_decay`` adds ``weight_decay * w`` to g (L2, as ``torch.optim.Adam``);
+    with ``decoupled=True`` it shrinks w by ``lr * weight_decay`` instead (AdamW).
+
+    Example:
+        >>> opt = optim.Adam(model.parameters(), lr=1e-3)
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ChainruleError(f"Adam betas must lie in [0, 1), got {betas}")
+        if eps <= 0 or weight_decay < 0:
+            raise ChainruleError(f"Adam needs eps > 0 and weight_decay >= 0, got eps={eps}, weight_decay={weight_decay}")
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.decoupled = bool(decoupled)
+        self.m = [None] * len(self.params)
+        self.v = [None] * len(self.params)
+
+    def _buffers(self) -> dict:
+        return {"m": self.m, "v": self.v}
+
+    def step(self) -> None:
+        self.steps += 1
+        t, lr, (b1, b2), wd = self.steps, self.lr, self.betas, self.weight_decay
+        step_size = lr / (1 - b1**t)
+        c2_sqrt = math.sqrt(1 - b2**t)
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if wd:
+                if self.decoupled:
+                    p.data *= 1 - lr * wd
+                else:
+                    g = g + wd * p.data
+            if self.m[i] is None:
+                self.m[i] = np.zeros_like(p.data)
+                self.v[i] = np.zeros_like(p.data)
+            m, v = self.m[i], self.v[i]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            p.data -= step_size * m / (np.sqrt(v) / c2_sqrt + self.eps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled=True)

@@ -1,0 +1,71 @@
+"""Stochastic gradient descent, with momentum, Nesterov momentum and weight decay."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..errors import ChainruleError
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """Gradient descent: ``w <- w - lr * g``.
+
+    With weight decay, ``g = grad + weight_decay * w``. With momentum m the
+    step follows a velocity ``v <- m v + g`` (v = g at the first step) and
+    ``w <- w - lr * v``; Nesterov looks ahead: ``w <- w - lr * (g + m v)``.
+    Updates are in place. Matches ``torch.optim.SGD`` step for step.
+
+    Example:
+        >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> opt.zero_grad(); loss.backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        dampening: float = 0.0,
+    ):
+        super().__init__(params, lr)
+        if momentum < 0:
+            raise ChainruleError(f"momentum must be >= 0, got {momentum}")
+        if weight_decay < 0:
+            raise ChainruleError(f"weight_decay must be >= 0, got {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ChainruleError("nesterov momentum needs momentum > 0 and dampening = 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.dampening = float(dampening)
+        self.velocity = [None] * len(self.params)
+
+    def _buffers(self) -> dict:
+        return {"velocity": self.velocity} if self.momentum else {}
+
+    def step(self) -> None:
+        lr, m, wd = self.lr, self.momentum, self.weight_decay
+        self.steps += 1
+        if not m and not wd:  # the plain case, in place with one temporary
+            for p in self.params:
+                if p.grad is not None:
+                    p.data -= lr * p.grad
+            return
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if wd:
+                g = g + wd * p.data
+            if m:
+                v = self.velocity[i]
+                if v is None:
+                    v = self.velocity[i] = g.copy()
+                else:
+                    v *= m
+                    v += (1 - self.dampening) * g
+                g = g + m * v if self.nesterov else v
+            p.data -= lr * g

@@ -1,0 +1,358 @@
+"""The training loop (``cr.fit``), evaluation and prediction: one explicit function each.
+
+fit's steps, top to bottom: check the data; for each epoch, shuffle with a
+generator seeded by (seed, epoch); for each mini-batch, forward, loss,
+zero_grad, backward, optimizer step, callbacks; at the end of the epoch,
+validation and callbacks. The history is plain data (lists of numbers).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import functional as F
+from .autograd import Tensor, _leaf, no_grad
+from .errors import DivergenceError
+from .metrics import task_metrics
+from .validation import as_array, check_features, check_finite, check_positive_int, check_targets
+
+LOSSES = {
+    "cross_entropy": F.cross_entropy,
+    "mse": F.mse_loss,
+    "bce": F.binary_cross_entropy_with_logits,
+}
+_TASK_OF_LOSS = {F.cross_entropy: "multiclass", F.binary_cross_entropy_with_logits: "multilabel", F.mse_loss: "regression"}
+
+
+def get_loss(loss: Any) -> Callable:
+    """A loss function from a name ("cross_entropy", "mse", "bce") or a callable (returned as is)."""
+    if callable(loss):
+        return loss
+    fn = LOSSES.get(str(loss).lower().replace("-", "_"))
+    if fn is None:
+        from .errors import ChainruleError
+
+        raise ChainruleError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)} or a function")
+    return fn
+
+
+def infer_task(loss_fn: Callable, y: np.ndarray) -> str:
+    """"multiclass", "multilabel" or "regression", from the loss (or, for a custom loss, from y)."""
+    task = _TASK_OF_LOSS.get(loss_fn)
+    if task:
+        return task
+    return "multiclass" if (y.ndim == 1 and y.dtype.kind in "iub") else "regression"
+
+
+class History:
+    """What fit measured, as plain data.
+
+    ``history`` maps a metric name ("loss", "accuracy", "val_loss", ...) to a
+    list with one number per epoch; ``epochs`` is the list of per-epoch dicts
+    (with callbacks' extra records, such as the diagnostics). ``history["loss"]``
+    also works on the History itself.
+    """
+
+    def __init__(self, task: str):
+        self.task = task
+        self.epochs: list = []
+        self.history: dict = {}
+        self.steps = 0
+        self.seconds = 0.0
+
+    def append(self, record: dict) -> None:
+        self.epochs.append(record)
+        for k, v in record.items():
+            if isinstance(v, (int, float)):
+                self.history.setdefault(k, []).append(v)
+
+    def __getitem__(self, name: str) -> list:
+        return self.history[name]
+
+    def last(self, name: str, default: Any = None) -> Any:
+        values = self.history.get(name)
+        return values[-1] if values else default
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "steps": self.steps, "seconds": self.seconds, "epochs": self.epochs}
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.history.items() if k != "epoch")
+        return f"History({len(self.epochs)} epochs, {self.task}: {last})"
+
+
+class TrainState:
+    """What callbacks see: the model, optimizer, position in training and the last batch's loss.
+
+    A callback may set ``stop = True`` to end training after the current step.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, loss_fn: Callable, history: History):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.history = history
+        self.epoch = 0
+        self.step = 0  # steps taken so far, over all epochs
+        self.batch_index = 0  # within the epoch
+        self.batches_per_epoch = 0
+        self.loss = math.nan
+        self.xb: Any = None
+        self.yb: Any = None
+        self.output: Any = None
+        self.record: dict = {}
+        self.stop = False
+
+
+def _call(callbacks: Sequence, hook: str, state: TrainState) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(state)
+
+
+def _model_in_features(model: Any) -> int | None:
+    n = getattr(model, "in_features", None)
+    if isinstance(n, int):
+        return n
+    for m in getattr(model, "modules", lambda: [])():
+        n = getattr(m, "in_features", None)
+        if isinstance(n, int):
+            return n
+    return None
+
+
+def _model_out_features(model: Any) -> int | None:
+    n = getattr(model, "out_features", None)
+    if isinstance(n, int):
+        return n
+    last = None
+    for m in getattr(model, "modules", lambda: [])():
+        n = getattr(m, "out_features", None)
+        if isinstance(n, int):
+            last = n
+    return last
+
+
+def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = None, name: str = "") -> tuple:
+    """Checked float32 X and fitting y for ``model`` and ``loss_fn`` (raising chainrule's errors)."""
+    X = as_array(f"X{name}", X)
+    y = as_array(f"y{name}", y)
+    if len(X) == 0:
+        from .errors import DataError
+
+        raise DataError(f"X{name} is empty: expected at least one sample")
+    if len(X) != len(y):
+        from .errors import ShapeError
+
+        raise ShapeError(f"X{name} and y{name} must have one row per sample, got {len(X)} rows of X and {len(y)} of y")
+    check_features(f"X{name}", X, _model_in_features(model))
+    X = X.astype(np.float32) if X.dtype != np.float32 and X.dtype != np.float64 else X
+    check_finite(f"X{name}", X)
+    task = task or infer_task(loss_fn, y)
+    y = check_targets(task, y, _model_out_features(model))
+    if task == "regression" and y.ndim == 1 and _model_out_features(model) == 1:
+        y = y.reshape(-1, 1)
+    return X, y, task
+
+
+def fit(
+    model: Any,
+    loss_fn: Any,
+    optimizer: Any,
+    X: Any,
+    y: Any,
+    epochs: int = 10,
+    batch_size: int = 32,
+    validation: tuple | None = None,
+    seed: int = 0,
+    callbacks: Sequence = (),
+    progress: bool = True,
+    task: str | None = None,
+    scheduler: Any = None,
+    shuffle: bool = True,
+    initial_epoch: int = 0,
+    initial_batch: int = 0,
+    history: History | None = None,
+) -> History:
+    """Train ``model`` by mini-batch gradient descent and return its History.
+
+    Args:
+        model: a Module (or any callable from a Tensor to a Tensor with ``parameters()``).
+        loss_fn: ``loss_fn(output, target) -> scalar Tensor``, or a name:
+            "cross_entropy", "mse", "bce".
+        optimizer: from :mod:`chainrule.optim`.
+        X, y: arrays; y holds class indices, probabilities, multi-hot rows or values.
+        epochs, batch_size: passes over the data and rows per step.
+        validation: optional (X_val, y_val), measured at the end of each epoch.
+        seed: the order of the batches in epoch e comes from a generator
+            seeded with (seed, e), so runs repeat exactly and a run can resume
+            at any epoch.
+        callbacks: objects with any of ``on_train_begin``, ``on_step_end``,
+            ``on_epoch_end``, ``on_train_end``, each called with the TrainState.
+        progress: show a progress bar (only when the output is a terminal).
+        task: "multiclass", "multilabel" or "regression"; inferred from the loss by default.
+        scheduler: a learning-rate schedule, stepped after each epoch.
+        initial_epoch, initial_batch: where to start (resuming from a checkpoint).
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite (training stops at that step).
+
+    Example:
+        >>> model = nn.MLP([64, 128, 10])
+        >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> hist = cr.fit(model, F.cross_entropy, opt, X, y, epochs=10, validation=(Xv, yv))
+        >>> hist["val_accuracy"][-1]
+    """
+    loss_fn = get_loss(loss_fn)
+    X, y, task = prepare(model, loss_fn, X, y, task)
+    epochs = check_positive_int("epochs", epochs, allow_zero=True)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if validation is not None:
+        Xv, yv, _ = prepare(model, loss_fn, validation[0], validation[1], task, name="_val")
+    history = history or History(task)
+    state = TrainState(model, optimizer, loss_fn, history)
+    n = len(X)
+    nb = (n + batch_size - 1) // batch_size
+    state.batches_per_epoch = nb
+    state.step = initial_epoch * nb + initial_batch
+    bar = _progress_bar(progress, epochs - initial_epoch, nb)
+    if hasattr(model, "train"):
+        model.train()
+    _call(callbacks, "on_train_begin", state)
+    start = time.perf_counter()
+    try:
+        for epoch in range(initial_epoch, epochs):
+            state.epoch = epoch
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+            total_loss, outputs, seen = 0.0, [], 0
+            first = initial_batch if epoch == initial_epoch else 0
+            for b in range(first, nb):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                xb, yb = _leaf(X[idx]), _leaf(y[idx])
+                out = model(xb)
+                loss = loss_fn(out, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                value = float(loss.data)
+                if not math.isfinite(value):
+                    raise DivergenceError(
+                        f"the loss became {value} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
+                        f"the learning rate ({getattr(optimizer, 'lr', '?')}) is likely too large: try a smaller one"
+                    )
+                optimizer.step()
+                state.step += 1
+                state.batch_index = b
+                state.loss, state.xb, state.yb, state.output = value, xb, yb, out
+                total_loss += value * len(idx)
+                seen += len(idx)
+                outputs.append((out.data, idx))
+                _call(callbacks, "on_step_end", state)
+                if bar is not None:
+                    bar.update(epoch, b + 1, value)
+                if state.stop:
+                    break
+            record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": float(getattr(optimizer, "lr", math.nan))}
+            if seen:
+                out_all = np.concatenate([o for o, _ in outputs])
+                y_all = y[np.concatenate([i for _, i in outputs])]
+                record.update(task_metrics(task, out_all, y_all))
+            if validation is not None:
+                for k, v in evaluate(model, loss_fn, Xv, yv, batch_size=max(batch_size, 1024), task=task, _checked=True).items():
+                    record[f"val_{k}"] = v
+                if hasattr(model, "train"):
+                    model.train()
+            state.record = record
+            _call(callbacks, "on_epoch_end", state)
+            history.append(record)
+            if bar is not None:
+                bar.epoch_done(record)
+            if scheduler is not None:
+                scheduler.step()
+            if state.stop:
+                break
+    finally:
+        history.steps = state.step
+        history.seconds += time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+    _call(callbacks, "on_train_end", state)
+    return history
+
+
+def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs (logits for classifiers) on X, in batches, with no graph recorded."""
+    X = as_array("X", X)
+    check_features("X", X, _model_in_features(model))
+    check_finite("X", X)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if X.dtype != np.float32 and X.dtype != np.float64:
+        X = X.astype(np.float32)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with no_grad():
+            parts = [model(_leaf(X[i : i + batch_size])).data for i in range(0, len(X), batch_size)]
+    finally:
+        if was_training:
+            model.train()
+    return np.concatenate(parts) if parts else np.empty((0,))
+
+
+def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, task: str | None = None, _checked: bool = False) -> dict:
+    """Loss and task metrics of ``model`` on (X, y): {"loss": ..., "accuracy": ...} and so on."""
+    loss_fn = get_loss(loss_fn)
+    if not _checked:
+        X, y, task = prepare(model, loss_fn, X, y, task)
+    task = task or infer_task(loss_fn, np.asarray(y))
+    out = predict(model, X, batch_size)
+    with no_grad():
+        loss = float(loss_fn(_leaf(out), _leaf(y)).data)
+    return {"loss": loss, **task_metrics(task, out, y)}
+
+
+class _ProgressBar:
+    def __init__(self, epochs: int, batches: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = self.progress.add_task("train", total=epochs * batches, epoch=1, loss="-")
+        self.batches = batches
+        self.done = 0
+        self.progress.start()
+
+    def update(self, epoch: int, batch: int, loss: float) -> None:
+        self.done += 1
+        if self.done % 8 == 0 or batch == self.batches:
+            self.progress.update(self.task, completed=self.done, epoch=epoch + 1, loss=f"{loss:.4f}")
+
+    def epoch_done(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress_bar(progress: bool, epochs: int, batches: int) -> _ProgressBar | None:
+    if not progress or epochs <= 0:
+        return None
+    if not (sys.stderr.isatty() or sys.stdout.isatty() or _in_notebook()):
+        return None
+    return _ProgressBar(epochs, batches)
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules

@@ -1,0 +1,87 @@
+"""Checks where data enters: each failure names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ShapeError
+
+
+def as_array(name: str, value: Any, dtype: Any = None) -> np.ndarray:
+    """``value`` as a NumPy array of numbers, refusing non-numeric data."""
+    from .autograd import Tensor
+
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    try:
+        arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name} must be an array of numbers, got {type(value).__name__} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} must be an array of numbers, got an array of dtype {arr.dtype}")
+    return arr
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise DataError(f"{name} must be finite, got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+
+
+def check_features(name: str, X: np.ndarray, expected: int | None) -> None:
+    if X.ndim < 2:
+        raise ShapeError(f"{name} must have shape (samples, features), got shape {X.shape}")
+    if expected is not None and X.shape[-1] != expected:
+        raise ShapeError(f"{name} has {X.shape[-1]} features per sample but the model expects {expected}")
+
+
+def check_targets(task: str, y: np.ndarray, num_outputs: int | None) -> np.ndarray:
+    """Refuse targets that do not fit the loss; returns y in the dtype training uses."""
+    check_finite("y", y)
+    if task == "multiclass":
+        if y.ndim == 1:
+            if y.dtype.kind == "f":
+                if not np.all(np.mod(y, 1) == 0):
+                    raise DataError(f"y for cross-entropy must be integer class labels, got non-integer values such as {y[np.mod(y, 1) != 0][0]}")
+                y = y.astype(np.int64)
+            if y.dtype.kind == "b":
+                y = y.astype(np.int64)
+            if len(y) and (y.min() < 0 or (num_outputs is not None and y.max() >= num_outputs)):
+                hi = "?" if num_outputs is None else num_outputs - 1
+                raise DataError(f"y for cross-entropy must hold class labels in [0, {hi}], got values from {y.min()} to {y.max()}")
+            return y
+        if y.ndim == 2:
+            if num_outputs is not None and y.shape[1] != num_outputs:
+                raise ShapeError(f"y of class probabilities must have {num_outputs} columns, got {y.shape[1]}")
+            if (y < 0).any():
+                raise DataError("y of class probabilities must be non-negative, got negative values")
+            return y.astype(np.float32) if y.dtype.kind != "f" else y
+        raise ShapeError(f"y for cross-entropy must be labels (N,) or probabilities (N, C), got shape {y.shape}")
+    if task == "multilabel":
+        if y.ndim != 2:
+            raise ShapeError(f"y for binary cross-entropy must be a (samples, labels) matrix, got shape {y.shape}")
+        if (y < 0).any() or (y > 1).any():
+            raise DataError(f"y for binary cross-entropy must lie in [0, 1], got values from {y.min()} to {y.max()}")
+        if num_outputs is not None and y.shape[1] != num_outputs:
+            raise ShapeError(f"y has {y.shape[1]} labels but the model has {num_outputs} outputs")
+        return y.astype(np.float32) if y.dtype.kind != "f" else y
+    return y.astype(np.float32) if y.dtype.kind != "f" else y
+
+
+def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
+        raise DataError(f"{name} must be an integer {'>= 0' if allow_zero else '>= 1'}, got {value!r}")
+    return int(value)
+
+
+def check_lr(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or v <= 0:
+        raise DataError(f"lr must be a positive finite number, got {value!r}")
+    return v
