@@ -375,7 +375,10 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
         return x
     if like is not None and isinstance(x, (int, float, bool)):
         return _leaf(np.asarray(x, dtype=like.data.dtype))
-    return _leaf(_to_array(x))
+    arr = _to_array(x)
+    if like is not None and arr.dtype.kind in "iub" and like.data.dtype.kind == "f":
+        arr = arr.astype(like.data.dtype)  # integers meeting floats take the float dtype, as in PyTorch
+    return _leaf(arr)
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:

@@ -46,7 +46,7 @@ def gradcheck(
         True
     """
     xs = [
-        Tensor(np.array(t.data, dtype=np.float64), requires_grad=t.requires_grad)
+        Tensor(np.array(t.data, dtype=np.float64), requires_grad=t.requires_grad, dtype=np.float64)
         if isinstance(t, Tensor)
         else t
         for t in inputs

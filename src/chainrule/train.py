@@ -237,14 +237,14 @@ def fit(
                 xb, yb = _leaf(X[idx]), _leaf(y[idx])
                 out = model(xb)
                 loss = loss_fn(out, yb)
-                optimizer.zero_grad()
-                loss.backward()
                 value = float(loss.data)
                 if not math.isfinite(value):
                     raise DivergenceError(
                         f"the loss became {value} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
                         f"the learning rate ({getattr(optimizer, 'lr', '?')}) is likely too large: try a smaller one"
                     )
+                optimizer.zero_grad()
+                loss.backward()
                 optimizer.step()
                 state.step += 1
                 state.batch_index = b

@@ -93,7 +93,7 @@ class PReLU(Module):
             raise ChainruleError(f"PReLU needs num_parameters >= 1, got {num_parameters!r}")
         self.num_parameters = int(num_parameters)
         self.init = float(init)
-        self.weight = Parameter(np.full((num_parameters,), init, dtype=dtype))
+        self.weight = Parameter(np.full((num_parameters,), init, dtype=dtype), dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.num_parameters != 1 and x.data.shape[-1] != self.num_parameters:

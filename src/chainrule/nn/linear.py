@@ -35,10 +35,10 @@ class Linear(Module):
                 raise ChainruleError(f"Linear needs a positive integer {name}, got {v!r}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.weight = Parameter(np.empty((in_features, out_features), dtype=dtype))
+        self.weight = Parameter(np.empty((in_features, out_features), dtype=dtype), dtype=dtype)
         _init.default_uniform_(self.weight, in_features, generator)
         if bias:
-            self.bias = Parameter(np.empty((out_features,), dtype=dtype))
+            self.bias = Parameter(np.empty((out_features,), dtype=dtype), dtype=dtype)
             _init.default_uniform_(self.bias, in_features, generator)
         else:
             self.bias = None

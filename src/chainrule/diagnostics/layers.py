@@ -1,0 +1,116 @@
+"""Which layers a monitor watches, and the local derivative of each activation.
+
+A *layer* here is one :class:`~chainrule.nn.Linear` together with the
+activation module that follows it (in an MLP or a Sequential, the next leaf
+module). Its pre-activation ``z = x @ W + b`` is what the activation sees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ChainruleError
+from ..nn.activations import ACTIVATIONS
+from ..nn.linear import Linear
+from ..nn.module import Module
+
+# The saturation rule: a unit is saturated on a sample when its local derivative
+# is below this fraction of the activation's largest derivative. For the sigmoid
+# (largest derivative 0.25 at z = 0) that is |z| > 5.99; for tanh (largest 1) |z| > 2.99.
+SATURATION_LEVEL = 0.01
+
+# Activations whose derivative dies away for large |z|, with their largest derivative.
+SATURATING = {"sigmoid": 0.25, "tanh": 1.0}
+
+_NAME_OF_CLASS = {cls: name for name, cls in ACTIVATIONS.items()}
+
+
+@dataclass
+class Layer:
+    """One watched layer: its 1-based position, dotted module name, Linear and activation."""
+
+    index: int
+    name: str
+    linear: Linear
+    activation: str  # a registry name ("sigmoid", "relu", ...) or "none" (the output layer)
+    act_module: Module | None = None
+
+    def describe(self) -> dict:
+        return {"layer": self.index, "name": self.name, "activation": self.activation}
+
+
+def find_layers(model: Any) -> list:
+    """Each Linear of ``model``, in execution order, paired with the activation that follows it.
+
+    Order is the order in which the modules were registered, which for
+    ``nn.Sequential`` and ``nn.MLP`` is the order they run in. A Linear
+    followed directly by another Linear (or by nothing, as the output layer)
+    gets activation "none".
+
+    Raises:
+        ChainruleError: the model holds no Linear layer.
+
+    Example:
+        >>> [l.activation for l in find_layers(nn.MLP([64, 32, 10], activation="tanh"))]
+        ['tanh', 'none']
+    """
+    if not isinstance(model, Module):
+        raise ChainruleError(f"gradient-flow diagnostics need a chainrule nn.Module, got {type(model).__name__}")
+    layers: list = []
+    for name, m in model.named_modules():
+        if m._modules:  # containers: their leaves come next
+            continue
+        if isinstance(m, Linear):
+            layers.append(Layer(len(layers) + 1, name or "model", m, "none"))
+        elif layers and layers[-1].act_module is None and type(m) in _NAME_OF_CLASS:
+            layers[-1].activation = _NAME_OF_CLASS[type(m)]
+            layers[-1].act_module = m
+    if not layers:
+        raise ChainruleError(
+            f"gradient-flow diagnostics watch nn.Linear layers, and {type(model).__name__} has none; "
+            "build the model from nn.Linear and activation modules (nn.MLP or nn.Sequential)"
+        )
+    return layers
+
+
+def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
+    """d activation(z) / dz, elementwise, for the layer's activation (None for "none").
+
+    Kinks take the derivative the forward pass uses: ReLU'(0) = 0, leaky/PReLU
+    take the left slope at 0.
+    """
+    act, m = layer.activation, layer.act_module
+    if act == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return s * (1.0 - s)
+    if act == "tanh":
+        t = np.tanh(z)
+        return 1.0 - t * t
+    if act == "relu":
+        return (z > 0).astype(z.dtype)
+    if act == "leaky_relu":
+        return np.where(z > 0, 1.0, m.negative_slope).astype(z.dtype)
+    if act == "prelu":
+        return np.where(z > 0, 1.0, np.asarray(m.weight.data, dtype=z.dtype))
+    if act == "elu":
+        return np.where(z > 0, 1.0, m.alpha * np.exp(np.minimum(z, 0.0))).astype(z.dtype)
+    return None
+
+
+def saturation_threshold(activation: str) -> float:
+    """|z| beyond which a sigmoid or tanh unit counts as saturated (its derivative < 1% of its peak).
+
+    sigmoid: s(1 - s) < 0.01 * 0.25; tanh: 1 - tanh(z)^2 < 0.01.
+    """
+    if activation == "sigmoid":
+        # s(1-s) = c  <=>  s = (1 + sqrt(1 - 4c)) / 2, z = log(s / (1 - s))
+        c = SATURATION_LEVEL * 0.25
+        s = (1 + math.sqrt(1 - 4 * c)) / 2
+        return math.log(s / (1 - s))
+    if activation == "tanh":
+        return math.atanh(math.sqrt(1 - SATURATION_LEVEL))
+    raise ChainruleError(f"saturation is defined for {', '.join(SATURATING)}, got {activation!r}")

@@ -1,0 +1,122 @@
+"""Signal propagation: how the variance of activations (forward) and of gradients
+(backward) changes from layer to layer at the current weights.
+
+A well-initialized network keeps both roughly level across depth (Glorot and
+Bengio 2010; He et al. 2015). A shrinking backward variance is the vanishing
+gradient, measured before a single step is taken.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..autograd import Tensor, _leaf, enable_grad
+from .layers import find_layers
+
+
+@contextmanager
+def wrapped_forward(module: Any, wrap: Callable) -> Iterator[None]:
+    """Replace ``module.forward`` by ``wrap(previous_forward)`` for the duration of a ``with`` block."""
+    had = "forward" in module.__dict__
+    previous = module.__dict__.get("forward")
+    object.__setattr__(module, "forward", wrap(module.forward))
+    try:
+        yield
+    finally:
+        if had:
+            object.__setattr__(module, "forward", previous)
+        else:
+            del module.__dict__["forward"]
+
+
+def _retaining(store: dict, key: Any) -> Callable:
+    def wrap(forward: Callable) -> Callable:
+        def run(x: Tensor) -> Tensor:
+            out = forward(x)
+            if out.requires_grad:
+                out.retain_grad()
+            store[key] = out
+            return out
+
+        return run
+
+    return wrap
+
+
+def _var(a: Any) -> float | None:
+    return None if a is None else float(np.var(np.asarray(a, dtype=np.float64)))
+
+
+def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: Any = None) -> dict:
+    """Per-layer forward activation variance and backward gradient variance at the current weights.
+
+    One forward and one backward pass over ``X_probe``. For layer i with
+    pre-activation ``z_i = a_{i-1} @ W_i + b_i`` and output ``a_i = f(z_i)``:
+
+    - ``preact_var``     = Var(z_i) over all samples and units
+    - ``activation_var`` = Var(a_i) (the forward signal; equals preact_var for the output layer)
+    - ``grad_var``       = Var(dL/dz_i) (the backward signal at the pre-activation)
+    - ``weight_grad_var``= Var(dL/dW_i)
+
+    The model's parameters keep the gradients they had before the call.
+
+    Args:
+        model: an nn.Module built from Linear and activation modules.
+        X_probe: a batch of inputs, shape (N, in_features).
+        loss_fn: ``loss_fn(output, target)`` or a name ("cross_entropy", "mse", "bce").
+            Without it (or without ``y_probe``) only the forward variances are measured.
+        y_probe: targets for ``X_probe``.
+
+    Returns:
+        ``{"input_var": Var(X), "layers": [{"layer": 1, "name": "0", "activation": "sigmoid",
+        "preact_var": ..., "activation_var": ..., "grad_var": ..., "weight_grad_var": ...}, ...]}``
+
+    Example:
+        >>> sp = signal_propagation(nn.MLP([64] + [64] * 10 + [10], "sigmoid"), X[:256], "cross_entropy", y[:256])
+        >>> [round(l["grad_var"] / sp["layers"][-1]["grad_var"], 12) for l in sp["layers"]]   # shrinks towards layer 1
+    """
+    from ..train import get_loss
+
+    layers = find_layers(model)
+    params = model.parameters()
+    dtype = layers[0].linear.weight.data.dtype
+    X = np.asarray(X_probe.data if isinstance(X_probe, Tensor) else X_probe)
+    X = X.astype(dtype, copy=False) if X.dtype.kind == "f" else X.astype(dtype)
+    backward = loss_fn is not None and y_probe is not None
+    saved_grads = [p.grad for p in params]
+    z_out: dict = {}
+    a_out: dict = {}
+    try:
+        with ExitStack() as stack:
+            for layer in layers:
+                stack.enter_context(wrapped_forward(layer.linear, _retaining(z_out, layer.index)))
+                if layer.act_module is not None:
+                    stack.enter_context(wrapped_forward(layer.act_module, _retaining(a_out, layer.index)))
+            with enable_grad():
+                for p in params:
+                    p.grad = None
+                out = model(_leaf(X))
+                if backward:
+                    y = y_probe.data if isinstance(y_probe, Tensor) else np.asarray(y_probe)
+                    get_loss(loss_fn)(out, _leaf(y)).backward()
+        rows = []
+        for layer in layers:
+            z = z_out.get(layer.index)
+            a = a_out.get(layer.index, z)
+            rows.append(
+                {
+                    **layer.describe(),
+                    "preact_var": _var(None if z is None else z.data),
+                    "activation_var": _var(None if a is None else a.data),
+                    "grad_var": _var(z.grad) if backward and z is not None else None,
+                    "weight_grad_var": _var(layer.linear.weight.grad) if backward else None,
+                }
+            )
+    finally:
+        for p, g in zip(params, saved_grads):
+            p.grad = g
+    return {"input_var": _var(X), "layers": rows}
+

@@ -1,0 +1,27 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
+def to_torch(torch, a, requires_grad=True):
+    t = torch.tensor(np.array(a, dtype=np.float64))
+    return t.requires_grad_(requires_grad)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return np.inf
+    scale = np.maximum(np.abs(b).max(initial=0.0), 1.0)
+    return float(np.abs(a - b).max(initial=0.0) / scale)

@@ -1,0 +1,116 @@
+"""Modules: parameters, state, initializers, Linear and MLP."""
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import nn
+from test_ops_torch import compare
+
+
+def test_linear_forward_backward_matches_torch(torch):
+    layer = nn.Linear(4, 3, dtype="float64", generator=0)
+    x = np.random.default_rng(1).standard_normal((5, 4))
+    compare(torch, lambda x, w, b: cr.functional.linear(x, w, b), lambda x, w, b: x @ w + b, x, layer.weight.data, layer.bias.data)
+    x3 = np.random.default_rng(2).standard_normal((2, 5, 4))
+    compare(torch, lambda x, w, b: cr.functional.linear(x, w, b), lambda x, w, b: x @ w + b, x3, layer.weight.data, layer.bias.data)
+
+
+def test_linear_shapes_names_and_errors():
+    layer = nn.Linear(64, 128)
+    assert layer.weight.shape == (64, 128) and layer.bias.shape == (128,)
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    with pytest.raises(cr.ShapeError, match=r"Linear\(64 -> 128\) got input of shape \(32, 65\)"):
+        layer(cr.zeros(32, 65))
+    with pytest.raises(cr.ChainruleError, match="positive integer in_features"):
+        nn.Linear(0, 3)
+    assert nn.Linear(3, 2, bias=False).bias is None
+    assert len(nn.Linear(3, 2, bias=False).parameters()) == 1
+
+
+def test_linear_default_init_is_bounded_like_pytorch():
+    w = nn.Linear(100, 50, generator=0).weight.data
+    assert np.abs(w).max() <= 0.1 and np.abs(w).max() > 0.09
+
+
+def test_mlp_structure_and_init_choice():
+    m = nn.MLP([64, 32, 32, 10], activation="relu", generator=0)
+    assert len(m.linears) == 3 and isinstance(m[1], nn.ReLU) and m.init == "he_normal"
+    assert [n for n, _ in m.named_parameters()][:2] == ["0.weight", "0.bias"]
+    assert nn.MLP([4, 3, 2], activation="sigmoid").init == "xavier_uniform"
+    assert nn.MLP([4, 3, 2], activation="tanh").init == "xavier_uniform"
+    dead = nn.MLP([4, 3, 3, 2], activation="relu", bias_init=-100.0)
+    assert np.all(dead.linears[0].bias.data == -100) and np.all(dead.linears[-1].bias.data == 0)
+    with pytest.raises(cr.ChainruleError, match="unknown activation"):
+        nn.MLP([4, 2], activation="gelu")
+    with pytest.raises(cr.ChainruleError, match="two positive layer sizes"):
+        nn.MLP([4])
+    assert "MLP(64-32-32-10" in repr(m) and "Linear(64 -> 32)" in repr(m)
+
+
+def test_mlp_is_seeded():
+    a, b = nn.MLP([8, 5, 3], generator=3), nn.MLP([8, 5, 3], generator=3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    cr.manual_seed(5)
+    c = nn.Linear(3, 2)
+    cr.manual_seed(5)
+    d = nn.Linear(3, 2)
+    np.testing.assert_array_equal(c.weight.data, d.weight.data)
+
+
+@pytest.mark.parametrize("scheme, expected_std", [
+    ("he_normal", np.sqrt(2 / 400)), ("he_uniform", np.sqrt(2 / 400)),
+    ("xavier_uniform", np.sqrt(2 / 700)), ("xavier_normal", np.sqrt(2 / 700)), ("normal", 0.01),
+])
+def test_initializer_scales(scheme, expected_std):
+    w = nn.Parameter(np.zeros((400, 300)))
+    nn.init.initialize(w, scheme, "relu", generator=0)
+    assert abs(w.data.std() / expected_std - 1) < 0.02
+    assert abs(w.data.mean()) < 0.1 * expected_std
+
+
+def test_state_dict_roundtrip_and_errors():
+    a, b = nn.MLP([5, 4, 3], generator=0), nn.MLP([5, 4, 3], generator=1)
+    b.load_state_dict(a.state_dict())
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    bad = dict(a.state_dict())
+    bad["0.weight"] = np.zeros((5, 5))
+    with pytest.raises(cr.ShapeError, match="0.weight"):
+        b.load_state_dict(bad)
+    with pytest.raises(cr.ChainruleError, match="missing"):
+        b.load_state_dict({"0.weight": a.state_dict()["0.weight"]})
+
+
+def test_zero_grad_train_eval_and_custom_modules():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Linear(3, 4)
+            self.out = nn.Linear(4, 1)
+            self.scale = nn.Parameter([2.0])
+
+        def forward(self, x):
+            return self.out(self.hidden(x).tanh()) * self.scale
+
+    net = Net()
+    assert {n for n, _ in net.named_parameters()} == {"scale", "hidden.weight", "hidden.bias", "out.weight", "out.bias"}
+    net(cr.ones(2, 3)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+    net.eval()
+    assert not net.training and not net.hidden.training
+    net.train()
+    assert net.out.training
+    assert net.num_parameters() == 3 * 4 + 4 + 4 + 1 + 1
+
+
+def test_prelu_module_learns_its_slope():
+    act = nn.PReLU(num_parameters=3, init=0.25)
+    x = cr.tensor([[-1.0, -2.0, 3.0]])
+    act(x).sum().backward()
+    np.testing.assert_allclose(act.weight.grad, [-1.0, -2.0, 0.0])
+    with pytest.raises(cr.ChainruleError, match="PReLU"):
+        act(cr.zeros(2, 4))
