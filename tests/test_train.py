@@ -21,7 +21,7 @@ def test_mlp_learns_the_digits(digits):
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     hist = cr.fit(model, F.cross_entropy, opt, Xtr, ytr, epochs=20, batch_size=32, validation=(Xte, yte), progress=False)
     acc = cr.evaluate(model, "cross_entropy", Xte, yte)["accuracy"]
-    # measured: 0.978 on this split and seed; the issue asks for >= 0.97
+    # measured: 0.980 on this split and seed; the issue asks for >= 0.97
     assert acc >= 0.97
     assert hist["val_accuracy"][-1] == acc
     assert hist["loss"][0] > hist["loss"][-1] and len(hist["loss"]) == 20

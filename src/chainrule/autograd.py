@@ -13,6 +13,7 @@ The operations themselves live in :mod:`chainrule.ops`; this file is the engine.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
@@ -23,6 +24,11 @@ from .errors import ChainruleError, ShapeError
 ndarray = np.ndarray
 
 _FLOATS = (np.float16, np.float32, np.float64)
+
+# Every tensor gets a creation number. An operation's inputs always exist before
+# its output, so sorting a graph's nodes by decreasing number is a reverse
+# topological order: no recursive search is needed to order backpropagation.
+_counter = itertools.count()
 
 
 class _GradMode(threading.local):
@@ -97,7 +103,7 @@ class Tensor:
         requires_grad: whether gradients flow to this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_retain", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_retain", "name", "_seq", "_g", "__weakref__")
     __array_priority__ = 1000  # numpy_array * tensor defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
@@ -114,6 +120,8 @@ class Tensor:
         self._backward = None
         self._retain = False
         self.name = name
+        self._seq = next(_counter)
+        self._g = None
 
     # ---- basic properties -------------------------------------------------
     @property
@@ -218,7 +226,7 @@ class Tensor:
                     f"backward() on a tensor of shape {self.shape} needs gradient= of that shape; "
                     "only a one-element (scalar) output can start backpropagation alone"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones(self.data.shape, dtype=self.data.dtype)
         else:
             seed = np.array(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=self.data.dtype)
             if seed.shape != self.shape:
@@ -227,24 +235,28 @@ class Tensor:
 
 
 def _toposort(root: Tensor) -> list:
-    """Nodes reachable from ``root`` that need gradients, each once, in post-order.
+    """Nodes reachable from ``root`` that need gradients, each once, root first.
 
-    Iterative depth-first search: a chain of any length works (no recursion).
+    Collects the graph with an explicit stack (a chain of any length works, no
+    recursion), then orders it by creation number, newest first: every node
+    comes before the nodes it was computed from.
     """
-    order = []
+    nodes = [root]
     seen = {id(root)}
-    stack = [(root, iter(root._parents))]
+    stack = [root]
     while stack:
-        node, parents = stack[-1]
-        for p in parents:
+        for p in stack.pop()._parents:
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
-                stack.append((p, iter(p._parents)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    return order
+                nodes.append(p)
+                if p._parents:
+                    stack.append(p)
+    nodes.sort(key=_seq_of, reverse=True)
+    return nodes
+
+
+def _seq_of(t: Tensor) -> int:
+    return t._seq
 
 
 def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
@@ -255,39 +267,43 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     that intermediate gradient is dropped.
     """
     order = _toposort(root)
-    grads = {id(root): seed}
     given = set()  # ids of arrays handed to leaves in this pass (to avoid aliasing)
-    for node in reversed(order):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        backward = node._backward
-        if backward is None:  # a leaf: accumulate into .grad
-            if node.grad is None:
-                if g.base is not None or id(g) in given or type(g) is not ndarray:
-                    g = np.array(g, dtype=node.data.dtype)
-                given.add(id(g))
-                node.grad = g
-            else:
-                node.grad += g
-            continue
-        if node._retain:
-            node.grad = g
-        parent_grads = backward(g)
-        if not retain_graph:
-            node._backward = _graph_freed
-        for p, pg in zip(node._parents, parent_grads):
-            if pg is None or not p.requires_grad:
-                continue
-            if pg.shape != p.data.shape:
-                pg = unbroadcast(pg, p.data.shape)
-            key = id(p)
-            prev = grads.get(key)
-            grads[key] = pg if prev is None else prev + pg
-    if not retain_graph:
+    root._g = seed
+    try:
         for node in order:
-            if node._backward is _graph_freed:
-                node._parents = ()
+            g = node._g
+            if g is None:
+                continue
+            node._g = None
+            backward = node._backward
+            if backward is None:  # a leaf: accumulate into .grad
+                if node.grad is None:
+                    if g.base is not None or id(g) in given or type(g) is not ndarray:
+                        g = np.array(g, dtype=node.data.dtype)
+                    given.add(id(g))
+                    node.grad = g
+                else:
+                    node.grad += g
+                continue
+            if node._retain:
+                node.grad = g
+            parent_grads = backward(g)
+            if not retain_graph:
+                node._backward = _graph_freed
+                node._parents, parents = (), node._parents
+            else:
+                parents = node._parents
+            for p, pg in zip(parents, parent_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                if pg.shape != p.data.shape:
+                    pg = unbroadcast(pg, p.data.shape)
+                prev = p._g
+                p._g = pg if prev is None else prev + pg
+    except BaseException:  # leave no half-summed gradient behind for the next pass
+        for node in order:
+            node._g = None
+        raise
 
 
 def unbroadcast(g: Any, shape: tuple) -> Any:
@@ -341,6 +357,8 @@ def _leaf(data: Any) -> Tensor:
     t._backward = None
     t._retain = False
     t.name = None
+    t._seq = next(_counter)
+    t._g = None
     return t
 
 
@@ -356,6 +374,8 @@ def node(data: Any, parents: tuple, backward: Callable) -> Tensor:
     t.grad = None
     t._retain = False
     t.name = None
+    t._seq = next(_counter)
+    t._g = None
     if _grad_mode.enabled:
         for p in parents:
             if p.requires_grad:

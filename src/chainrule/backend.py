@@ -50,4 +50,5 @@ def to_device(t: Any, device: Any) -> Any:
     out = Tensor.__new__(Tensor)
     out.data, out.grad, out.requires_grad = data, None, t.requires_grad
     out._parents, out._backward, out._retain, out.name = (), None, False, t.name
+    out._seq, out._g = t._seq, None
     return out

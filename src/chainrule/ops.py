@@ -6,7 +6,7 @@ gradient per input (``None`` where the input needs none). Gradients may have
 the broadcast shape of the output: the engine sums them back to each input's
 shape in one place (:func:`~chainrule.autograd.unbroadcast`).
 
-Derived operations (``-``, ``/``, ``mean``) are built from primitives and need
+Derived operations (``-``, ``/``, ``min``) are built from primitives and need
 no backward of their own. The set is kept small on purpose.
 """
 
@@ -161,25 +161,38 @@ def _axes(axis: Any, ndim: int) -> tuple:
     return tuple(ax % ndim if ndim else ax for ax in axis)
 
 
+def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
+    """``g`` of a reduction's output shape copied back over the reduced axes, as a new array."""
+    out = np.empty(shape, dtype=g.dtype)
+    if axis is not None and not keepdims:
+        g = np.expand_dims(g, _axes(axis, len(shape)))
+    out[...] = g
+    return out
+
+
 def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default). The gradient copies g back over the summed axes."""
     shape = a.data.shape
-    out = a.data.sum(axis=axis, keepdims=keepdims)
 
     def backward(g):
-        if not keepdims and axis is not None:
-            g = np.expand_dims(g, _axes(axis, len(shape)))
-        return (np.broadcast_to(g, shape),)
+        return (_expand(g, shape, axis, keepdims),)
 
-    return node(out, (a,), backward)
+    return node(a.data.sum(axis=axis, keepdims=keepdims), (a,), backward)
 
 
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axis``, composed as ``sum / n``."""
+    """Mean over ``axis``: the sum divided by the number of entries n; the gradient is g / n
+    copied back. A primitive rather than ``sum / n`` for speed (one node; losses end with it)."""
+    shape = a.data.shape
     n = 1
     for ax in _axes(axis, a.data.ndim):
-        n *= a.data.shape[ax]
-    return mul(sum(a, axis, keepdims), 1.0 / builtins.max(n, 1))
+        n *= shape[ax]
+    scale = 1.0 / builtins.max(n, 1)
+
+    def backward(g):
+        return (_expand(g * scale, shape, axis, keepdims),)
+
+    return node(a.data.sum(axis=axis, keepdims=keepdims) * scale, (a,), backward)
 
 
 def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:

@@ -34,8 +34,10 @@ parameters of the same name mean; what differs:
 - Training runs in float32 (chainrule's default); ``predict``,
   ``predict_proba`` and ``score`` evaluate the trained weights in float64, so
   a sample's output does not depend on which other rows share its batch.
-- ``diagnostics_`` is new: one record per Linear layer, measured at the end of
-  ``fit`` (see :func:`layer_diagnostics`).
+- ``diagnostics_`` is new: the per-epoch, per-layer records of a
+  :class:`chainrule.diagnostics.Monitor` that watched training (gradient norms,
+  update ratios, dead and saturated units). To keep its cost small it measures
+  the first step of each epoch; ``diagnostics_[-1]["layers"]`` is the last epoch.
 
 This module imports scikit-learn when it is imported; ``import chainrule``
 never imports it.
@@ -54,60 +56,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import functional as F
-from .autograd import _leaf
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
 from .train import fit as _fit
 from .train import predict as _predict
 
-__all__ = ["MLPClassifier", "MLPRegressor", "layer_diagnostics"]
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 _SOLVERS = ("sgd", "adam")
 _ALIASES = {"logistic": "sigmoid"}
-
-
-def layer_diagnostics(model: MLP, loss_fn: Any, X: np.ndarray, y: np.ndarray, max_samples: int = 1024) -> list:
-    """Per-layer gradient records of ``model`` on (X, y): one dict per Linear layer, input to output.
-
-    Each record holds ``layer`` (index from 1), ``shape`` (in, out),
-    ``weight_norm`` = ||W||_F, ``grad_norm`` = ||dL/dW||_F of ``loss_fn`` on the
-    first ``max_samples`` rows, ``grad_ratio`` = grad_norm / weight_norm, and,
-    for hidden layers, ``dead_fraction``: the share of units whose
-    pre-activation is <= 0 on every one of those rows (a dead ReLU passes no
-    gradient back).
-
-    Example:
-        >>> recs = layer_diagnostics(clf.model_, F.cross_entropy, X, y)
-        >>> [r["grad_norm"] for r in recs]   # near 0 at the input end: vanishing gradients
-    """
-    X, y = X[:max_samples], y[:max_samples]
-    linears = model.linears
-    pre: list = []
-    h = _leaf(np.asarray(X, dtype=linears[0].weight.data.dtype))
-    model.zero_grad()
-    for m in model._layers:
-        h = m(h)
-        if any(m is lin for lin in linears):
-            pre.append(h.data)
-    loss = loss_fn(h, _leaf(y))
-    loss.backward()
-    records = []
-    for i, lin in enumerate(linears):
-        w_norm = float(np.linalg.norm(lin.weight.data))
-        g = lin.weight.grad
-        g_norm = float(np.linalg.norm(g)) if g is not None else 0.0
-        rec = {
-            "layer": i + 1,
-            "shape": [lin.in_features, lin.out_features],
-            "weight_norm": w_norm,
-            "grad_norm": g_norm,
-            "grad_ratio": g_norm / w_norm if w_norm > 0 else math.nan,
-        }
-        if i < len(linears) - 1:
-            rec["dead_fraction"] = float(np.mean(np.all(pre[i] <= 0, axis=0)))
-        records.append(rec)
-    model.zero_grad()
-    return records
 
 
 class _StopRule:
@@ -313,9 +270,13 @@ class _BaseMLP(BaseEstimator):
         weights = [lin.weight for lin in self.model_.linears]
         loss_fn = self._loss_fn(weights)
         rule = _StopRule(self, n, validation, check=not incremental)
+        from .diagnostics import Monitor
+
+        monitor = Monitor(monitor_every=(n + batch - 1) // batch, probe=X[:256], probe_targets=y[:256])
         start = self.n_iter_
         epochs = start + (1 if incremental else int(self.max_iter))
-        _fit(
+        try:
+            _fit(
             self.model_,
             loss_fn,
             self._optimizer,
@@ -324,15 +285,19 @@ class _BaseMLP(BaseEstimator):
             epochs=epochs,
             batch_size=batch,
             seed=self._seed,
-            callbacks=[rule],
+            callbacks=[rule, monitor],
             progress=False,
             task=self._task,
             shuffle=bool(self.shuffle),
             initial_epoch=start,
-        )
+            )
+        finally:
+            monitor.end()  # unhooks the layers even when training fails
+        if not incremental or not hasattr(self, "diagnostics_"):
+            self.diagnostics_ = []
+        self.diagnostics_.extend(monitor.records)
         if rule.best_state is not None:
             self.model_.load_state_dict(rule.best_state)
-        self.diagnostics_ = layer_diagnostics(self.model_, loss_fn, X, y)
         if not incremental and not rule.stopped and self.n_iter_ - start == self.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't converged yet.",

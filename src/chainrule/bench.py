@@ -1,0 +1,938 @@
+"""The benchmark behind ``chainrule bench``: chainrule against PyTorch, scikit-learn and NumPy.
+
+Four runners train the same multi-layer perceptrons with plain SGD in float32:
+
+- ``chainrule``: idiomatic chainrule (``nn.MLP``, ``optim.SGD``, ``F.cross_entropy``
+  in a plain loop); ``chainrule-fit`` is the same model trained by ``cr.fit``.
+- ``torch``: idiomatic PyTorch on the CPU (``torch.nn.Sequential``, ``torch.optim.SGD``),
+  with as many threads as NumPy's BLAS uses.
+- ``sklearn``: scikit-learn's ``MLPClassifier`` (solver "sgd", momentum 0, no L2
+  penalty); time per step is its fit time divided by the steps it took.
+- ``numpy``: a hand-fused NumPy MLP (:class:`FusedMLP`): forward, hand-derived
+  backward and in-place update with preallocated buffers. It is the floor for an
+  engine built on NumPy: whatever an engine adds on top of it is overhead.
+
+chainrule, torch and numpy start from the same weights and see the same batches
+in the same order, so their final training losses agree closely (a check that
+every runner computes the same thing). scikit-learn draws its own initial weights
+and batch order.
+
+Timing: one process, repetitions alternating between runners (the order rotates
+each repetition) after one untimed warm-up epoch per runner; each repetition
+trains a freshly built model for the whole workload. Reported: the median time
+per step over repetitions with its min and max, and the ratio of medians against
+PyTorch and against the NumPy floor.
+
+Peak memory: each (runner, workload) trains for one epoch in a fresh Python
+subprocess. After the libraries are imported, warmed up on a tiny problem and
+the data are made, the kernel's resident-set high-water mark is reset (writing 5
+to /proc/self/clear_refs); the figure is the high-water mark during model
+construction and training minus the resident set just before. It counts every
+byte the process touches, whichever allocator it came from (NumPy's, PyTorch's
+or BLAS buffers), and nothing that was resident before the model was built.
+
+Example:
+    >>> from chainrule import bench
+    >>> result = bench.run_benchmark(workloads=["digits"], quick=True, memory=False)
+    >>> print(bench.format_report(result))
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# ---- workloads ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One network and data set to train: layer sizes, activation, batch size, epochs, learning rate.
+
+    ``data`` is "digits" (the 8x8 digits training split, 1,348 rows) or
+    "synthetic" (``n_samples`` Gaussian rows labelled by a random linear teacher).
+    """
+
+    name: str
+    sizes: tuple
+    activation: str
+    batch_size: int
+    epochs: int
+    lr: float
+    data: str = "digits"
+    n_samples: int = 0
+    infer_batch: int = 1024
+    infer_passes: int = 20
+
+    @property
+    def description(self) -> str:
+        hidden = self.sizes[1:-1]
+        if len(hidden) > 3 and len(set(hidden)) == 1:
+            arch = f"{self.sizes[0]}-{hidden[0]}x{len(hidden)}-{self.sizes[-1]}"
+        else:
+            arch = "-".join(map(str, self.sizes))
+        return f"{arch} {self.activation}, batch {self.batch_size}, {self.epochs} epochs, lr {self.lr}, {self.data} data"
+
+
+WORKLOADS = {
+    "digits": Workload("digits", (64, 128, 128, 10), "relu", batch_size=32, epochs=20, lr=0.1),
+    "deep": Workload("deep", (64,) + (64,) * 10 + (10,), "sigmoid", batch_size=64, epochs=20, lr=0.1),
+    "wide": Workload(
+        "wide", (784, 1024, 1024, 10), "relu", batch_size=256, epochs=5, lr=0.01, data="synthetic", n_samples=2560,
+        infer_passes=2,
+    ),
+}
+
+# tiny settings for --quick and the test suite: the same code paths, a few steps each
+QUICK = {
+    "digits": replace(WORKLOADS["digits"], epochs=1, n_samples=256, infer_passes=2),
+    "deep": replace(WORKLOADS["deep"], epochs=1, n_samples=256, infer_passes=2),
+    "wide": replace(WORKLOADS["wide"], sizes=(784, 256, 256, 10), epochs=1, n_samples=512, infer_passes=1),
+}
+
+# the issue-7 targets: (workload, what, limit); "time" ratios are median time per step
+TARGETS = (
+    ("digits", "torch", 0.5),
+    ("digits", "numpy", 1.3),
+    ("deep", "torch", 0.5),
+    ("wide", "torch", 1.0),
+    ("wide", "memory", 1.0),
+)
+
+
+def get_workload(name: str, quick: bool = False) -> Workload:
+    """The workload called ``name`` ("digits", "deep" or "wide"), at tiny settings with ``quick``."""
+    table = QUICK if quick else WORKLOADS
+    if name not in table:
+        from .errors import ChainruleError
+
+        raise ChainruleError(f"unknown workload {name!r}; expected one of {', '.join(WORKLOADS)}")
+    return table[name]
+
+
+def load_data(w: Workload, seed: int = 0) -> tuple:
+    """(X float32, y int64) for workload ``w``; the same seed gives the same data."""
+    if w.data == "digits":
+        from .data.digits import load_digits, train_test_split
+
+        X, y = load_digits()
+        X, _, y, _ = train_test_split(X, y, test_size=0.25, seed=seed)
+    else:
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((w.n_samples, w.sizes[0]), dtype=np.float32)
+        teacher = rng.standard_normal((w.sizes[0], w.sizes[-1]), dtype=np.float32)
+        y = np.argmax(X @ teacher, axis=1).astype(np.int64)
+    if w.n_samples and len(X) > w.n_samples:
+        X, y = X[: w.n_samples], y[: w.n_samples]
+    return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64)
+
+
+def initial_weights(w: Workload, seed: int = 0) -> list:
+    """[(W (in, out), b (out,)), ...] float32: chainrule's ``nn.MLP`` initialisation, shared by the runners."""
+    from .nn import MLP
+
+    model = MLP(list(w.sizes), activation=w.activation, generator=seed)
+    return [(lin.weight.data.copy(), lin.bias.data.copy()) for lin in model.linears]
+
+
+def batch_plan(n: int, batch_size: int, epochs: int, seed: int = 0) -> list:
+    """Row indices of every mini-batch: one list per epoch, each epoch a fresh seeded shuffle."""
+    plan = []
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        plan.append([order[i : i + batch_size] for i in range(0, n, batch_size)])
+    return plan
+
+
+def evaluate_weights(weights: Sequence, activation: str, X: np.ndarray, y: np.ndarray) -> tuple:
+    """(mean cross-entropy, accuracy) of an MLP with these weights on (X, y), in float64."""
+    a = X.astype(np.float64)
+    for i, (W, b) in enumerate(weights):
+        a = a @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
+        if i < len(weights) - 1:
+            a = np.maximum(a, 0) if activation == "relu" else 1 / (1 + np.exp(-a))
+    a = a - a.max(axis=1, keepdims=True)
+    logp = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean()), float((a.argmax(axis=1) == y).mean())
+
+
+# ---- the NumPy floor ------------------------------------------------------------
+
+
+class FusedMLP:
+    """A multi-layer perceptron written by hand in NumPy: the floor for an engine on NumPy.
+
+    Forward, the hand-derived backward of softmax cross-entropy, and the SGD
+    update, with every intermediate array preallocated (one set per batch size)
+    and every operation in place. The output gradient ``softmax(z) - onehot(y)``
+    is scaled by ``lr / n`` once, so each parameter update is a single
+    subtraction: ``W -= a^T d``, ``b -= sum(d)``.
+
+    Args:
+        weights: [(W (in, out), b (out,)), ...]; copied.
+        activation: "relu" or "sigmoid" for the hidden layers.
+
+    Example:
+        >>> net = FusedMLP(initial_weights(WORKLOADS["digits"]), "relu")
+        >>> net.step(X[:32], y[:32], lr=0.1)
+    """
+
+    def __init__(self, weights: Sequence, activation: str = "relu"):
+        if activation not in ("relu", "sigmoid"):
+            raise ValueError(f"FusedMLP supports activation 'relu' or 'sigmoid', got {activation!r}")
+        self.W = [np.array(W, dtype=np.float32) for W, _ in weights]
+        self.b = [np.array(b, dtype=np.float32) for _, b in weights]
+        self.relu = activation == "relu"
+        self._buffers: dict = {}
+
+    def _buffers_for(self, n: int) -> tuple:
+        bufs = self._buffers.get(n)
+        if bufs is None:
+            z = [np.empty((n, W.shape[1]), np.float32) for W in self.W]  # layer outputs, activated in place
+            d = [np.empty((n, W.shape[0]), np.float32) for W in self.W]  # gradients of layer inputs
+            tmp = [np.empty((n, W.shape[0]), np.float32 if not self.relu else bool) for W in self.W]
+            gW = [np.empty_like(W) for W in self.W]
+            gb = [np.empty_like(b) for b in self.b]
+            bufs = self._buffers[n] = (z, d, tmp, gW, gb, np.arange(n))
+        return bufs
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The logits for the batch ``x`` (a preallocated buffer, overwritten by the next call)."""
+        z = self._buffers_for(len(x))[0]
+        a = x
+        last = len(self.W) - 1
+        for i in range(last + 1):
+            out = z[i]
+            np.matmul(a, self.W[i], out=out)
+            out += self.b[i]
+            if i < last:
+                if self.relu:
+                    np.maximum(out, 0, out=out)
+                else:  # 1 / (1 + e^-z); e^-z may overflow to inf, giving exactly 0
+                    np.negative(out, out=out)
+                    np.exp(out, out=out)
+                    out += 1
+                    np.reciprocal(out, out=out)
+            a = out
+        return a
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
+        """One SGD step on the mean softmax cross-entropy of the batch (x, y)."""
+        n = len(x)
+        z, d, tmp, gW, gb, rows = self._buffers_for(n)
+        p = self.forward(x)
+        p -= p.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        p[rows, y] -= 1
+        p *= lr / n  # d(loss)/d(logits), times the learning rate
+        g = p
+        W, b = self.W, self.b
+        for i in range(len(W) - 1, -1, -1):
+            a = z[i - 1] if i else x
+            if i:
+                np.matmul(g, W[i].T, out=d[i])  # before W[i] changes
+            np.matmul(a.T, g, out=gW[i])
+            W[i] -= gW[i]
+            np.sum(g, axis=0, out=gb[i])
+            b[i] -= gb[i]
+            if i:
+                g, t = d[i], tmp[i]
+                if self.relu:
+                    np.greater(a, 0, out=t)
+                    g *= t
+                else:  # sigmoid' = s (1 - s), with s the layer's output
+                    np.subtract(1, a, out=t)
+                    t *= a
+                    g *= t
+
+    def weights(self) -> list:
+        return list(zip(self.W, self.b))
+
+
+# ---- runners ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A way to train and run an MLP: ``make_trainer`` and ``make_predictor`` build fresh models.
+
+    ``make_trainer(w, weights, X, y, plan)`` returns ``(run, get_weights)``: ``run()``
+    trains through every batch of ``plan`` (one list of index arrays per epoch),
+    ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
+    weights, X)`` returns ``predict()``, which computes outputs for every row of X
+    in chunks of ``w.infer_batch`` without recording gradients.
+    """
+
+    name: str
+    description: str
+    module: str | None
+    make_trainer: Callable
+    make_predictor: Callable | None
+
+
+def _chunks(X: np.ndarray, size: int) -> list:
+    return [X[i : i + size] for i in range(0, len(X), size)]
+
+
+def _chainrule_model(w: Workload, weights: Sequence) -> Any:
+    from . import nn
+
+    model = nn.MLP(list(w.sizes), activation=w.activation, generator=0)
+    for lin, (W, b) in zip(model.linears, weights):
+        lin.weight.data[...] = W
+        lin.bias.data[...] = b
+    return model
+
+
+def _chainrule_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
+    import chainrule as cr
+    from chainrule import functional as F
+    from chainrule import optim
+
+    model = _chainrule_model(w, weights)
+    opt = optim.SGD(model.parameters(), lr=w.lr)
+    batches = [idx for epoch in plan for idx in epoch]
+
+    def run() -> None:
+        for idx in batches:
+            xb, yb = cr.tensor(X[idx]), cr.tensor(y[idx])
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+
+
+def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
+    import chainrule as cr
+    from chainrule import functional as F
+    from chainrule import optim
+
+    model = _chainrule_model(w, weights)
+    opt = optim.SGD(model.parameters(), lr=w.lr)
+
+    def run() -> None:
+        cr.fit(model, F.cross_entropy, opt, X, y, epochs=len(plan), batch_size=w.batch_size, seed=0, progress=False)
+
+    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+
+
+def _chainrule_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
+    import chainrule as cr
+
+    model = _chainrule_model(w, weights)
+    model.eval()
+    chunks = _chunks(X, w.infer_batch)
+
+    def predict() -> None:
+        with cr.no_grad():
+            for xb in chunks:
+                model(cr.tensor(xb))
+
+    return predict
+
+
+def torch_threads() -> int:
+    """The number of threads NumPy's BLAS uses here (threadpoolctl), which PyTorch is given too."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return os.cpu_count() or 1
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    numpy_pools = [p for p in pools if "numpy" in p.get("filepath", "")]
+    pool = (numpy_pools or pools or [{"num_threads": os.cpu_count() or 1}])[0]
+    return int(pool["num_threads"])
+
+
+def _torch_model(w: Workload, weights: Sequence) -> Any:
+    import torch
+
+    torch.set_num_threads(torch_threads())
+    act = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}[w.activation]
+    layers = []
+    for i, (W, b) in enumerate(weights):
+        lin = torch.nn.Linear(W.shape[0], W.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+        if i < len(weights) - 1:
+            layers.append(act())
+    return torch.nn.Sequential(*layers)
+
+
+def _torch_weights(model: Any) -> list:
+    lins = [m for m in model if hasattr(m, "weight")]
+    return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in lins]
+
+
+def _torch_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
+    import torch
+
+    model = _torch_model(w, weights)
+    opt = torch.optim.SGD(model.parameters(), lr=w.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    batches = [torch.from_numpy(idx) for epoch in plan for idx in epoch]
+
+    def run() -> None:
+        for idx in batches:
+            xb, yb = Xt[idx], yt[idx]
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return run, lambda: _torch_weights(model)
+
+
+def _torch_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
+    import torch
+
+    model = _torch_model(w, weights)
+    model.eval()
+    chunks = [torch.from_numpy(c) for c in _chunks(X, w.infer_batch)]
+
+    def predict() -> None:
+        with torch.no_grad():
+            for xb in chunks:
+                model(xb)
+
+    return predict
+
+
+def _sklearn_model(w: Workload, epochs: int) -> Any:
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(
+        hidden_layer_sizes=tuple(w.sizes[1:-1]),
+        activation={"relu": "relu", "sigmoid": "logistic"}[w.activation],
+        solver="sgd",
+        alpha=0.0,
+        batch_size=w.batch_size,
+        learning_rate="constant",
+        learning_rate_init=w.lr,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        max_iter=epochs,
+        shuffle=True,
+        random_state=0,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,  # never stop early: train all epochs, as the others do
+        early_stopping=False,
+    )
+
+
+def _sklearn_fit(clf: Any, X: np.ndarray, y: np.ndarray) -> None:
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+
+
+def _sklearn_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
+    clf = _sklearn_model(w, len(plan))  # its own Glorot initialisation and shuffling
+
+    def run() -> None:
+        _sklearn_fit(clf, X, y)
+
+    return run, lambda: list(zip(clf.coefs_, clf.intercepts_))
+
+
+def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
+    clf = _sklearn_model(w, 1)
+    _sklearn_fit(clf, X[: 2 * w.batch_size], np.arange(2 * w.batch_size) % w.sizes[-1])  # to get fitted state
+    for i, (W, b) in enumerate(weights):
+        clf.coefs_[i][...] = W
+        clf.intercepts_[i][...] = b
+    chunks = _chunks(X, w.infer_batch)
+
+    def predict() -> None:
+        for xb in chunks:
+            clf.predict_proba(xb)
+
+    return predict
+
+
+def _numpy_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
+    net = FusedMLP(weights, w.activation)
+    batches = [idx for epoch in plan for idx in epoch]
+    lr = np.float32(w.lr)
+    step = net.step
+
+    def run() -> None:
+        with np.errstate(over="ignore"):
+            for idx in batches:
+                step(X[idx], y[idx], lr)
+
+    return run, net.weights
+
+
+def _numpy_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
+    net = FusedMLP(weights, w.activation)
+    chunks = _chunks(X, w.infer_batch)
+
+    def predict() -> None:
+        with np.errstate(over="ignore"):
+            for xb in chunks:
+                net.forward(xb)
+
+    return predict
+
+
+RUNNERS = {
+    "chainrule": Runner(
+        "chainrule", "nn.MLP + optim.SGD + F.cross_entropy, plain loop", None, _chainrule_trainer, _chainrule_predictor
+    ),
+    "chainrule-fit": Runner("chainrule-fit", "the same model trained by cr.fit", None, _chainrule_fit_trainer, None),
+    "torch": Runner(
+        "torch", "torch.nn.Sequential + torch.optim.SGD + CrossEntropyLoss, CPU", "torch", _torch_trainer, _torch_predictor
+    ),
+    "sklearn": Runner(
+        "sklearn", "MLPClassifier(solver='sgd', momentum=0, alpha=0); fit time / steps", "sklearn",
+        _sklearn_trainer, _sklearn_predictor,
+    ),
+    "numpy": Runner("numpy", "hand-fused NumPy MLP (FusedMLP): the floor", None, _numpy_trainer, _numpy_predictor),
+}
+
+
+def available_runners(names: Sequence[str] | None = None) -> tuple:
+    """(runners that can run, {name: why not} for those whose library is not installed)."""
+    names = list(names) if names else list(RUNNERS)
+    ok, skipped = [], {}
+    for name in names:
+        if name not in RUNNERS:
+            from .errors import ChainruleError
+
+            raise ChainruleError(f"unknown runner {name!r}; expected one of {', '.join(RUNNERS)}")
+        r = RUNNERS[name]
+        if r.module and importlib.util.find_spec(r.module) is None:
+            skipped[name] = f"{r.module} is not installed"
+        else:
+            ok.append(r)
+    return ok, skipped
+
+
+# ---- measuring --------------------------------------------------------------------
+
+
+def _summary(values: list) -> dict:
+    v = sorted(values)
+    return {"median": float(np.median(v)), "min": float(v[0]), "max": float(v[-1]), "values": [float(x) for x in values]}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0, progress: Callable | None = None) -> dict:
+    """Time per training step of each runner on workload ``w``, repetitions alternating between runners.
+
+    Each repetition builds a fresh model from the same initial weights and
+    trains it through every batch of the workload; the runner order rotates
+    from one repetition to the next. An untimed one-epoch warm-up comes first.
+    """
+    X, y = load_data(w, seed)
+    weights = initial_weights(w, seed)
+    plan = batch_plan(len(X), w.batch_size, w.epochs, seed)
+    steps = sum(len(e) for e in plan)
+    times: dict = {r.name: [] for r in runners}
+    trained: dict = {}
+    for rep in range(-1, repeats):
+        k = rep % len(runners) if rep >= 0 else 0
+        for r in list(runners[k:]) + list(runners[:k]):
+            run_plan = plan if rep >= 0 else plan[:1]
+            run, get_weights = r.make_trainer(w, weights, X, y, run_plan)
+            gc.collect()
+            t0 = time.perf_counter()
+            run()
+            dt = time.perf_counter() - t0
+            if rep >= 0:
+                times[r.name].append(dt / steps)
+                trained[r.name] = get_weights
+        if progress is not None and rep >= 0:
+            progress(f"{w.name}: repetition {rep + 1}/{repeats}")
+    rows = {}
+    for r in runners:
+        loss, acc = evaluate_weights(trained[r.name](), w.activation, X, y)
+        rows[r.name] = {"seconds_per_step": _summary(times[r.name]), "final_loss": loss, "final_accuracy": acc}
+    start_loss, start_acc = evaluate_weights(weights, w.activation, X, y)
+    return {
+        "workload": w.name,
+        "description": w.description,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(w).items()},
+        "samples": len(X),
+        "steps_per_run": steps,
+        "initial_loss": start_loss,
+        "runners": rows,
+    }
+
+
+def measure_inference(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0) -> dict:
+    """Samples per second of each runner's forward pass (no gradients) on workload ``w``'s network."""
+    X, _ = load_data(w, seed)
+    weights = initial_weights(w, seed)
+    runners = [r for r in runners if r.make_predictor is not None]
+    predictors = {r.name: r.make_predictor(w, weights, X) for r in runners}
+    for r in runners:  # warm-up
+        predictors[r.name]()
+    times: dict = {r.name: [] for r in runners}
+    n = len(X) * w.infer_passes
+    for rep in range(repeats):
+        k = rep % len(runners)
+        for r in list(runners[k:]) + list(runners[:k]):
+            predict = predictors[r.name]
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(w.infer_passes):
+                predict()
+            times[r.name].append(time.perf_counter() - t0)
+    rows = {}
+    for r in runners:
+        s = _summary(times[r.name])
+        rows[r.name] = {
+            "seconds_per_sample": {k: (v / n if k != "values" else [x / n for x in v]) for k, v in s.items()},
+            "samples_per_second": {"median": n / s["median"], "min": n / s["max"], "max": n / s["min"]},
+        }
+    return {
+        "workload": w.name,
+        "description": f"{'-'.join(map(str, w.sizes))} {w.activation}, forward only, batches of {w.infer_batch}, {len(X)} rows",
+        "samples": len(X),
+        "batch": w.infer_batch,
+        "runners": rows,
+    }
+
+
+# ---- peak memory, one subprocess per (runner, workload) ---------------------------------
+
+
+def _proc_status() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _warm_up_library(runner: Runner) -> None:
+    """Load the runner's library and run one tiny step, so that lazy initialisation (thread
+    pools, kernel caches) happens before the baseline, not during the measured training."""
+    tiny = Workload("tiny", (4, 3, 2), "relu", batch_size=2, epochs=1, lr=0.1, data="synthetic", n_samples=4)
+    X, y = np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1])
+    run, _ = runner.make_trainer(tiny, initial_weights(tiny), X, y, batch_plan(len(X), 2, 1))
+    run()
+
+
+def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed: int = 0) -> dict:
+    """Peak resident-memory increase of one epoch of training, measured in this process.
+
+    Meant to run in a fresh process (``python -m chainrule.bench --memory RUNNER WORKLOAD``).
+    Linux: the high-water mark is reset through /proc/self/clear_refs after the
+    warm-up and the data; elsewhere ``ru_maxrss`` is used (an upper bound that
+    may hide the increase when the warm-up peaked higher).
+    """
+    runner = RUNNERS[runner_name]
+    w = get_workload(workload_name, quick)
+    _warm_up_library(runner)
+    X, y = load_data(w, seed)
+    weights = initial_weights(w, seed)
+    plan = batch_plan(len(X), w.batch_size, 1, seed)
+    gc.collect()
+    if os.path.exists("/proc/self/clear_refs"):
+        method = "VmHWM after clear_refs"
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _proc_status()["VmRSS"]
+        run, _ = runner.make_trainer(w, weights, X, y, plan)
+        run()
+        peak = _proc_status()["VmHWM"]
+    else:
+        import resource
+
+        method = "ru_maxrss"
+        scale = 1 if sys.platform == "darwin" else 1024
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        run, _ = runner.make_trainer(w, weights, X, y, plan)
+        run()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return {"baseline_bytes": base, "peak_bytes": peak, "increase_bytes": max(peak - base, 0), "method": method}
+
+
+def measure_memory(runner_name: str, workload_name: str, quick: bool = False, timeout: float = 300) -> dict:
+    """Run :func:`memory_child` in a fresh Python process and return what it measured (or an error)."""
+    cmd = [sys.executable, "-m", "chainrule.bench", "--memory", runner_name, workload_name] + (["--quick"] if quick else [])
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit status {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- the machine ------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _loadavg() -> list | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def environment() -> dict:
+    """The machine and software the numbers come from: CPU, versions, BLAS, threads, relevant variables."""
+    from . import __version__
+
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "chainrule": __version__,
+        "loadavg_start": _loadavg(),
+        "variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO"))},
+    }
+    for mod in ("torch", "sklearn"):
+        if importlib.util.find_spec(mod) is not None:
+            env[mod] = importlib.import_module(mod).__version__
+    try:
+        from threadpoolctl import threadpool_info
+
+        env["threadpools"] = [
+            {k: p.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture", "num_threads")}
+            for p in threadpool_info()
+        ]
+    except ImportError:
+        env["threadpools"] = None
+    env["threads"] = torch_threads()
+    return env
+
+
+# ---- the whole benchmark ------------------------------------------------------------------
+
+
+def run_benchmark(
+    workloads: Sequence[str] = ("digits", "deep", "wide"),
+    runners: Sequence[str] | None = None,
+    repeats: int = 5,
+    quick: bool = False,
+    memory: bool = True,
+    inference: bool = True,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> dict:
+    """Run the benchmark and return its results as plain data (what ``--json`` prints).
+
+    Args:
+        workloads: names from :data:`WORKLOADS`.
+        runners: names from :data:`RUNNERS` (all by default); one whose library
+            is missing is skipped and listed under "skipped".
+        repeats: timed repetitions per runner and workload (after a warm-up).
+        quick: tiny settings (a few steps each) to check that everything runs.
+        memory: measure peak memory (one subprocess per runner and workload).
+        inference: measure forward throughput too.
+        device: only "cpu" for now.
+        progress: called with a line of text as the benchmark goes.
+
+    Example:
+        >>> result = run_benchmark(["digits"], runners=["chainrule", "numpy"], quick=True, memory=False)
+        >>> result["training"][0]["runners"]["numpy"]["seconds_per_step"]["median"]
+    """
+    from .errors import ChainruleError
+
+    if device != "cpu":
+        raise ChainruleError(f"chainrule bench runs on device 'cpu' only for now, got {device!r}")
+    if repeats < 1:
+        raise ChainruleError(f"repeats must be at least 1, got {repeats}")
+    specs = [get_workload(name, quick) for name in workloads]
+    ok, skipped = available_runners(runners)
+    if not ok:
+        raise ChainruleError(f"no runner can run: {skipped}")
+    say = progress or (lambda line: None)
+    torch_before = None
+    if any(r.name == "torch" for r in ok):
+        import torch
+
+        torch_before = torch.get_num_threads()
+    result: dict = {
+        "environment": environment(),
+        "settings": {"quick": quick, "repeats": repeats, "device": device, "seed": seed},
+        "runners": {r.name: r.description for r in ok},
+        "skipped": skipped,
+        "training": [],
+        "inference": [],
+    }
+    try:
+        for w in specs:
+            say(f"{w.name}: training, {w.description}")
+            result["training"].append(measure_training(w, ok, repeats, seed, progress=say))
+        if inference:
+            for w in specs:
+                say(f"{w.name}: inference")
+                result["inference"].append(measure_inference(w, ok, repeats, seed))
+    finally:
+        if torch_before is not None:
+            import torch
+
+            torch.set_num_threads(torch_before)
+    if memory:
+        for row in result["training"]:
+            for name in row["runners"]:
+                say(f"{row['workload']}: peak memory of {name}")
+                row["runners"][name]["memory"] = measure_memory(name, row["workload"], quick)
+    for row in result["training"] + result["inference"]:
+        key = "seconds_per_step" if "seconds_per_step" in next(iter(row["runners"].values())) else "seconds_per_sample"
+        med = {name: r[key]["median"] for name, r in row["runners"].items()}
+        for name, r in row["runners"].items():
+            r["vs_torch"] = _ratio(med[name], med.get("torch"))
+            r["vs_numpy"] = _ratio(med[name], med.get("numpy"))
+    result["targets"] = check_targets(result)
+    result["environment"]["loadavg_end"] = _loadavg()
+    return result
+
+
+def check_targets(result: dict) -> list:
+    """The issue-7 targets, each with the measured ratio and whether it is met (None: not measured)."""
+    rows = {row["workload"]: row["runners"] for row in result["training"]}
+    out = []
+    for workload, what, limit in TARGETS:
+        runners = rows.get(workload, {})
+        cr = runners.get("chainrule")
+        value = None
+        if cr is not None:
+            if what == "memory":
+                mine, theirs = cr.get("memory", {}), runners.get("torch", {}).get("memory", {})
+                if "increase_bytes" in mine and "increase_bytes" in theirs:
+                    value = _ratio(mine["increase_bytes"], theirs["increase_bytes"])
+            else:
+                value = cr.get(f"vs_{what}")
+        label = f"{workload}: {'peak memory' if what == 'memory' else 'time per step'} vs {'torch' if what == 'memory' else what}"
+        out.append({"target": label, "limit": limit, "ratio": value, "met": None if value is None else value <= limit})
+    return out
+
+
+# ---- reports --------------------------------------------------------------------------
+
+
+def _time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _mib(mem: dict | None) -> str:
+    if not mem:
+        return "-"
+    if "error" in mem:
+        return "error"
+    return f"{mem['increase_bytes'] / 2**20:.1f}"
+
+
+def _table(header: list, rows: list, markdown: bool) -> list:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        return lines + ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = lambda r: "  ".join(c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(header)] + [fmt(r) for r in rows]
+
+
+def format_report(result: dict, markdown: bool = False) -> str:
+    """The results as text tables (or Markdown tables): medians with min-max, ratios, memory, targets."""
+    lines = []
+    env = result["environment"]
+    if not markdown:
+        lines.append(
+            f"chainrule bench on {env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} threads), "
+            f"{result['settings']['repeats']} repetitions{' (quick)' if result['settings']['quick'] else ''}"
+        )
+    for row in result["training"]:
+        head = f"{row['workload']}: {row['description']}, {row['steps_per_run']} steps per run"
+        lines += ["", f"### {head}", ""] if markdown else ["", head]
+        table = []
+        for name, r in row["runners"].items():
+            s = r["seconds_per_step"]
+            table.append([
+                name, _time(s["median"]), f"{_time(s['min'])} - {_time(s['max'])}", _x(r["vs_torch"]), _x(r["vs_numpy"]),
+                f"{r['final_loss']:.4f}", _mib(r.get("memory")),
+            ])
+        lines += _table(["runner", "per step", "min - max", "vs torch", "vs numpy", "final loss", "peak MiB"], table, markdown)
+    for row in result["inference"]:
+        head = f"inference, {row['workload']}: {row['description']}"
+        lines += ["", f"### {head}", ""] if markdown else ["", head]
+        table = []
+        for name, r in row["runners"].items():
+            s = r["samples_per_second"]
+            table.append([
+                name, f"{s['median']:,.0f}", f"{s['min']:,.0f} - {s['max']:,.0f}", _time(r["seconds_per_sample"]["median"]),
+                _x(r["vs_torch"]), _x(r["vs_numpy"]),
+            ])
+        lines += _table(["runner", "samples/s", "min - max", "per sample", "time vs torch", "time vs numpy"], table, markdown)
+    if result.get("targets"):
+        lines += ["", "### Targets (chainrule, median ratios)" if markdown else "targets (chainrule, median ratios)"]
+        if markdown:
+            lines.append("")
+        table = []
+        for t in result["targets"]:
+            status = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
+            table.append([t["target"], f"<= {t['limit']}", _x(t["ratio"]), status])
+        lines += _table(["target", "limit", "measured", ""], table, markdown)
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"{'- ' if markdown else ''}skipped {name}: {why}")
+    if not markdown:
+        lines.append("")
+        lines.append("per step: median over repetitions; ratios are of medians (lower is better); peak MiB: peak resident-memory")
+        lines.append("increase over the process before the model was built, one epoch in a fresh subprocess.")
+    return "\n".join(lines)
+
+
+def _main(argv: list) -> int:
+    if len(argv) >= 3 and argv[0] == "--memory":
+        print(json.dumps(memory_child(argv[1], argv[2], quick="--quick" in argv[3:])))
+        return 0
+    print("usage: python -m chainrule.bench --memory RUNNER WORKLOAD [--quick]   (or use `chainrule bench`)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

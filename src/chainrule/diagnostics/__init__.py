@@ -1,0 +1,51 @@
+"""Gradient-flow diagnostics: see vanishing gradients, saturated units and dying
+ReLUs while a network trains, explained in plain words.
+
+    from chainrule.diagnostics import Monitor, health_table
+    monitor = Monitor(probe=(X_train[:256], y_train[:256]))
+    cr.fit(model, F.cross_entropy, opt, X_train, y_train, callbacks=[monitor])
+    for w in monitor.warnings():
+        print(w.message)
+
+Pieces: :class:`Monitor` (the callback and its per-epoch records),
+:func:`signal_propagation` (forward and backward variance per layer),
+the thresholds and :class:`HealthWarning` (``advice``), the end-of-training
+summary (:func:`health_summary`, :func:`health_text`, :func:`health_table`) and
+:func:`write_tensorboard`. Plots live in :mod:`chainrule.report.diagnostics_plots`.
+"""
+
+from .advice import (
+    DEAD_FRACTION_WARN,
+    EXPLODING_GROWTH,
+    EXPLODING_RATIO,
+    KINDS,
+    LARGE_UPDATE_RATIO,
+    SATURATED_FRACTION_WARN,
+    VANISHING_RATIO,
+    HealthWarning,
+)
+from .layers import SATURATION_LEVEL, find_layers, saturation_threshold
+from .monitor import Monitor
+from .signal import signal_propagation
+from .summary import health_summary, health_table, health_text
+from .tensorboard import write_tensorboard
+
+__all__ = [
+    "DEAD_FRACTION_WARN",
+    "EXPLODING_GROWTH",
+    "EXPLODING_RATIO",
+    "KINDS",
+    "LARGE_UPDATE_RATIO",
+    "SATURATED_FRACTION_WARN",
+    "SATURATION_LEVEL",
+    "VANISHING_RATIO",
+    "HealthWarning",
+    "Monitor",
+    "find_layers",
+    "health_summary",
+    "health_table",
+    "health_text",
+    "saturation_threshold",
+    "signal_propagation",
+    "write_tensorboard",
+]

@@ -1,0 +1,248 @@
+"""What the measurements mean: thresholds, and warnings in plain words.
+
+Each threshold is a module-level constant, so a test, a lesson or a user can
+read it (and change it). The checks run on each epoch's record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .layers import SATURATING, SATURATION_LEVEL
+
+# Vanishing gradients: the first layer's weight-gradient norm is below this
+# fraction of the output layer's. A healthy ReLU/He or tanh/Xavier MLP of 10
+# hidden layers on the digits measures 0.9-1.5; the same network with sigmoids 6e-7 to 1e-6.
+VANISHING_RATIO = 1e-3
+# Exploding gradients: the first layer's gradient norm above this multiple of the output layer's,
+EXPLODING_RATIO = 1e3
+# ... or a layer's gradient norm grew by this factor since the first epoch.
+EXPLODING_GROWTH = 1e3
+# Large updates: one step changed a layer's weights by this fraction of their norm (||dW|| / ||W||).
+# Healthy training on the digits stays below 0.08 (median 0.002-0.01); a learning rate
+# 10x too large reaches 0.5-5.
+LARGE_UPDATE_RATIO = 0.25
+# Dead ReLUs: this share of a layer's units never active on the probe batch.
+DEAD_FRACTION_WARN = 0.5
+# Saturation: this share of a sigmoid or tanh layer's (sample, unit) pairs saturated
+# (local derivative below SATURATION_LEVEL of its peak).
+SATURATED_FRACTION_WARN = 0.5
+
+VANISHING = "vanishing_gradients"
+EXPLODING = "exploding_gradients"
+LARGE_UPDATES = "large_updates"
+DEAD_UNITS = "dead_units"
+SATURATED_UNITS = "saturated_units"
+NONFINITE_LOSS = "nonfinite_loss"
+NONFINITE_GRADIENT = "nonfinite_gradient"
+KINDS = (VANISHING, EXPLODING, LARGE_UPDATES, DEAD_UNITS, SATURATED_UNITS, NONFINITE_LOSS, NONFINITE_GRADIENT)
+
+
+@dataclass
+class HealthWarning:
+    """One problem found in training, said in plain words.
+
+    Attributes:
+        kind: one of ``KINDS`` ("vanishing_gradients", "exploding_gradients",
+            "large_updates", "dead_units", "saturated_units", "nonfinite_loss",
+            "nonfinite_gradient").
+        message: the diagnosis and what to try.
+        layer: the 1-based layer it concerns (None for the whole network).
+        epoch: the first epoch it was seen in.
+        value: the measured number that crossed the threshold.
+        threshold: that threshold.
+        epochs: every epoch it was seen in.
+    """
+
+    kind: str
+    message: str
+    layer: int | None = None
+    epoch: int | None = None
+    value: float | None = None
+    threshold: float | None = None
+    epochs: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "layer": self.layer,
+            "epoch": self.epoch,
+            "value": self.value,
+            "threshold": self.threshold,
+            "epochs": list(self.epochs),
+        }
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _g(x: float) -> str:
+    """A number in a short form: 3e-06, 0.21, 1.5e+03."""
+    return f"{x:.2g}" if x != 0 else "0"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def check_record(record: dict, first: dict | None = None) -> list:
+    """The warnings one epoch's record calls for (``first``: the first epoch's record, for growth)."""
+    rows = record["layers"]
+    epoch = record["epoch"]
+    out = []
+
+    def warn(kind: str, message: str, layer: int | None, value: float | None, threshold: float) -> None:
+        out.append(HealthWarning(kind, message, layer, epoch, value, threshold, [epoch]))
+
+    ratio = record.get("grad_norm_ratio")
+    n = len(rows)
+    if ratio is not None and n >= 2 and ratio < VANISHING_RATIO:
+        warn(VANISHING, _vanishing_message(rows, ratio), 1, ratio, VANISHING_RATIO)
+    if ratio is not None and n >= 2 and ratio > EXPLODING_RATIO:
+        per_layer = ratio ** (1 / (n - 1))
+        warn(
+            EXPLODING,
+            f"exploding gradients: layer 1's gradient norm is {_g(ratio)} times layer {n}'s "
+            f"(warning above {EXPLODING_RATIO:g}), growing about {per_layer:.1f}x per layer going backwards; "
+            "try a smaller initial scale (Xavier for sigmoid/tanh, He for ReLU), a smaller learning rate or fewer layers",
+            1,
+            ratio,
+            EXPLODING_RATIO,
+        )
+    if first is not None and first is not record:
+        for row, row0 in zip(rows, first["layers"]):
+            g, g0 = row.get("grad_norm"), row0.get("grad_norm")
+            if g is not None and g0 and math.isfinite(g) and g / g0 > EXPLODING_GROWTH:
+                warn(
+                    EXPLODING,
+                    f"exploding gradients: layer {row['layer']}'s gradient norm grew {_g(g / g0)}x since epoch "
+                    f"{first['epoch']} (from {_g(g0)} to {_g(g)}; warning above {EXPLODING_GROWTH:g}x); "
+                    "try a smaller learning rate or gradient clipping",
+                    row["layer"],
+                    g / g0,
+                    EXPLODING_GROWTH,
+                )
+    for row in rows:
+        i, act = row["layer"], row["activation"]
+        u = row.get("update_ratio_max")
+        if u is not None and u > LARGE_UPDATE_RATIO:
+            warn(
+                LARGE_UPDATES,
+                f"large updates: one step changed layer {i}'s weights by {_g(u)} of their size "
+                f"(warning above {LARGE_UPDATE_RATIO:g}; healthy training stays near 0.001-0.01); "
+                "the learning rate is likely too large: try a tenth of it",
+                i,
+                u,
+                LARGE_UPDATE_RATIO,
+            )
+        dead = row.get("dead_fraction")
+        where = "on the probe batch"
+        if dead is None:
+            dead, where = row.get("dead_fraction_epoch"), f"in any batch of epoch {epoch}"
+        if act == "relu" and dead is not None and dead >= DEAD_FRACTION_WARN:
+            warn(
+                DEAD_UNITS,
+                f"dead units: {_pct(dead)} of layer {i}'s ReLU units are never active {where} "
+                f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back no gradient and cannot recover; "
+                "try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
+                i,
+                dead,
+                DEAD_FRACTION_WARN,
+            )
+        sat = row.get("saturated_fraction")
+        if act in SATURATING and sat is not None and sat >= SATURATED_FRACTION_WARN:
+            warn(
+                SATURATED_UNITS,
+                f"saturated units: {_pct(sat)} of layer {i}'s {act} units are saturated on the probe batch "
+                f"(derivative below {SATURATION_LEVEL:g} of its peak; warning at {_pct(SATURATED_FRACTION_WARN)}), "
+                "so almost no gradient passes through them; try inputs scaled to about [0, 1], "
+                "Xavier initialization, a smaller learning rate, or ReLU",
+                i,
+                sat,
+                SATURATED_FRACTION_WARN,
+            )
+    return out
+
+
+def _vanishing_message(rows: list, ratio: float) -> str:
+    n = len(rows)
+    per_layer = ratio ** (1 / (n - 1)) if ratio > 0 else 0.0
+    head = (
+        f"vanishing gradients: layer 1's gradient norm is {_g(ratio)} of layer {n}'s "
+        f"(warning below {VANISHING_RATIO:g})"
+    )
+    if per_layer > 0:
+        head += f", shrinking about {1 / per_layer:.1f}x per layer going backwards"
+    hidden = rows[:-1]
+    acts = {r["activation"] for r in hidden}
+    if len(acts) == 1 and next(iter(acts)) in SATURATING:
+        act = next(iter(acts))
+        sat = _mean([r.get("saturated_fraction") for r in hidden])
+        md = _mean([r.get("mean_derivative") for r in hidden])
+        why = ""
+        if sat is not None and md is not None:
+            why = (
+                f"; {_pct(sat)} of the {act} units in layers 1-{n - 1} are saturated and on average each passes back "
+                f"{md:.2f} of the gradient (at most {SATURATING[act]:g})"
+            )
+        return head + why + f"; try ReLU, He initialization or fewer layers"
+    if "relu" in acts:
+        dead = rows[0].get("dead_fraction")
+        why = f"; {_pct(dead)} of layer 1's ReLU units are dead" if dead is not None else ""
+        return head + why + "; try He initialization, a smaller learning rate, LeakyReLU or fewer layers"
+    return head + "; try ReLU with He initialization, or fewer layers"
+
+
+def nonfinite_gradient_warning(layer: Any, step: int, value: float, epoch: int) -> HealthWarning:
+    return HealthWarning(
+        NONFINITE_GRADIENT,
+        f"non-finite gradient: layer {layer.index}'s gradient norm became {value} at step {step}; "
+        "the learning rate is likely too large, or the loss takes the log of 0",
+        layer.index,
+        epoch,
+        value,
+        None,
+        [epoch],
+    )
+
+
+def divergence_warning(log: list, step: int, loss: float | None, layers: list, epoch: int) -> HealthWarning:
+    """Explain a loss that became NaN or infinite from the last monitored steps (``Monitor.step_log``)."""
+    became = f"the loss became {loss}" if loss is not None else "the loss became NaN or infinite"
+    if not log:
+        msg = (
+            f"{became} at step {step}, before any step was measured: the learning rate is likely far too large, "
+            "or the inputs are not scaled (scale features to about [0, 1] or to unit variance)"
+        )
+        return HealthWarning(NONFINITE_LOSS, msg, None, epoch, loss, None, [epoch])
+    first, last = log[0], log[-1]
+    g0 = max(v for v in first["grad_norm"] if v is not None)
+    finite = [(v, i) for i, v in enumerate(last["grad_norm"]) if v is not None and math.isfinite(v)]
+    g1, k = max(finite) if finite else (math.inf, 0)
+    updates = [u for entry in log[-8:] for u in entry["update_ratio"] if u is not None]
+    umax = max(updates) if updates else None
+    msg = f"{became} at step {step} (epoch {epoch})"
+    if last["step"] > first["step"]:
+        msg += (
+            f"; over steps {first['step']}-{last['step']} the largest layer gradient norm went from "
+            f"{_g(g0)} to {_g(g1)} (layer {layers[k].index if layers else k + 1})"
+        )
+    if umax is not None:
+        msg += f" and the largest update reached {_g(umax)} of a layer's weights"
+    grew = g0 > 0 and g1 / g0 > 10
+    if grew or (umax is not None and umax > LARGE_UPDATE_RATIO):
+        msg += "; the learning rate is too large for this network: try a tenth of it, or gradient clipping"
+    else:
+        msg += (
+            "; the gradients did not grow before it, so look for a log of 0 or a division by 0 in the loss, "
+            "or for a learning rate that is far too large"
+        )
+    return HealthWarning(NONFINITE_LOSS, msg, None, epoch, loss, None, [epoch])

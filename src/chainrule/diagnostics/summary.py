@@ -1,0 +1,132 @@
+"""The end-of-training health of each layer: as plain data, as text and as a rich Table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ChainruleError
+
+COLUMNS = ("layer", "name", "activation", "grad_norm", "update_ratio", "preact", "saturated", "dead", "status")
+_HEADERS = ("Layer", "Module", "Activation", "Grad norm", "Update/weight", "Pre-act mean ± std", "Saturated", "Dead", "Status")
+
+
+def as_data(source: Any) -> dict:
+    """``Monitor.to_dict()`` from a Monitor, or the dict itself (as read back from metrics.json)."""
+    if hasattr(source, "to_dict") and hasattr(source, "records"):
+        return source.to_dict()
+    if isinstance(source, dict) and "epochs" in source:
+        return source
+    if isinstance(source, list):
+        return {"epochs": source, "initial": None, "warnings": []}
+    raise ChainruleError(
+        f"expected a diagnostics Monitor, its to_dict() or its list of records, got {type(source).__name__}"
+    )
+
+
+def health_summary(source: Any) -> dict:
+    """Per-layer health at the end of training, as plain data.
+
+    Args:
+        source: a Monitor, or its ``to_dict()`` (for example from metrics.json).
+
+    Returns:
+        ``{"epoch": last epoch, "healthy": bool, "layers": [{"layer", "name", "activation",
+        "grad_norm", "update_ratio", "preact_mean", "preact_std", "saturated_fraction",
+        "dead_fraction", "status": ["ok"] or warning kinds}], "warnings": [messages]}``
+
+    Example:
+        >>> health_summary(monitor)["healthy"]
+        True
+    """
+    data = as_data(source)
+    epochs = data.get("epochs") or []
+    warnings = data.get("warnings") or []
+    if not epochs:
+        return {"epoch": None, "healthy": not warnings, "layers": [], "warnings": [w["message"] for w in warnings]}
+    last = epochs[-1]
+    layers = []
+    for row in last["layers"]:
+        kinds = sorted({w["kind"].replace("_", " ") for w in warnings if w.get("layer") == row["layer"]})
+        layers.append(
+            {
+                "layer": row["layer"],
+                "name": row["name"],
+                "activation": row["activation"],
+                "grad_norm": row.get("grad_norm"),
+                "update_ratio": row.get("update_ratio"),
+                "preact_mean": row.get("preact_mean"),
+                "preact_std": row.get("preact_std"),
+                "saturated_fraction": row.get("saturated_fraction"),
+                "dead_fraction": row.get("dead_fraction"),
+                "status": kinds or ["ok"],
+            }
+        )
+    return {
+        "epoch": last["epoch"],
+        "healthy": not warnings,
+        "layers": layers,
+        "warnings": [w["message"] for w in warnings],
+    }
+
+
+def _cells(row: dict) -> list:
+    def sci(v: Any) -> str:
+        return "-" if v is None else f"{v:.2e}"
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.0f}%"
+
+    pre = "-"
+    if row["preact_mean"] is not None:
+        pre = f"{row['preact_mean']:+.2f} ± {row['preact_std']:.2f}"
+    return [
+        str(row["layer"]),
+        row["name"],
+        row["activation"],
+        sci(row["grad_norm"]),
+        sci(row["update_ratio"]),
+        pre,
+        pct(row["saturated_fraction"]),
+        pct(row["dead_fraction"]),
+        ", ".join(row["status"]),
+    ]
+
+
+def health_text(source: Any) -> str:
+    """The health summary as a plain-text table followed by the warnings, one per line.
+
+    Example:
+        >>> print(health_text(monitor))
+    """
+    s = health_summary(source)
+    rows = [list(_HEADERS)] + [_cells(r) for r in s["layers"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if s["epoch"] is not None:
+        lines.insert(0, f"Layer health after epoch {s['epoch']}")
+    lines += [f"warning: {m}" for m in s["warnings"]] or ["no problems found"]
+    return "\n".join(lines)
+
+
+def health_table(source: Any) -> Any:
+    """A ``rich.table.Table`` of per-layer health at the end of training (rich is imported here).
+
+    Rows whose layer has a warning are shown in yellow; the warnings
+    themselves are in :func:`health_summary` (``"warnings"``).
+
+    Example:
+        >>> from rich.console import Console
+        >>> Console().print(health_table(monitor))
+    """
+    from rich.table import Table
+
+    s = health_summary(source)
+    title = "Layer health" + (f" after epoch {s['epoch']}" if s["epoch"] is not None else "")
+    table = Table(title=title)
+    for h in _HEADERS:
+        table.add_column(h, justify="right" if h not in ("Module", "Activation", "Status") else "left")
+    for row in s["layers"]:
+        ok = row["status"] == ["ok"]
+        table.add_row(*_cells(row), style=None if ok else "yellow")
+    return table
