@@ -63,7 +63,7 @@ class MLP(Sequential):
             _init.constant_(lin.bias, bias_init if hidden else 0.0)
             layers.append(lin)
             if hidden:
-                layers.append(_activation(activation, **kw))
+                layers.append(_activation(activation, **(dict(kw, dtype=dtype) if activation == "prelu" else kw)))
         super().__init__(*layers)
         self.sizes = sizes
         self.activation = activation
