@@ -676,9 +676,12 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
     return {"baseline_bytes": base, "peak_bytes": peak, "increase_bytes": max(peak - base, 0), "method": method}
 
 
-def measure_memory(runner_name: str, workload_name: str, quick: bool = False, timeout: float = 300) -> dict:
+def measure_memory(
+    runner_name: str, workload_name: str, quick: bool = False, threads: int | None = None, timeout: float = 300
+) -> dict:
     """Run :func:`memory_child` in a fresh Python process and return what it measured (or an error)."""
-    cmd = [sys.executable, "-m", "chainrule.bench", "--memory", runner_name, workload_name] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "chainrule.bench", "--memory", runner_name, workload_name]
+    cmd += (["--quick"] if quick else []) + ([f"--threads={threads}"] if threads else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -752,6 +755,7 @@ def run_benchmark(
     memory: bool = True,
     inference: bool = True,
     device: str = "cpu",
+    threads: int | None = None,
     seed: int = 0,
     progress: Callable | None = None,
 ) -> dict:
@@ -766,6 +770,8 @@ def run_benchmark(
         memory: measure peak memory (one subprocess per runner and workload).
         inference: measure forward throughput too.
         device: only "cpu" for now.
+        threads: threads for NumPy's BLAS and for PyTorch alike (default: as
+            many as NumPy's BLAS uses already).
         progress: called with a line of text as the benchmark goes.
 
     Example:
@@ -783,6 +789,30 @@ def run_benchmark(
     if not ok:
         raise ChainruleError(f"no runner can run: {skipped}")
     say = progress or (lambda line: None)
+    with limit_threads(threads):
+        return _run(specs, ok, skipped, repeats, quick, memory, inference, device, threads, seed, say)
+
+
+class limit_threads:
+    """Context manager: NumPy's BLAS limited to ``threads`` (None: unchanged), through threadpoolctl."""
+
+    def __init__(self, threads: int | None):
+        self.threads = threads
+        self._ctx = None
+
+    def __enter__(self) -> "limit_threads":
+        if self.threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            self._ctx = threadpool_limits(limits=int(self.threads), user_api="blas")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.restore_original_limits()
+
+
+def _run(specs, ok, skipped, repeats, quick, memory, inference, device, threads, seed, say) -> dict:  # noqa: ANN001
     torch_before = None
     if any(r.name == "torch" for r in ok):
         import torch
@@ -813,7 +843,7 @@ def run_benchmark(
         for row in result["training"]:
             for name in row["runners"]:
                 say(f"{row['workload']}: peak memory of {name}")
-                row["runners"][name]["memory"] = measure_memory(name, row["workload"], quick)
+                row["runners"][name]["memory"] = measure_memory(name, row["workload"], quick, threads=threads)
     for row in result["training"] + result["inference"]:
         key = "seconds_per_step" if "seconds_per_step" in next(iter(row["runners"].values())) else "seconds_per_sample"
         med = {name: r[key]["median"] for name, r in row["runners"].items()}
@@ -928,7 +958,9 @@ def format_report(result: dict, markdown: bool = False) -> str:
 
 def _main(argv: list) -> int:
     if len(argv) >= 3 and argv[0] == "--memory":
-        print(json.dumps(memory_child(argv[1], argv[2], quick="--quick" in argv[3:])))
+        threads = [int(a.split("=", 1)[1]) for a in argv[3:] if a.startswith("--threads=")]
+        with limit_threads(threads[0] if threads else None):
+            print(json.dumps(memory_child(argv[1], argv[2], quick="--quick" in argv[3:])))
         return 0
     print("usage: python -m chainrule.bench --memory RUNNER WORKLOAD [--quick]   (or use `chainrule bench`)", file=sys.stderr)
     return 2

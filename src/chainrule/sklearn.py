@@ -56,6 +56,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import functional as F
+from .diagnostics import Monitor
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
 from .train import fit as _fit
@@ -270,26 +271,24 @@ class _BaseMLP(BaseEstimator):
         weights = [lin.weight for lin in self.model_.linears]
         loss_fn = self._loss_fn(weights)
         rule = _StopRule(self, n, validation, check=not incremental)
-        from .diagnostics import Monitor
-
         monitor = Monitor(monitor_every=(n + batch - 1) // batch, probe=X[:256], probe_targets=y[:256])
         start = self.n_iter_
         epochs = start + (1 if incremental else int(self.max_iter))
         try:
             _fit(
-            self.model_,
-            loss_fn,
-            self._optimizer,
-            X,
-            y,
-            epochs=epochs,
-            batch_size=batch,
-            seed=self._seed,
-            callbacks=[rule, monitor],
-            progress=False,
-            task=self._task,
-            shuffle=bool(self.shuffle),
-            initial_epoch=start,
+                self.model_,
+                loss_fn,
+                self._optimizer,
+                X,
+                y,
+                epochs=epochs,
+                batch_size=batch,
+                seed=self._seed,
+                callbacks=[rule, monitor],
+                progress=False,
+                task=self._task,
+                shuffle=bool(self.shuffle),
+                initial_epoch=start,
             )
         finally:
             monitor.end()  # unhooks the layers even when training fails
@@ -316,7 +315,10 @@ class _BaseMLP(BaseEstimator):
         except ValueError:  # too few rows per class for a stratified split
             X, Xv, y, yv = train_test_split(X, y, test_size=self.validation_fraction, random_state=rng)
         if len(X) == 0 or len(Xv) == 0:
-            raise ValueError(f"early_stopping needs at least one training and one validation sample; validation_fraction={self.validation_fraction} of {len(X) + len(Xv)} samples leaves {len(X)} and {len(Xv)}")
+            raise ValueError(
+                f"early_stopping needs at least one training and one validation sample; validation_fraction="
+                f"{self.validation_fraction} of {len(X) + len(Xv)} samples leaves {len(X)} and {len(Xv)}"
+            )
         return X, y, (Xv, yv)
 
     def _outputs64(self, X: Any) -> np.ndarray:

@@ -139,6 +139,11 @@ def _model_out_features(model: Any) -> int | None:
     return last
 
 
+def _model_dtype(model: Any) -> np.dtype:
+    params = model.parameters() if hasattr(model, "parameters") else []
+    return params[0].data.dtype if params else np.dtype(np.float32)
+
+
 def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = None, name: str = "") -> tuple:
     """Checked float32 X and fitting y for ``model`` and ``loss_fn`` (raising chainrule's errors)."""
     X = as_array(f"X{name}", X)
@@ -152,8 +157,11 @@ def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = No
 
         raise ShapeError(f"X{name} and y{name} must have one row per sample, got {len(X)} rows of X and {len(y)} of y")
     check_features(f"X{name}", X, _model_in_features(model))
-    X = X.astype(np.float32) if X.dtype != np.float32 and X.dtype != np.float64 else X
     check_finite(f"X{name}", X)
+    dtype = _model_dtype(model)
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+        check_finite(f"X{name} (as {dtype})", X)
     task = task or infer_task(loss_fn, y)
     y = check_targets(task, y, _model_out_features(model))
     if task == "regression" and y.ndim == 1 and _model_out_features(model) == 1:
@@ -291,8 +299,8 @@ def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     check_features("X", X, _model_in_features(model))
     check_finite("X", X)
     batch_size = check_positive_int("batch_size", batch_size)
-    if X.dtype != np.float32 and X.dtype != np.float64:
-        X = X.astype(np.float32)
+    if X.dtype != _model_dtype(model):
+        X = X.astype(_model_dtype(model))
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()

@@ -54,6 +54,7 @@ class HealthWarning:
         value: the measured number that crossed the threshold.
         threshold: that threshold.
         epochs: every epoch it was seen in.
+        layers: every layer it concerns (``layer`` is the first of them).
     """
 
     kind: str
@@ -63,6 +64,7 @@ class HealthWarning:
     value: float | None = None
     threshold: float | None = None
     epochs: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +75,7 @@ class HealthWarning:
             "value": self.value,
             "threshold": self.threshold,
             "epochs": list(self.epochs),
+            "layers": list(self.layers),
         }
 
     def __str__(self) -> str:
@@ -93,19 +96,31 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _layers(items: list) -> str:
+    """"layer 3" or "layers 2, 3 and 5" from (layer, ...) tuples."""
+    ids = [str(t[0]) for t in items]
+    return f"layer {ids[0]}" if len(ids) == 1 else f"layers {', '.join(ids[:-1])} and {ids[-1]}"
+
+
+def _share(items: list) -> str:
+    """"75% of" or "52-88% of" from (layer, fraction, ...) tuples."""
+    lo, hi = min(t[1] for t in items), max(t[1] for t in items)
+    return f"{_pct(hi)} of" if _pct(lo) == _pct(hi) else f"{100 * lo:.0f}-{_pct(hi)} of"
+
+
 def check_record(record: dict, first: dict | None = None) -> list:
     """The warnings one epoch's record calls for (``first``: the first epoch's record, for growth)."""
     rows = record["layers"]
     epoch = record["epoch"]
     out = []
 
-    def warn(kind: str, message: str, layer: int | None, value: float | None, threshold: float) -> None:
-        out.append(HealthWarning(kind, message, layer, epoch, value, threshold, [epoch]))
+    def warn(kind: str, message: str, layers: list, value: float | None, threshold: float) -> None:
+        out.append(HealthWarning(kind, message, layers[0], epoch, value, threshold, [epoch], list(layers)))
 
     ratio = record.get("grad_norm_ratio")
     n = len(rows)
     if ratio is not None and n >= 2 and ratio < VANISHING_RATIO:
-        warn(VANISHING, _vanishing_message(rows, ratio), 1, ratio, VANISHING_RATIO)
+        warn(VANISHING, _vanishing_message(rows, ratio), [1], ratio, VANISHING_RATIO)
     if ratio is not None and n >= 2 and ratio > EXPLODING_RATIO:
         per_layer = ratio ** (1 / (n - 1))
         warn(
@@ -113,62 +128,77 @@ def check_record(record: dict, first: dict | None = None) -> list:
             f"exploding gradients: layer 1's gradient norm is {_g(ratio)} times layer {n}'s "
             f"(warning above {EXPLODING_RATIO:g}), growing about {per_layer:.1f}x per layer going backwards; "
             "try a smaller initial scale (Xavier for sigmoid/tanh, He for ReLU), a smaller learning rate or fewer layers",
-            1,
+            [1],
             ratio,
             EXPLODING_RATIO,
         )
     if first is not None and first is not record:
+        grown = []
         for row, row0 in zip(rows, first["layers"]):
             g, g0 = row.get("grad_norm"), row0.get("grad_norm")
             if g is not None and g0 and math.isfinite(g) and g / g0 > EXPLODING_GROWTH:
-                warn(
-                    EXPLODING,
-                    f"exploding gradients: layer {row['layer']}'s gradient norm grew {_g(g / g0)}x since epoch "
-                    f"{first['epoch']} (from {_g(g0)} to {_g(g)}; warning above {EXPLODING_GROWTH:g}x); "
-                    "try a smaller learning rate or gradient clipping",
-                    row["layer"],
-                    g / g0,
-                    EXPLODING_GROWTH,
-                )
+                grown.append((row["layer"], g / g0, g0, g))
+        if grown:
+            worst = max(grown, key=lambda t: t[1])
+            warn(
+                EXPLODING,
+                f"exploding gradients: the gradient norm of {_layers(grown)} grew up to {_g(worst[1])}x since epoch "
+                f"{first['epoch']} (layer {worst[0]}: from {_g(worst[2])} to {_g(worst[3])}; warning above "
+                f"{EXPLODING_GROWTH:g}x); try a smaller learning rate or gradient clipping",
+                [t[0] for t in grown],
+                worst[1],
+                EXPLODING_GROWTH,
+            )
+    large = [(r["layer"], r["update_ratio_max"]) for r in rows if (r.get("update_ratio_max") or 0) > LARGE_UPDATE_RATIO]
+    if large:
+        worst = max(large, key=lambda t: t[1])
+        warn(
+            LARGE_UPDATES,
+            f"large updates: one step changed the weights of {_layers(large)} by up to {_g(worst[1])} of their size "
+            f"(layer {worst[0]}; warning above {LARGE_UPDATE_RATIO:g}, healthy training stays near 0.001-0.01); "
+            "the learning rate is likely too large: try a tenth of it",
+            [t[0] for t in large],
+            worst[1],
+            LARGE_UPDATE_RATIO,
+        )
+    dead, where = [], "on the probe batch"
     for row in rows:
-        i, act = row["layer"], row["activation"]
-        u = row.get("update_ratio_max")
-        if u is not None and u > LARGE_UPDATE_RATIO:
-            warn(
-                LARGE_UPDATES,
-                f"large updates: one step changed layer {i}'s weights by {_g(u)} of their size "
-                f"(warning above {LARGE_UPDATE_RATIO:g}; healthy training stays near 0.001-0.01); "
-                "the learning rate is likely too large: try a tenth of it",
-                i,
-                u,
-                LARGE_UPDATE_RATIO,
-            )
-        dead = row.get("dead_fraction")
-        where = "on the probe batch"
-        if dead is None:
-            dead, where = row.get("dead_fraction_epoch"), f"in any batch of epoch {epoch}"
-        if act == "relu" and dead is not None and dead >= DEAD_FRACTION_WARN:
-            warn(
-                DEAD_UNITS,
-                f"dead units: {_pct(dead)} of layer {i}'s ReLU units are never active {where} "
-                f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back no gradient and cannot recover; "
-                "try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
-                i,
-                dead,
-                DEAD_FRACTION_WARN,
-            )
-        sat = row.get("saturated_fraction")
-        if act in SATURATING and sat is not None and sat >= SATURATED_FRACTION_WARN:
-            warn(
-                SATURATED_UNITS,
-                f"saturated units: {_pct(sat)} of layer {i}'s {act} units are saturated on the probe batch "
-                f"(derivative below {SATURATION_LEVEL:g} of its peak; warning at {_pct(SATURATED_FRACTION_WARN)}), "
-                "so almost no gradient passes through them; try inputs scaled to about [0, 1], "
-                "Xavier initialization, a smaller learning rate, or ReLU",
-                i,
-                sat,
-                SATURATED_FRACTION_WARN,
-            )
+        d = row.get("dead_fraction")
+        if d is None and row.get("dead_fraction_epoch") is not None:
+            d, where = row["dead_fraction_epoch"], f"in any batch of epoch {epoch}"
+        if row["activation"] == "relu" and d is not None and d >= DEAD_FRACTION_WARN:
+            dead.append((row["layer"], d))
+    if dead:
+        worst = max(dead, key=lambda t: t[1])
+        warn(
+            DEAD_UNITS,
+            f"dead units: {_share(dead)} the ReLU units of {_layers(dead)} are never active {where} "
+            f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back no gradient and cannot recover; "
+            "try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
+            [t[0] for t in dead],
+            worst[1],
+            DEAD_FRACTION_WARN,
+        )
+    sat = [
+        (r["layer"], r["saturated_fraction"], r["activation"])
+        for r in rows
+        if r["activation"] in SATURATING
+        and r.get("saturated_fraction") is not None
+        and r["saturated_fraction"] >= SATURATED_FRACTION_WARN
+    ]
+    if sat:
+        worst = max(sat, key=lambda t: t[1])
+        acts = " and ".join(sorted({t[2] for t in sat}))
+        warn(
+            SATURATED_UNITS,
+            f"saturated units: {_share(sat)} the {acts} units of {_layers(sat)} are saturated on the probe batch "
+            f"(derivative below {SATURATION_LEVEL:g} of its peak; warning at {_pct(SATURATED_FRACTION_WARN)}), "
+            "so almost no gradient passes through them; try inputs scaled to about [0, 1], "
+            "Xavier initialization, a smaller learning rate, or ReLU",
+            [t[0] for t in sat],
+            worst[1],
+            SATURATED_FRACTION_WARN,
+        )
     return out
 
 
@@ -211,6 +241,7 @@ def nonfinite_gradient_warning(layer: Any, step: int, value: float, epoch: int) 
         value,
         None,
         [epoch],
+        [layer.index],
     )
 
 

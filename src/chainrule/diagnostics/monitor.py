@@ -264,10 +264,11 @@ class Monitor:
         if partial:
             record["partial"] = True
         self.records.append(record)
-        new = advice.check_record(record, self.records[0])
-        fresh = [w for w in new if self._add_warning(w)]
-        if fresh:
-            record["warnings"] = [w.message for w in fresh]
+        found = advice.check_record(record, self.records[0])
+        for w in found:
+            self._add_warning(w)
+        if found:
+            record["warnings"] = [w.message for w in found]
         if self.histograms is not None:
             self.histograms.append(self._histograms())
         self._reset_epoch()
@@ -314,7 +315,8 @@ class Monitor:
     # ---- results ----------------------------------------------------------------------
     def warnings(self) -> list:
         """The problems found so far, each a :class:`HealthWarning` with ``kind`` and a plain-words ``message``."""
-        return list(self._warnings.values())
+        order = {k: i for i, k in enumerate(advice.KINDS)}
+        return sorted(self._warnings.values(), key=lambda w: (w.epoch or 0, order.get(w.kind, 99)))
 
     @property
     def last_step(self) -> dict | None:
@@ -483,12 +485,15 @@ class Monitor:
         return out
 
     def _add_warning(self, w: "advice.HealthWarning") -> bool:
-        key = (w.kind, w.layer)
-        old = self._warnings.get(key)
+        """Keep one warning per kind: the latest message, every epoch and layer it was seen in."""
+        old = self._warnings.get(w.kind)
         if old is None:
-            self._warnings[key] = w
+            self._warnings[w.kind] = w
             return True
+        old.message, old.value, old.threshold = w.message, w.value, w.threshold
         old.epochs.extend(e for e in w.epochs if e not in old.epochs)
+        old.layers = sorted(set(old.layers) | set(w.layers))
+        old.layer = old.layers[0] if old.layers else None
         return False
 
     def __repr__(self) -> str:

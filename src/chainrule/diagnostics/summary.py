@@ -46,7 +46,7 @@ def health_summary(source: Any) -> dict:
     last = epochs[-1]
     layers = []
     for row in last["layers"]:
-        kinds = sorted({w["kind"].replace("_", " ") for w in warnings if w.get("layer") == row["layer"]})
+        kinds = sorted({w["kind"].replace("_", " ") for w in warnings if row["layer"] in (w.get("layers") or [w.get("layer")])})
         layers.append(
             {
                 "layer": row["layer"],
