@@ -25,3 +25,16 @@ def rel_err(a, b):
         return np.inf
     scale = np.maximum(np.abs(b).max(initial=0.0), 1.0)
     return float(np.abs(a - b).max(initial=0.0) / scale)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_blas_thread():
+    """Small matrices gain nothing from BLAS threads, and on a loaded 2-core machine threads
+    that wait for each other cost 100x: tests run with one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield

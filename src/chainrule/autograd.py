@@ -180,6 +180,12 @@ class Tensor:
         """A tensor sharing this one's data, cut off from the graph."""
         return _leaf(self.data)
 
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ("cpu" or "cuda"); itself when it is already there."""
+        from .backend import normalize_device, to_device
+
+        return self if normalize_device(device) == self.device else to_device(self, device)
+
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if flag and self.data.dtype.type not in _FLOATS:
             raise ChainruleError(f"requires_grad=True needs a floating-point tensor, got dtype {self.data.dtype}")

@@ -728,9 +728,13 @@ def environment() -> dict:
         "loadavg_start": _loadavg(),
         "variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO"))},
     }
-    for mod in ("torch", "sklearn"):
-        if importlib.util.find_spec(mod) is not None:
-            env[mod] = importlib.import_module(mod).__version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    for mod, dist in (("torch", "torch"), ("sklearn", "scikit-learn")):
+        try:
+            env[mod] = version(dist)
+        except PackageNotFoundError:
+            pass
     try:
         from threadpoolctl import threadpool_info
 
@@ -745,6 +749,25 @@ def environment() -> dict:
 
 
 # ---- the whole benchmark ------------------------------------------------------------------
+
+
+class limit_threads:
+    """Context manager: NumPy's BLAS limited to ``threads`` (None: unchanged), through threadpoolctl."""
+
+    def __init__(self, threads: int | None):
+        self.threads = threads
+        self._ctx = None
+
+    def __enter__(self) -> "limit_threads":
+        if self.threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            self._ctx = threadpool_limits(limits=int(self.threads), user_api="blas")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.restore_original_limits()
 
 
 def run_benchmark(
@@ -789,56 +812,41 @@ def run_benchmark(
     if not ok:
         raise ChainruleError(f"no runner can run: {skipped}")
     say = progress or (lambda line: None)
-    with limit_threads(threads):
-        return _run(specs, ok, skipped, repeats, quick, memory, inference, device, threads, seed, say)
-
-
-class limit_threads:
-    """Context manager: NumPy's BLAS limited to ``threads`` (None: unchanged), through threadpoolctl."""
-
-    def __init__(self, threads: int | None):
-        self.threads = threads
-        self._ctx = None
-
-    def __enter__(self) -> "limit_threads":
-        if self.threads is not None:
-            from threadpoolctl import threadpool_limits
-
-            self._ctx = threadpool_limits(limits=int(self.threads), user_api="blas")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._ctx is not None:
-            self._ctx.restore_original_limits()
-
-
-def _run(specs, ok, skipped, repeats, quick, memory, inference, device, threads, seed, say) -> dict:  # noqa: ANN001
-    torch_before = None
-    if any(r.name == "torch" for r in ok):
-        import torch
-
-        torch_before = torch.get_num_threads()
     result: dict = {
-        "environment": environment(),
-        "settings": {"quick": quick, "repeats": repeats, "device": device, "seed": seed},
+        "environment": None,
+        "settings": {"quick": quick, "repeats": repeats, "device": device, "threads": threads, "seed": seed},
         "runners": {r.name: r.description for r in ok},
         "skipped": skipped,
         "training": [],
         "inference": [],
     }
-    try:
-        for w in specs:
-            say(f"{w.name}: training, {w.description}")
-            result["training"].append(measure_training(w, ok, repeats, seed, progress=say))
-        if inference:
-            for w in specs:
-                say(f"{w.name}: inference")
-                result["inference"].append(measure_inference(w, ok, repeats, seed))
-    finally:
-        if torch_before is not None:
+    with limit_threads(threads):
+        result["environment"] = environment()
+        torch_before = None
+        if any(r.name == "torch" for r in ok):
             import torch
 
-            torch.set_num_threads(torch_before)
+            torch_before = torch.get_num_threads()
+        for r in ok:  # import each library and run it once on a tiny problem
+            _warm_up_library(r)
+        # objects alive now (PyTorch's and scikit-learn's modules among them) are left out of
+        # garbage collections while timing, as they would be in a process without those libraries
+        gc.collect()
+        gc.freeze()
+        try:
+            for w in specs:
+                say(f"{w.name}: training, {w.description}")
+                result["training"].append(measure_training(w, ok, repeats, seed, progress=say))
+            if inference:
+                for w in specs:
+                    say(f"{w.name}: inference")
+                    result["inference"].append(measure_inference(w, ok, repeats, seed))
+        finally:
+            gc.unfreeze()
+            if torch_before is not None:
+                import torch
+
+                torch.set_num_threads(torch_before)
     if memory:
         for row in result["training"]:
             for name in row["runners"]:
@@ -953,6 +961,42 @@ def format_report(result: dict, markdown: bool = False) -> str:
         lines.append("")
         lines.append("per step: median over repetitions; ratios are of medians (lower is better); peak MiB: peak resident-memory")
         lines.append("increase over the process before the model was built, one epoch in a fresh subprocess.")
+    return "\n".join(lines)
+
+
+def results_markdown(result: dict, title: str = "chainrule bench") -> str:
+    """A results file in Markdown: the machine, the versions, the thread settings and the tables."""
+    env = result["environment"]
+    blas = [p for p in (env.get("threadpools") or []) if p.get("user_api") == "blas"]
+    lines = [
+        f"# {title}: {env['date']}",
+        "",
+        "Command: `chainrule bench" + (" --quick" if result["settings"]["quick"] else "")
+        + (f" --repeats {result['settings']['repeats']}" if result["settings"]["repeats"] != 5 else "")
+        + (f" --threads {result['settings']['threads']}" if result["settings"].get("threads") else "") + "`",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {env['cpu']}, {env['cpu_count']} logical CPUs; {env['platform']}",
+        f"- Python {env['python']}, NumPy {env['numpy']}, chainrule {env['chainrule']}, "
+        f"PyTorch {env.get('torch', 'not installed')}, scikit-learn {env.get('sklearn', 'not installed')}",
+        "- BLAS: " + ("; ".join(
+            f"{p['internal_api']} {p['version']} ({p['prefix']}, kernel {p.get('architecture')}, {p['num_threads']} threads)"
+            for p in blas) or "unknown"),
+        f"- Threads: {env['threads']} for NumPy's BLAS and for PyTorch (torch.set_num_threads)",
+        "- Environment variables: " + (", ".join(f"{k}={v}" for k, v in env["variables"].items()) or
+                                        "no OPENBLAS_*, OMP_*, MKL_* or GOTO* variable set"),
+        f"- Load average (1, 5, 15 min) at start: {env.get('loadavg_start')}, at end: {env.get('loadavg_end')}",
+        "",
+        "## Results",
+        "",
+        "Per step: median over repetitions, with min - max; ratios are ratios of medians (lower is better).",
+        "Peak MiB: peak resident-memory increase over the process just before the model was built,",
+        "one epoch of training in a fresh subprocess (see benchmarks/README.md).",
+        "",
+        format_report(result, markdown=True).strip(),
+        "",
+    ]
     return "\n".join(lines)
 
 

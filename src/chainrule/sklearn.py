@@ -59,6 +59,7 @@ from . import functional as F
 from .diagnostics import Monitor
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
+from .optim import SGD, Adam
 from .train import fit as _fit
 from .train import predict as _predict
 
@@ -108,7 +109,7 @@ class _StopRule:
                 est._no_improvement_count += 1
             else:
                 est._no_improvement_count = 0
-            est.best_loss_ = min(est.best_loss_, loss)
+            est.best_loss_ = min(est.best_loss_ if est.best_loss_ is not None else math.inf, loss)
         if self.check and est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if self.validation is not None else "Training loss"
             if est.verbose:
@@ -239,12 +240,8 @@ class _BaseMLP(BaseEstimator):
         self.model_ = MLP([n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)))
         params = self.model_.parameters()
         if self.solver == "sgd":
-            from .optim import SGD
-
             self._optimizer = SGD(params, lr=self.learning_rate_init, momentum=self.momentum)
         else:
-            from .optim import Adam
-
             self._optimizer = Adam(params, lr=self.learning_rate_init)
         self._seed = int(rng.randint(2**31 - 1))
         self.n_iter_ = 0
@@ -255,6 +252,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -math.inf
+            self.best_loss_ = None  # as scikit-learn: the validation score rules instead
         else:
             self.validation_scores_ = None
             self.best_validation_score_ = None
@@ -331,10 +329,10 @@ class _BaseMLP(BaseEstimator):
         return _predict(model, X)
 
     def _rng_for_fit(self) -> np.random.RandomState:
+        """A RandomState for the weights, batch order and validation split (an int gives a fresh one per fit)."""
         from sklearn.utils import check_random_state
 
-        # a fresh RandomState per fit, so that fit twice with an int gives the same model
-        return check_random_state(self.random_state if not isinstance(self.random_state, numbers.Integral) else int(self.random_state))
+        return check_random_state(self.random_state)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # command modules, in the order their commands are listed in --help
-COMMANDS = ("train",)
+COMMANDS = ("train", "bench", "dashboard", "sweep")
 
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
@@ -33,11 +33,31 @@ def fail(message: str) -> "typer.Exit":
 
 
 def main() -> None:
-    """Entry point of the ``chainrule`` script and of ``python -m chainrule``."""
+    """Entry point of the ``chainrule`` script and of ``python -m chainrule``.
+
+    chainrule's errors and malformed options (``--epochs abc``) print one line
+    on stderr and exit with status 2, never a traceback.
+    """
     from ..errors import ChainruleError
 
     try:
-        app()
+        code = app(standalone_mode=False)
     except ChainruleError as e:
         typer.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as e:
+        # the parser's usage errors (click's, or the copy of click inside newer typer)
+        if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":
+            app()  # standalone mode prints the help as usual
+            return
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {(e.format_message() or type(e).__name__).splitlines()[0]}{hint}", err=True)
+        sys.exit(e.exit_code)
+    if isinstance(code, int) and code:  # a command's typer.Exit(code)
+        sys.exit(code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -84,9 +85,9 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     take the left slope at 0.
     """
     act, m = layer.activation, layer.act_module
-    if act == "sigmoid":
-        s = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
-        return s * (1.0 - s)
+    if act == "sigmoid":  # s(1 - s) = (1 - tanh(z/2)^2) / 4, with no overflow
+        t = np.tanh(z * 0.5)
+        return 0.25 * (1.0 - t * t)
     if act == "tanh":
         t = np.tanh(z)
         return 1.0 - t * t
@@ -101,6 +102,7 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     return None
 
 
+@lru_cache(maxsize=None)
 def saturation_threshold(activation: str) -> float:
     """|z| beyond which a sigmoid or tanh unit counts as saturated (its derivative < 1% of its peak).
 
@@ -114,3 +116,21 @@ def saturation_threshold(activation: str) -> float:
     if activation == "tanh":
         return math.atanh(math.sqrt(1 - SATURATION_LEVEL))
     raise ChainruleError(f"saturation is defined for {', '.join(SATURATING)}, got {activation!r}")
+
+
+def host(a: Any) -> np.ndarray:
+    """A backend array as a NumPy array (CuPy arrays are copied from the GPU)."""
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+def like_weights(X: Any, layer: Layer, cast: bool = True) -> Any:
+    """``X`` on the model's device; with ``cast``, in the model's dtype (inputs, not class labels)."""
+    w = layer.linear.weight.data
+    X = host(np.asarray(X) if not hasattr(X, "shape") else X)
+    if cast:
+        X = X.astype(w.dtype, copy=False)
+    if isinstance(w, np.ndarray):
+        return X
+    from ..backend import cupy
+
+    return cupy().asarray(X)

@@ -12,52 +12,60 @@ update_ratio                ||W_after - W_before|| / ||W_before|| around optimiz
                             mean over the monitored steps (healthy: about 1e-3 to 1e-2)
 update_ratio_max            the largest of those in the epoch
 preact_mean, preact_std     mean and standard deviation of z = x @ W + b on the probe batch
-mean_derivative             mean local derivative f'(z) on the probe (sigmoid <= 0.25, tanh <= 1):
-                            roughly the share of the gradient each unit passes back
+mean_derivative             mean local derivative f'(z) on the probe (sigmoid <= 0.25, tanh <= 1,
+                            ReLU: the share of active units): about the share of the gradient
+                            each unit passes back
 saturated_fraction          sigmoid and tanh: share of (sample, unit) pairs on the probe whose
                             local derivative is below 1% of its peak (|z| > 5.99 for the
                             sigmoid, |z| > 2.99 for tanh); None for other activations
 dead_fraction               ReLU: share of units never active (z <= 0) on any probe sample
-dead_fraction_epoch         ReLU: share of units never active on any monitored batch of the epoch
-prelu_slope                 PReLU: the mean learned negative slope, with prelu_slope_range [min, max]
+dead_fraction_epoch         ReLU: share of units whose bias got exactly zero gradient on every
+                            monitored batch of the epoch, that is, never active on any of
+                            those samples (or cut off from the loss); None without a bias
+prelu_slope                 PReLU: the mean learned negative slope, and prelu_slope_range [min, max]
 ==========================  ================================================================
 
 The probe is a fixed batch (``probe=``, or the first ``probe_size`` training
-rows seen), measured at the end of each epoch with no graph recorded. At the
+rows seen), run through the model once per epoch with no graph recorded. At the
 start, ``initial`` holds the same probe measurements plus the signal
 propagation (forward activation variance and backward gradient variance layer
 by layer) before any training.
 
-How pre-activations are seen: ``begin`` gives each watched Linear an
-instance-level ``forward`` that calls the original and keeps a reference to its
-output array (no copy); ``end`` removes it. Per monitored step the cost is a
-few vector norms per layer; ``monitor_every=N`` measures every N-th step.
+Cost: the training steps run the model untouched. A monitored step reads the
+gradients and weights after ``optimizer.step()``: per layer a few dot
+products, one subtraction and one copy into a preallocated buffer. The
+pre-activations are seen only in the probe pass at the end of each epoch,
+where each Linear's ``forward`` is wrapped for that one call.
+``monitor_every=N`` measures every N-th step.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 
 from ..autograd import Tensor, _leaf, no_grad
 from ..errors import ChainruleError
+from ..optim.sgd import SGD
 from ..validation import check_positive_int
 from . import advice
-from .layers import SATURATING, SATURATION_LEVEL, find_layers, local_derivative
-from .signal import signal_propagation
+from .layers import SATURATING, SATURATION_LEVEL, find_layers, host, like_weights, local_derivative, saturation_threshold
+from .signal import signal_propagation, wrapped_forward
 
-PROBE_SIZE = 256  # rows in the probe batch taken from training data when none is given
+PROBE_SIZE = 128  # rows in the probe batch taken from training data when none is given
 STEP_LOG_LENGTH = 64  # monitored steps kept in step_log (for the diagnosis of a divergence)
 HISTOGRAM_BINS = 30
 
 
-def _norm(a: Any) -> float:
+def _sq(a: Any) -> Any:
+    """Squared Frobenius norm: one BLAS dot product for a NumPy array."""
     if type(a) is np.ndarray:
-        return math.sqrt(float(np.vdot(a, a)))
-    return math.sqrt(float((a * a).sum()))
+        return np.vdot(a, a)
+    return float((a * a).sum())
 
 
 def _mean_or_none(total: float, count: int) -> float | None:
@@ -65,7 +73,7 @@ def _mean_or_none(total: float, count: int) -> float | None:
 
 
 def _histogram(a: Any) -> dict:
-    a = np.asarray(a, dtype=np.float64).ravel()
+    a = np.asarray(host(a), dtype=np.float64).ravel()
     a = a[np.isfinite(a)]
     if a.size == 0:
         return {"min": 0.0, "max": 0.0, "num": 0, "sum": 0.0, "sum_squares": 0.0, "bucket_limits": [0.0], "bucket_counts": [0]}
@@ -81,43 +89,50 @@ def _histogram(a: Any) -> dict:
     }
 
 
+def _array(x: Any) -> np.ndarray:
+    return host(x.data if isinstance(x, Tensor) else np.asarray(x) if not hasattr(x, "shape") else x)
+
+
 class Monitor:
     """Records gradient flow per layer while a network trains, and says in plain words what is wrong.
 
     Args:
         model: the network (optional here; ``cr.fit`` or ``begin(model)`` supplies it).
-        probe: a fixed batch of inputs for the per-epoch unit health (pre-activation
-            statistics, saturated and dead fractions) and the signal propagation at
-            initialization; by default the first ``probe_size`` training rows seen.
+        probe: a fixed batch of inputs, or a pair (inputs, targets), for the
+            per-epoch unit health (pre-activation statistics, saturated and dead
+            fractions) and the signal propagation at initialization; by default
+            the first ``probe_size`` training rows seen.
         probe_targets: targets of ``probe``, for the backward half of the signal propagation.
         loss_fn: for the signal propagation (``cr.fit`` supplies its own).
-        monitor_every: measure every N-th step (1: every step). Probe measurements
-            happen once per epoch either way.
+        monitor_every: measure every N-th step (1: every step). The probe is
+            measured once per epoch either way.
         probe_size: rows taken from the training batches when no probe is given.
         histograms: also keep per-epoch histograms of weights, gradients and
-            pre-activations (for TensorBoard; costs a little at each epoch end).
+            pre-activations (for TensorBoard; costs one more probe pass per epoch).
         attach_to_history: inside ``cr.fit``, put each epoch's record into the
             History's epoch record under "diagnostics" (so it lands in metrics.json).
 
     Attributes:
         records: one dict per epoch: ``{"epoch": 1, "steps_monitored": 42,
-            "grad_norm_ratio": ..., "layers": [{"layer": 1, "name": "0",
-            "activation": "sigmoid", "grad_norm": ..., "update_ratio": ...,
-            "saturated_fraction": ..., "dead_fraction": ..., ...}, ...]}``.
-        initial: the same per-layer probe fields before training, plus
-            ``preact_var``, ``activation_var``, ``grad_var`` and ``weight_grad_var``
+            "grad_norm_ratio": first layer's grad_norm / last layer's, "layers":
+            [{"layer": 1, "name": "0", "activation": "sigmoid", "grad_norm": ...,
+            "update_ratio": ..., "saturated_fraction": ..., "dead_fraction": ..., ...}]}``
+            (the fields are listed in this module's docstring).
+        initial: the probe fields before training, plus ``preact_var``,
+            ``activation_var``, ``grad_var`` and ``weight_grad_var`` per layer
             (see :func:`signal_propagation`).
-        step_log: the last monitored steps: ``{"step", "loss", "grad_norm": [...], "update_ratio": [...]}``.
+        step_log: the last monitored steps: ``{"step", "loss", "grad_norm": [...],
+            "grad_norm_bias": [...], "update_ratio": [...]}``, one value per layer.
 
     Example, with ``cr.fit``:
-        >>> monitor = Monitor(probe=(X_train[:256], y_train[:256]))
+        >>> monitor = Monitor(probe=(X_train[:128], y_train[:128]))
         >>> cr.fit(model, F.cross_entropy, opt, X_train, y_train, epochs=10, callbacks=[monitor])
         >>> for w in monitor.warnings(): print(w.message)
 
     Example, in a hand-written loop (call ``step`` after ``optimizer.step()``,
     while the gradients are still on the parameters):
-        >>> monitor = Monitor(probe=(X[:256], y[:256]), loss_fn=F.cross_entropy)
-        >>> monitor.begin(model)
+        >>> monitor = Monitor(probe=(X[:128], y[:128]), loss_fn=F.cross_entropy)
+        >>> monitor.begin(model, optimizer=opt)   # optimizer: optional, saves a weight copy for plain SGD
         >>> for epoch in range(10):
         ...     for xb, yb in batches:
         ...         loss = F.cross_entropy(model(xb), yb)
@@ -144,26 +159,31 @@ class Monitor:
             probe, probe_targets = probe
         self.model = model
         self.loss_fn = loss_fn
+        self.optimizer: Any = None
         self.monitor_every = check_positive_int("monitor_every", monitor_every)
         self.probe_size = check_positive_int("probe_size", probe_size)
-        self.probe = None if probe is None else np.asarray(probe.data if isinstance(probe, Tensor) else probe)
-        self.probe_targets = None if probe_targets is None else np.asarray(probe_targets.data if isinstance(probe_targets, Tensor) else probe_targets)
+        self.probe = None if probe is None else _array(probe)
+        self.probe_targets = None if probe_targets is None else _array(probe_targets)
+        if self.probe is not None and self.probe.ndim != 2:
+            raise ChainruleError(f"probe must have shape (samples, features), got shape {self.probe.shape}")
         if self.probe is not None and self.probe_targets is not None and len(self.probe) != len(self.probe_targets):
             raise ChainruleError(f"probe has {len(self.probe)} rows but probe_targets has {len(self.probe_targets)}")
         self.attach_to_history = attach_to_history
         self.records: list = []
         self.initial: dict | None = None
-        self.step_log: deque = deque(maxlen=STEP_LOG_LENGTH)
+        self._log: deque = deque(maxlen=STEP_LOG_LENGTH)  # (step, loss, raw row) of the last monitored steps
         self.histograms: list | None = [] if histograms else None
         self.layers: list = []
         self.steps = 0
         self.epoch = 0
         self._warnings: dict = {}
         self._active = False
+        self._probe_rows: list = []
+        self._probe_target_rows: list = []
 
     # ---- cr.fit callbacks ----------------------------------------------------------
     def on_train_begin(self, state: Any) -> None:
-        self.begin(state.model, loss_fn=state.loss_fn)
+        self.begin(state.model, loss_fn=state.loss_fn, optimizer=state.optimizer)
         self.epoch = state.epoch
 
     def on_step_end(self, state: Any) -> None:
@@ -171,91 +191,91 @@ class Monitor:
 
     def on_epoch_end(self, state: Any) -> None:
         record = self.end_epoch(epoch=state.epoch + 1)
-        if self.attach_to_history and record is not None:
+        if self.attach_to_history:
             state.record["diagnostics"] = record
 
     def on_train_end(self, state: Any) -> None:
         self.end()
 
     def on_divergence(self, state: Any, error: Any = None) -> None:
-        """For a fit loop that reports a NaN/inf loss to its callbacks before raising."""
+        """For a fit loop that tells its callbacks about a NaN/inf loss before raising."""
         self.divergence(error, loss=getattr(state, "loss", None))
 
     # ---- the hand-written loop's calls -----------------------------------------------
-    def begin(self, model: Any = None, loss_fn: Any = None) -> "Monitor":
-        """Start watching ``model``: find its layers, hook their outputs, measure the initial state."""
+    def begin(self, model: Any = None, loss_fn: Any = None, optimizer: Any = None) -> "Monitor":
+        """Start watching ``model``: find its layers, keep its weights, measure the initial state.
+
+        The model itself is not changed. With ``optimizer`` given and plain SGD
+        (no momentum, no weight decay), the update is known to be ``-lr * grad``
+        and no copy of the weights is kept.
+        """
         model = model if model is not None else self.model
         if model is None:
             raise ChainruleError("Monitor.begin needs the model: pass it to Monitor(model) or begin(model)")
-        if self._active:
-            self.end()
         self.model = model
         if loss_fn is not None:
             self.loss_fn = loss_fn
+        self.optimizer = optimizer
         self.layers = find_layers(model)
+        self._params = [(layer.linear.weight, layer.linear.bias) for layer in self.layers]
         n = len(self.layers)
-        self._z: list = [None] * n
-        for k, layer in enumerate(self.layers):
-            self._hook(layer.linear, k)
         self._active = True
-        self._relu = [k for k, layer in enumerate(self.layers) if layer.activation == "relu"]
+        self._relu = [k for k, layer in enumerate(self.layers) if layer.activation == "relu" and layer.linear.bias is not None]
         self._prev = [None] * n  # weights before the next monitored step
+        self._prev_sq = [math.nan] * n  # squared norms of the weights at the last snapshot
         self._snapshot_step = -1
+        self._snapshot_copied = False
         self._reset_epoch()
-        self._snapshot(0)
+        self._snapshot(self.steps)
         self._init_params = None
-        if self.probe is not None:
-            self.initial = self._measure_initial(self.probe, self.probe_targets)
-        else:  # measured at the first step, on its batch, with the weights from before that step
-            self._init_params = [(p, p.data.copy()) for p in model.parameters()]
-            self._probe_rows: list = []
-            self._probe_targets_rows: list = []
+        if self.initial is None:
+            if self.probe is not None:
+                self.initial = self._measure_initial(self.probe, self.probe_targets)
+            else:  # measured at the first step, on its batch, with the weights from before that step
+                self._init_params = [(p, p.data.copy()) for p in model.parameters()]
         return self
 
     def step(self, loss: Any = None, xb: Any = None, yb: Any = None) -> None:
-        """Record one training step; call after ``optimizer.step()`` (gradients still present).
+        """Record one training step; call it after ``optimizer.step()`` (the gradients are still there).
 
         Args:
-            loss: the step's loss (Tensor or number), kept in ``step_log``.
-            xb, yb: the step's batch, used to build the probe when none was given.
+            loss: the step's loss (Tensor or number), kept in ``step_log``; a
+                NaN or infinite loss adds a "nonfinite_loss" warning.
+            xb, yb: the step's batch; needed only when no probe was given
+                (the probe is then built from the first batches).
         """
         if not self._active:
             raise ChainruleError("Monitor.step() before begin(): call monitor.begin(model) first (cr.fit does it)")
         self.steps += 1
         t = self.steps
         value = None if loss is None else float(loss.data if isinstance(loss, Tensor) else loss)
+        if self._init_params is not None and xb is not None:
+            self._initial_from_batch(xb, yb)
         if self.probe is None and xb is not None:
             self._collect_probe(xb, yb)
-        if t == 1 and self.initial is None and self._init_params is not None and xb is not None:
-            self._initial_from_batch(xb, yb)
+        snapshot = t % self.monitor_every == 0  # the next step is monitored: keep the weights before it
         if (t - 1) % self.monitor_every == 0:
-            self._measure(t, value)
-        if t % self.monitor_every == 0:
+            self._measure(t, value, snapshot)
+        elif snapshot:
             self._snapshot(t)
         if value is not None and not math.isfinite(value):
             self.divergence(loss=value, step=t, finish=False)
 
-    def end_epoch(self, epoch: int | None = None, partial: bool = False) -> dict | None:
+    def end_epoch(self, epoch: int | None = None, partial: bool = False) -> dict:
         """Close the epoch: measure the probe, average the steps, check for problems; returns its record."""
         if not self._active:
             raise ChainruleError("Monitor.end_epoch() before begin(): call monitor.begin(model) first")
         self.epoch = epoch if epoch is not None else self.epoch + 1
         if self.probe is None and self._probe_rows:
             self._fix_probe()
-        count = self._count
+        count = len(self._rows)
+        steps = self._step_table()
         probe = self._probe_stats(self.probe) if self.probe is not None else None
         rows = []
-        for k, layer in enumerate(self.layers):
-            row = {
-                **layer.describe(),
-                "grad_norm": _mean_or_none(self._gn[k], count),
-                "grad_norm_bias": _mean_or_none(self._gb[k], count) if layer.linear.bias is not None else None,
-                "update_ratio": _mean_or_none(self._ur[k], self._ur_count[k]),
-                "update_ratio_max": self._um[k] if self._ur_count[k] else None,
-                "dead_fraction_epoch": None,
-            }
-            if k in self._relu and count:
-                row["dead_fraction_epoch"] = 1.0 - float(self._ever[k].mean())
+        for k, (layer, summary) in enumerate(zip(self.layers, _summarize(steps))):
+            row = {**layer.describe(), **summary, "dead_fraction_epoch": None}
+            if k in self._alive and count:
+                row["dead_fraction_epoch"] = 1.0 - float(self._alive[k].mean())
             row.update(probe[k] if probe is not None else _EMPTY_PROBE)
             rows.append(row)
         first, last = rows[0]["grad_norm"], rows[-1]["grad_norm"]
@@ -275,14 +295,7 @@ class Monitor:
         return record
 
     def end(self) -> None:
-        """Stop watching: remove the output hooks from the model's layers."""
-        if not self._active:
-            return
-        for layer in reversed(self.layers):
-            hook = layer.linear.__dict__.get("forward")
-            if isinstance(hook, _WatchedForward) and hook.store is self._z:
-                hook.unhook()
-        self._z = [None] * len(self.layers)
+        """Stop watching (drops the weight copies; the records stay)."""
         self._prev = [None] * len(self.layers)
         self._init_params = None
         self._active = False
@@ -290,10 +303,10 @@ class Monitor:
     def divergence(self, error: Any = None, loss: float | None = None, step: int | None = None, finish: bool = True) -> "advice.HealthWarning":
         """Diagnose a loss that became NaN or infinite; returns (and records) the warning.
 
-        Call it from the ``except DivergenceError`` of the code that ran ``cr.fit``:
-        it closes the unfinished epoch's record, explains what the last monitored
-        steps show (growing gradient norms, updates as large as the weights) and
-        stops watching (``finish=False`` keeps watching).
+        Call it from the ``except DivergenceError`` around ``cr.fit``: it
+        explains what the last monitored steps show (growing gradient norms,
+        updates as large as the weights), closes the unfinished epoch's record
+        (marked ``"partial": True``) and stops watching (``finish=False`` keeps watching).
 
         Example:
             >>> try:
@@ -304,24 +317,48 @@ class Monitor:
         step = step if step is not None else self.steps + 1
         if loss is None and error is not None:
             loss = _loss_in_message(str(error))
-        warning = advice.divergence_warning(list(self.step_log), step, loss, self.layers, self.epoch + 1)
+        warning = advice.divergence_warning(self.step_log, step, loss, self.layers, self.epoch + 1)
         self._add_warning(warning)
         if finish and self._active:
-            if self._count:
+            if self._rows:
                 self.end_epoch(partial=True)
             self.end()
         return warning
 
     # ---- results ----------------------------------------------------------------------
     def warnings(self) -> list:
-        """The problems found so far, each a :class:`HealthWarning` with ``kind`` and a plain-words ``message``."""
+        """The problems found so far, each a :class:`HealthWarning` with ``kind`` and a plain-words ``message``.
+
+        One warning per kind, holding the latest epoch's message and every
+        epoch and layer it was seen in; ordered by the epoch first seen.
+        """
         order = {k: i for i, k in enumerate(advice.KINDS)}
         return sorted(self._warnings.values(), key=lambda w: (w.epoch or 0, order.get(w.kind, 99)))
 
     @property
+    def step_log(self) -> list:
+        """The last monitored steps (up to STEP_LOG_LENGTH), oldest first:
+        ``{"step", "loss", "grad_norm": [per layer], "grad_norm_bias": [...], "update_ratio": [...]}``
+        (None where unknown)."""
+        out = []
+        for t, loss, raw in self._log:
+            table = _table([raw], len(self.layers))
+            out.append(
+                {
+                    "step": t,
+                    "loss": loss,
+                    "grad_norm": [float(v) for v in table["grad_norm"][0]],
+                    "grad_norm_bias": [None if not math.isfinite(v) else float(v) for v in table["bias_norm"][0]],
+                    "update_ratio": [None if not math.isfinite(v) else float(v) for v in table["update_ratio"][0]],
+                }
+            )
+        return out
+
+    @property
     def last_step(self) -> dict | None:
         """The latest monitored step's per-layer measurements (from ``step_log``)."""
-        return self.step_log[-1] if self.step_log else None
+        log = self.step_log
+        return log[-1] if log else None
 
     def to_dict(self) -> dict:
         """Plain data for metrics.json: settings, the initial state, per-epoch records and the warnings."""
@@ -334,93 +371,138 @@ class Monitor:
         }
 
     # ---- internals -------------------------------------------------------------------
-    def _hook(self, linear: Any, k: int) -> None:
-        object.__setattr__(linear, "forward", _WatchedForward(linear, self._z, k))
-
     def _reset_epoch(self) -> None:
-        n = len(self.layers)
-        self._count = 0
-        self._gn = [0.0] * n
-        self._gb = [0.0] * n
-        self._ur = [0.0] * n
-        self._ur_count = [0] * n
-        self._um = [0.0] * n
-        self._ever = {k: np.zeros(self.layers[k].linear.out_features, dtype=bool) for k in self._relu}
+        self._rows: list = []  # one raw row per monitored step, see _measure
+        self._row_steps: list = []
+        # per ReLU unit: did its bias get a non-zero gradient in a monitored batch of the epoch?
+        self._alive = {k: np.zeros(self.layers[k].linear.out_features, dtype=bool) for k in self._relu}
+
+    def _plain_sgd(self) -> bool:
+        """True when the step is plain SGD, ``W -= lr * grad``: then ||update|| = lr ||grad|| exactly."""
+        opt = self.optimizer
+        return type(opt) is SGD and not opt.momentum and not opt.weight_decay
 
     def _snapshot(self, t: int) -> None:
+        """Keep every watched weight's squared norm and (unless plain SGD) a copy: the "before" of the next update."""
+        copy = not self._plain_sgd()
         for k, layer in enumerate(self.layers):
             w = layer.linear.weight.data
+            self._prev_sq[k] = _sq(w)
+            if not copy:
+                continue
             prev = self._prev[k]
-            if prev is None or prev.shape != w.shape or type(prev) is not type(w):
+            if prev is None or prev.shape != w.shape or type(prev) is not type(w) or prev.dtype != w.dtype:
                 self._prev[k] = w.copy()
             else:
                 prev[...] = w
         self._snapshot_step = t
+        self._snapshot_copied = copy
 
-    def _measure(self, t: int, loss: float | None) -> None:
+    def _measure(self, t: int, loss: float | None, snapshot: bool) -> None:
+        """One monitored step, the hot path: squared norms now, everything else at the epoch's end.
+
+        The raw row is ``[lr or nan, then per layer: ||dW||^2, ||db||^2,
+        ||W_before||^2, ||W_after - W_before||^2 (nan: lr^2 ||dW||^2, plain SGD)]``.
+        Plain SGD costs three dot products per layer (gradient, bias gradient,
+        and the weights for the next step's ratio); other optimizers add one
+        subtraction, one more dot product and one copy, in place on kept buffers.
+        """
+        nan = math.nan
         have_prev = self._snapshot_step == t - 1
-        gns, urs = [], []
-        z = self._z
-        for k, layer in enumerate(self.layers):
-            lin = layer.linear
-            g = lin.weight.grad
-            gn = _norm(g) if g is not None else 0.0
-            self._gn[k] += gn
-            if lin.bias is not None and lin.bias.grad is not None:
-                self._gb[k] += _norm(lin.bias.grad)
-            ur = None
-            if have_prev:
-                prev = self._prev[k]
-                wn = _norm(prev)
-                if wn > 0:
-                    ur = _norm(lin.weight.data - prev) / wn
-                    self._ur[k] += ur
-                    if ur > self._um[k]:
-                        self._um[k] = ur
-                    self._ur_count[k] += 1
-            gns.append(gn)
-            urs.append(ur)
+        sgd = self._plain_sgd()
+        copied = have_prev and self._snapshot_copied
+        row = [self.optimizer.lr if sgd else nan]
+        prev_all, prev_sq = self._prev, self._prev_sq
+        for k, (weight, bias) in enumerate(self._params):
+            w, g = weight.data, weight.grad
+            gsq = _sq(g) if g is not None else 0.0
+            gb = bias.grad if bias is not None else None
+            usq = nan
+            if copied:
+                prev = prev_all[k]
+                if prev is not None and prev.shape == w.shape:
+                    np.subtract(w, prev, out=prev)  # prev now holds the update
+                    usq = _sq(prev)
+            row += (gsq, _sq(gb) if gb is not None else nan, prev_sq[k] if have_prev else nan, usq)
+            if snapshot:
+                prev_sq[k] = _sq(w)
+                if not sgd:
+                    prev = prev_all[k]
+                    if prev is not None and prev.shape == w.shape and type(prev) is type(w) and prev.dtype == w.dtype:
+                        prev[...] = w
+                    else:
+                        prev_all[k] = w.copy()
+        self._snapshot_step = t if snapshot else -1
+        self._snapshot_copied = not sgd
+        alive = self._alive
         for k in self._relu:
-            zk = z[k]
-            if zk is not None:
-                zk = zk.reshape(-1, zk.shape[-1])
-                np.logical_or(self._ever[k], (zk > 0).any(axis=0), out=self._ever[k])
-                z[k] = None
-        self._count += 1
-        self.step_log.append({"step": t, "loss": loss, "grad_norm": gns, "update_ratio": urs})
-        if not all(math.isfinite(v) for v in gns):
-            bad = next(i for i, v in enumerate(gns) if not math.isfinite(v))
-            self._add_warning(advice.nonfinite_gradient_warning(self.layers[bad], t, gns[bad], self.epoch + 1))
+            gb = self._params[k][1].grad
+            if gb is not None:
+                np.logical_or(alive[k], gb if type(gb) is np.ndarray else host(gb != 0), out=alive[k])
+        self._rows.append(row)
+        self._row_steps.append(t)
+        self._log.append((t, loss, row))
+
+    def _step_table(self) -> dict:
+        """The epoch's raw rows as per-step, per-layer arrays; warns about non-finite gradients."""
+        steps = _table(self._rows, len(self.layers))
+        bad = ~np.isfinite(steps["grad_norm"])
+        if bad.any():
+            i, k = np.argwhere(bad)[0]
+            t = self._row_steps[int(i)]
+            layer = self.layers[int(k)]
+            self._add_warning(advice.nonfinite_gradient_warning(layer, t, float(steps["grad_norm"][i, k]), self.epoch))
+        return steps
+
+    def _probe_pass(self, X: np.ndarray) -> list:
+        """Each layer's pre-activation on ``X`` (one forward pass, no graph, forwards wrapped meanwhile)."""
+        z: dict = {}
+
+        def keep(k: int):
+            def wrap(forward: Any) -> Any:
+                def run(x: Tensor) -> Tensor:
+                    out = forward(x)
+                    z[k] = out.data
+                    return out
+
+                return run
+
+            return wrap
+
+        with ExitStack() as stack, no_grad():
+            for k, layer in enumerate(self.layers):
+                stack.enter_context(wrapped_forward(layer.linear, keep(k)))
+            self.model(_leaf(like_weights(X, self.layers[0])))
+        return [z.get(k) for k in range(len(self.layers))]
 
     def _probe_stats(self, X: np.ndarray) -> list:
         """Per layer: pre-activation statistics and unit health on the probe batch."""
-        dtype = self.layers[0].linear.weight.data.dtype
-        X = X.astype(dtype, copy=False)
-        z = self._z
-        for k in range(len(z)):
-            z[k] = None
-        with no_grad():
-            self.model(_leaf(X))
         out = []
-        for k, layer in enumerate(self.layers):
-            zk = z[k]
-            z[k] = None
-            if zk is None:
-                out.append(dict(_EMPTY_PROBE))
-                continue
-            zk = np.asarray(zk, dtype=np.float64).reshape(-1, zk.shape[-1])
+        for layer, zk in zip(self.layers, self._probe_pass(X)):
             row = dict(_EMPTY_PROBE)
-            row["preact_mean"] = float(zk.mean())
-            row["preact_std"] = float(zk.std())
-            d = local_derivative(layer, zk)
-            if d is not None:
-                row["mean_derivative"] = float(d.mean())
-            if layer.activation in SATURATING:
-                row["saturated_fraction"] = float((d < SATURATION_LEVEL * SATURATING[layer.activation]).mean())
-            if layer.activation == "relu":
-                row["dead_fraction"] = float((zk <= 0).all(axis=0).mean())
+            if zk is None:
+                out.append(row)
+                continue
+            zk = host(zk)
+            zk = zk.reshape(-1, zk.shape[-1])
+            n = zk.size
+            mean = float(zk.sum(dtype=np.float64)) / n
+            centred = zk - zk.dtype.type(mean)
+            row["preact_mean"] = mean
+            row["preact_std"] = math.sqrt(float(np.vdot(centred, centred)) / n)
+            act = layer.activation
+            if act == "relu":
+                active = zk > 0
+                row["mean_derivative"] = float(np.count_nonzero(active) / n)
+                row["dead_fraction"] = float(1.0 - active.any(axis=0).mean())
+            else:
+                d = local_derivative(layer, zk)
+                if d is not None:
+                    row["mean_derivative"] = float(d.mean(dtype=np.float64))
+            if act in SATURATING:
+                row["saturated_fraction"] = float(np.count_nonzero(np.abs(zk) > saturation_threshold(act)) / n)
             if layer.activation == "prelu":
-                a = np.asarray(layer.act_module.weight.data, dtype=np.float64)
+                a = host(layer.act_module.weight.data).astype(np.float64)
                 row["prelu_slope"] = float(a.mean())
                 row["prelu_slope_range"] = [float(a.min()), float(a.max())]
             out.append(row)
@@ -429,15 +511,14 @@ class Monitor:
     def _measure_initial(self, X: np.ndarray, y: Any) -> dict:
         loss_fn = self.loss_fn if y is not None else None
         sp = signal_propagation(self.model, X, loss_fn, y)
-        probe = self._probe_stats(X)
-        for row, extra in zip(sp["layers"], probe):
+        for row, extra in zip(sp["layers"], self._probe_stats(X)):
             row.update(extra)
         sp["probe_rows"] = int(len(X))
         return sp
 
     def _initial_from_batch(self, xb: Any, yb: Any) -> None:
-        X = np.asarray(xb.data if isinstance(xb, Tensor) else xb)
-        y = None if yb is None else np.asarray(yb.data if isinstance(yb, Tensor) else yb)
+        X = _array(xb)
+        y = None if yb is None else _array(yb)
         now = [(p, p.data) for p, _ in self._init_params]
         try:
             for p, before in self._init_params:
@@ -450,38 +531,30 @@ class Monitor:
 
     def _collect_probe(self, xb: Any, yb: Any) -> None:
         have = sum(len(r) for r in self._probe_rows)
-        if have >= self.probe_size:
-            return
-        X = np.asarray(xb.data if isinstance(xb, Tensor) else xb)
+        X = _array(xb)
         take = min(len(X), self.probe_size - have)
         self._probe_rows.append(X[:take].copy())
         if yb is not None:
-            y = np.asarray(yb.data if isinstance(yb, Tensor) else yb)
-            self._probe_targets_rows.append(y[:take].copy())
+            self._probe_target_rows.append(_array(yb)[:take].copy())
         if have + take >= self.probe_size:
             self._fix_probe()
 
     def _fix_probe(self) -> None:
         self.probe = np.concatenate(self._probe_rows)
-        if self._probe_targets_rows and len(self._probe_targets_rows) == len(self._probe_rows):
-            self.probe_targets = np.concatenate(self._probe_targets_rows)
-        self._probe_rows, self._probe_targets_rows = [], []
+        if len(self._probe_target_rows) == len(self._probe_rows):
+            self.probe_targets = np.concatenate(self._probe_target_rows)
+        self._probe_rows, self._probe_target_rows = [], []
 
     def _histograms(self) -> dict:
         out = {}
-        probe_z = {}
-        if self.probe is not None:
-            with no_grad():
-                self.model(_leaf(self.probe.astype(self.layers[0].linear.weight.data.dtype, copy=False)))
-            probe_z = {k: zk for k, zk in enumerate(self._z) if zk is not None}
-            self._z[:] = [None] * len(self._z)
-        for k, layer in enumerate(self.layers):
+        probe_z = self._probe_pass(self.probe) if self.probe is not None else [None] * len(self.layers)
+        for layer, zk in zip(self.layers, probe_z):
             tag = f"layer{layer.index}"
             out[f"{tag}/weight"] = _histogram(layer.linear.weight.data)
             if layer.linear.weight.grad is not None:
                 out[f"{tag}/weight_grad"] = _histogram(layer.linear.weight.grad)
-            if k in probe_z:
-                out[f"{tag}/preactivation"] = _histogram(probe_z[k])
+            if zk is not None:
+                out[f"{tag}/preactivation"] = _histogram(zk)
         return out
 
     def _add_warning(self, w: "advice.HealthWarning") -> bool:
@@ -501,43 +574,49 @@ class Monitor:
         return f"Monitor({state}, {len(self.layers)} layers, {len(self.records)} epochs, monitor_every={self.monitor_every})"
 
 
-class _WatchedForward:
-    """A Linear's forward that also keeps a reference to its output array in ``store[k]``.
-
-    A copy of the watched module (``copy.deepcopy``) gets the plain forward
-    back, so a copied model never reads the original's weights nor feeds this monitor.
-    """
-
-    __slots__ = ("module", "forward", "previous", "store", "k")
-
-    def __init__(self, module: Any, store: list, k: int):
-        self.module = module
-        self.previous = module.__dict__.get("forward")  # another watcher's, restored by unhook
-        self.forward = module.forward
-        self.store = store
-        self.k = k
-
-    def __call__(self, x: Tensor) -> Tensor:
-        out = self.forward(x)
-        self.store[self.k] = out.data
-        return out
-
-    def __deepcopy__(self, memo: dict) -> Any:
-        copied = memo.get(id(self.module))
-        return _plain_forward(copied) if copied is not None else None
-
-    def __reduce__(self) -> tuple:
-        return (_plain_forward, (self.module,))
-
-    def unhook(self) -> None:
-        if self.previous is None:
-            self.module.__dict__.pop("forward", None)
-        else:
-            object.__setattr__(self.module, "forward", self.previous)
+def _table(rows: list, n: int) -> dict:
+    """Raw rows (see Monitor._measure) -> arrays of shape (steps, layers): grad_norm, bias_norm, update_ratio."""
+    if not rows:
+        empty = np.zeros((0, n))
+        return {"grad_norm": empty, "bias_norm": empty, "update_ratio": empty}
+    a = np.asarray(rows, dtype=np.float64)
+    lr = a[:, :1]
+    q = a[:, 1:].reshape(len(rows), n, 4)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gn = np.sqrt(q[..., 0])
+        update = np.where(np.isnan(q[..., 3]), lr * gn, np.sqrt(q[..., 3]))
+        before = np.sqrt(q[..., 2])
+        ratio = np.where(before > 0, update / before, np.nan)
+    return {"grad_norm": gn, "bias_norm": np.sqrt(q[..., 1]), "update_ratio": ratio}
 
 
-def _plain_forward(module: Any) -> Any:
-    return type(module).forward.__get__(module)
+def _summarize(steps: dict) -> list:
+    """Per layer: epoch means of the per-step values, and the largest update ratio."""
+    gn, bn, ur = steps["grad_norm"], steps["bias_norm"], steps["update_ratio"]
+    n = gn.shape[1]
+    if not len(gn):
+        return [dict.fromkeys(("grad_norm", "grad_norm_bias", "update_ratio", "update_ratio_max")) for _ in range(n)]
+    known = np.isfinite(ur)
+    counts = known.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ur_mean = np.where(known, ur, 0.0).sum(axis=0) / counts
+    ur_max = np.where(known, ur, -np.inf).max(axis=0)
+    g, b = gn.mean(axis=0), bn.mean(axis=0)
+    return [
+        {
+            "grad_norm": _finite(g[k]),
+            "grad_norm_bias": _finite(b[k]),
+            "update_ratio": _finite(ur_mean[k]) if counts[k] else None,
+            "update_ratio_max": _finite(ur_max[k]) if counts[k] else None,
+        }
+        for k in range(n)
+    ]
+
+
+def _finite(v: Any) -> float | None:
+    """A float for metrics.json; None for NaN or infinity (which JSON cannot hold)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 _EMPTY_PROBE = {
@@ -551,7 +630,7 @@ _EMPTY_PROBE = {
 
 
 def _loss_in_message(text: str) -> float | None:
-    for word in ("nan", "inf", "-inf"):
+    for word in ("-inf", "inf", "nan"):
         if f"became {word}" in text:
             return float(word)
     return None

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..autograd import Tensor, _leaf, enable_grad
-from .layers import find_layers
+from .layers import find_layers, host, like_weights
 
 
 @contextmanager
@@ -47,7 +47,7 @@ def _retaining(store: dict, key: Any) -> Callable:
 
 
 def _var(a: Any) -> float | None:
-    return None if a is None else float(np.var(np.asarray(a, dtype=np.float64)))
+    return None if a is None else float(np.var(host(a), dtype=np.float64))
 
 
 def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: Any = None) -> dict:
@@ -82,9 +82,7 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
 
     layers = find_layers(model)
     params = model.parameters()
-    dtype = layers[0].linear.weight.data.dtype
-    X = np.asarray(X_probe.data if isinstance(X_probe, Tensor) else X_probe)
-    X = X.astype(dtype, copy=False) if X.dtype.kind == "f" else X.astype(dtype)
+    X = like_weights(np.asarray(X_probe.data if isinstance(X_probe, Tensor) else X_probe), layers[0])
     backward = loss_fn is not None and y_probe is not None
     saved_grads = [p.grad for p in params]
     z_out: dict = {}
@@ -101,6 +99,9 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
                 out = model(_leaf(X))
                 if backward:
                     y = y_probe.data if isinstance(y_probe, Tensor) else np.asarray(y_probe)
+                    y = like_weights(y, layers[0], cast=y.dtype.kind == "f")
+                    if y.ndim == 1 and out.data.shape == (len(y), 1) and y.dtype.kind == "f":
+                        y = y.reshape(-1, 1)  # one regression target per row, as fit shapes it
                     get_loss(loss_fn)(out, _leaf(y)).backward()
         rows = []
         for layer in layers:

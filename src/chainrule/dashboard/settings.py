@@ -1,0 +1,183 @@
+"""The dashboard's settings: what a run may be asked for, their limits, and the checks.
+
+Settings travel as strings (the page's URL query string) or as JSON (the Start
+and Step requests); :func:`parse_settings` accepts both and refuses anything
+malformed or out of range with a :class:`SettingsError` that names the setting,
+what was expected and what was received. The web app answers those with 400.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+from ..data import DATASETS as _DATA
+from ..errors import ChainruleError
+from ..nn.activations import ACTIVATIONS
+from ..nn.init import INITIALIZERS
+
+# name -> (task, what the page says about it), from chainrule.data's registry. The task
+# picks the default loss and refuses losses that cannot fit it.
+DATASETS = {name: (info.task, info.description) for name, info in _DATA.items()}
+INITS = ("default",) + tuple(INITIALIZERS)  # "default": He for the ReLU family, Xavier otherwise
+LOSSES = ("auto", "cross_entropy", "mse", "bce")
+LOSSES_FOR_TASK = {"multiclass": ("cross_entropy", "mse"), "multilabel": ("bce", "mse"), "regression": ("mse",)}
+OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum 0.9
+
+MAX_DEPTH = 20
+MAX_WIDTH = 1024
+MAX_BATCH_SIZE = 1024
+MAX_LR = 10.0
+MAX_ABS_BIAS_INIT = 10.0
+MAX_SEED = 2**31 - 1
+
+
+class SettingsError(ChainruleError):
+    """A setting that is malformed, unknown or out of range (the web app answers 400)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's settings; ``depth`` counts hidden layers (each a Linear and its activation)."""
+
+    dataset: str = "digits"
+    depth: int = 3
+    width: int = 32
+    activation: str = "relu"
+    init: str = "default"
+    bias_init: float = 0.0
+    loss: str = "auto"
+    optimizer: str = "adam"
+    lr: float = 0.01
+    batch_size: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_query(self) -> str:
+        """The URL query string that reopens these settings: ``dataset=digits&depth=3&...``."""
+        return urlencode({k: _format(v) for k, v in asdict(self).items()})
+
+    def resolved_loss(self, task: str) -> str:
+        """The loss this run trains with: the setting, or the task's natural loss for "auto"."""
+        return LOSSES_FOR_TASK[task][0] if self.loss == "auto" else self.loss
+
+
+DEFAULTS = Settings()
+FIELDS = tuple(DEFAULTS.to_dict())
+
+
+def _format(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    v = value
+    if isinstance(value, bool):
+        v = None
+    elif isinstance(value, float) and value.is_integer():
+        v = int(value)
+    elif isinstance(value, str):
+        try:
+            v = int(value.strip())
+        except ValueError:
+            v = None
+    if not isinstance(v, int) or not lo <= v <= hi:
+        raise SettingsError(f"{name} must be an integer from {lo} to {hi}, got {_shown(value)}")
+    return v
+
+
+def _float(name: str, value: Any, lo: float, hi: float, open_low: bool = False) -> float:
+    v = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            v = float(value)
+        except ValueError:
+            pass
+    low_ok = v > lo if open_low else v >= lo
+    if not (math.isfinite(v) and low_ok and v <= hi):
+        interval = f"({lo:g}, {hi:g}]" if open_low else f"[{lo:g}, {hi:g}]"
+        raise SettingsError(f"{name} must be a number in {interval}, got {_shown(value)}")
+    return v
+
+
+def _choice(name: str, value: Any, choices: tuple) -> str:
+    v = value.strip().lower().replace("_", "-") if isinstance(value, str) else None
+    for c in choices:
+        if v is not None and v == c.replace("_", "-"):
+            return c
+    raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {_shown(value)}")
+
+
+def parse_settings(values: Mapping[str, Any] | None) -> Settings:
+    """Checked :class:`Settings` from a mapping of strings (a query string) or JSON values.
+
+    Missing settings take their defaults; unknown names, malformed values and
+    values out of range raise :class:`SettingsError`, as does a loss that cannot
+    fit the dataset's task (cross-entropy on a regression).
+
+    Example:
+        >>> parse_settings({"dataset": "digits", "depth": "10", "activation": "sigmoid"}).depth
+        10
+        >>> parse_settings({"depth": "50"})
+        Traceback (most recent call last):
+        SettingsError: depth must be an integer from 1 to 20, got '50'
+    """
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
+    get = lambda k: values.get(k, getattr(DEFAULTS, k))  # noqa: E731
+    s = Settings(
+        dataset=_choice("dataset", get("dataset"), tuple(DATASETS)),
+        depth=_int("depth", get("depth"), 1, MAX_DEPTH),
+        width=_int("width", get("width"), 1, MAX_WIDTH),
+        activation=_choice("activation", get("activation"), tuple(ACTIVATIONS)),
+        init=_choice("init", get("init"), INITS),
+        bias_init=_float("bias_init", get("bias_init"), -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT),
+        loss=_choice("loss", get("loss"), LOSSES),
+        optimizer=_choice("optimizer", get("optimizer"), OPTIMIZERS),
+        lr=_float("lr", get("lr"), 0.0, MAX_LR, open_low=True),
+        batch_size=_int("batch_size", get("batch_size"), 1, MAX_BATCH_SIZE),
+        seed=_int("seed", get("seed"), 0, MAX_SEED),
+    )
+    check_loss(s, DATASETS[s.dataset][0])
+    return s
+
+
+def check_loss(s: Settings, task: str) -> None:
+    """Refuse a loss that cannot train the dataset's task."""
+    allowed = LOSSES_FOR_TASK[task]
+    if s.loss != "auto" and s.loss not in allowed:
+        raise SettingsError(
+            f"loss {s.loss!r} does not fit {s.dataset} ({task}); expected auto or one of {', '.join(allowed)}"
+        )
+
+
+def options() -> dict:
+    """What the page offers: the choices, the limits and the defaults (plain data for /api/options)."""
+    return {
+        "datasets": [{"name": k, "task": t, "description": d} for k, (t, d) in DATASETS.items()],
+        "activations": list(ACTIVATIONS),
+        "inits": list(INITS),
+        "losses": list(LOSSES),
+        "losses_for_task": {k: list(v) for k, v in LOSSES_FOR_TASK.items()},
+        "optimizers": list(OPTIMIZERS),
+        "limits": {
+            "depth": [1, MAX_DEPTH],
+            "width": [1, MAX_WIDTH],
+            "batch_size": [1, MAX_BATCH_SIZE],
+            "lr": [0.0, MAX_LR],
+            "bias_init": [-MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT],
+            "seed": [0, MAX_SEED],
+        },
+        "defaults": DEFAULTS.to_dict(),
+    }

@@ -1,0 +1,109 @@
+"""What the dashboard's charts show, measured on the live model: plain functions on NumPy arrays.
+
+Each returns plain data (lists and dicts of numbers) ready for JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..autograd import _leaf, no_grad
+from ..diagnostics.layers import SATURATING, SATURATION_LEVEL, local_derivative
+from ..train import predict
+
+GRID = 40  # the decision boundary is drawn from GRID x GRID predictions
+CURVE_POINTS = 200  # the fitted 1-D curve
+
+
+def num(v: Any, digits: int = 4) -> float | None:
+    """A float with ``digits`` significant digits for JSON; None for NaN and infinities."""
+    v = float(v)
+    if not math.isfinite(v):
+        return None
+    return float(f"{v:.{digits}g}")
+
+
+def nums(values: Any, digits: int = 4) -> list:
+    return [num(v, digits) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def layer_health(layers: Sequence, probe: np.ndarray) -> dict:
+    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' rules.
+
+    saturated: sigmoid and tanh layers, the share of (sample, unit) pairs whose local
+    derivative is below SATURATION_LEVEL of its peak; dead: ReLU layers, the share of
+    units with z <= 0 on every probe sample. None where the rule does not apply.
+
+    Args:
+        layers: from :func:`chainrule.diagnostics.find_layers` (an MLP's Linear and
+            activation pairs, in the order they run).
+        probe: input rows.
+    """
+    saturated, dead = [], []
+    with no_grad():
+        h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
+        for layer in layers:
+            z = layer.linear(h)
+            zd = np.asarray(z.data, dtype=np.float64)
+            if layer.activation in SATURATING:
+                d = local_derivative(layer, zd)
+                saturated.append(num(np.mean(d < SATURATION_LEVEL * SATURATING[layer.activation])))
+            else:
+                saturated.append(None)
+            dead.append(num(np.mean(np.all(zd <= 0, axis=0))) if layer.activation == "relu" else None)
+            h = layer.act_module(z) if layer.act_module is not None else z
+    return {"saturated_fraction": saturated, "dead_fraction": dead}
+
+
+def probabilities(outputs: np.ndarray, loss: str) -> np.ndarray:
+    """What the outputs say as probabilities: softmax for cross-entropy, sigmoid for
+    binary cross-entropy, the raw outputs clipped to [0, 1] for MSE on classes."""
+    out = np.asarray(outputs, dtype=np.float64)
+    if loss == "cross_entropy":
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if loss == "bce":
+        return 1.0 / (1.0 + np.exp(-np.clip(out, -60, 60)))
+    return np.clip(out, 0.0, 1.0)
+
+
+def plane_grid(X: np.ndarray, n: int = GRID, margin: float = 0.1) -> tuple:
+    """The axes (xs, ys) of an n x n grid over the 2-D points X, widened by ``margin`` of their range."""
+    lo, hi = X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64)
+    pad = (hi - lo) * margin + 1e-6
+    return np.linspace(lo[0] - pad[0], hi[0] + pad[0], n), np.linspace(lo[1] - pad[1], hi[1] + pad[1], n)
+
+
+def boundary(model: Any, xs: np.ndarray, ys: np.ndarray, loss: str, num_classes: int) -> dict:
+    """The model's decision over the grid xs x ys.
+
+    Two classes: z is the probability of class 1 (the boundary is z = 0.5);
+    more classes: z is the predicted class.
+    """
+    gx, gy = np.meshgrid(xs, ys)
+    points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    p = probabilities(predict(model, points), loss)
+    if num_classes == 2 and p.shape[1] == 2:
+        z, kind = p[:, 1], "probability"
+    elif p.shape[1] == 1:
+        z, kind = p[:, 0], "probability"
+    else:
+        z, kind = p.argmax(axis=1).astype(np.float64), "class"
+    return {"kind": kind, "z": [nums(row, 3) for row in z.reshape(len(ys), len(xs))]}
+
+
+def curve(model: Any, xs: np.ndarray) -> list:
+    """The model's output at each x of a 1-D grid."""
+    out = predict(model, xs.reshape(-1, 1).astype(np.float32))
+    return nums(out[:, 0])
+
+
+def image_predictions(outputs: np.ndarray, loss: str, task: str) -> dict:
+    """Predicted class and its probability per image (multi-class), or the labels above 0.5 (multi-label)."""
+    p = probabilities(outputs, loss)
+    if task == "multilabel":
+        return {"labels": [np.flatnonzero(row >= 0.5).tolist() for row in p], "probability": [nums(row, 2) for row in p]}
+    return {"predicted": p.argmax(axis=1).tolist(), "probability": nums(p.max(axis=1), 3)}

@@ -1,0 +1,601 @@
+"""Training behind the dashboard: one run per browser tab, each in its own thread.
+
+A :class:`Run` is ``cr.fit`` on the chosen data, with the diagnostics'
+:class:`~chainrule.diagnostics.Monitor` and one more callback, the run itself,
+which after every step
+
+1. collects the step's loss and per-layer gradient norms,
+2. about ten times a second publishes a *snapshot* (JSON) of everything the
+   charts show, measuring the test set, the units' health and the picture
+   (decision boundary, fitted curve or digit predictions) at most every
+   MEASURE_INTERVAL seconds, and
+3. waits at a gate while the run is paused, letting one step through per Step
+   press; Reset opens the gate with an exception that ends ``cr.fit``.
+
+A :class:`Session` (one per tab) keeps the latest published setup and snapshot,
+which the web app streams to the page; a :class:`SessionManager` holds the
+sessions, bounds how many runs train at once and stops them all on shutdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import nn, optim
+from ..autograd import _leaf, no_grad
+from ..diagnostics import Monitor, find_layers
+from ..errors import ChainruleError, DivergenceError
+from ..metrics import accuracy
+from ..train import fit, get_loss, predict, prepare
+from . import views
+from .settings import Settings, check_loss
+
+log = logging.getLogger("chainrule.dashboard")
+
+SNAPSHOT_INTERVAL = 0.1  # seconds between snapshots while running (the charts' update rate)
+MEASURE_INTERVAL = 0.4  # seconds between test-set, unit-health and picture measurements
+MAX_STEPS = 200_000  # a run ends here (a forgotten tab does not train forever)
+MAX_EPOCHS = 10**6
+SERIES_POINTS = 1000  # points kept per chart line; older ones are thinned
+PROBE_ROWS = 256  # training rows the unit health is measured on
+TEST_ROWS = 2000  # test rows measured (the first ones)
+SCATTER_POINTS = 400  # data points drawn under a decision boundary or a curve
+IMAGES = 24  # test images in the digit grid
+MOMENTUM = 0.9  # for optimizer "momentum"
+
+
+class TooBusy(ChainruleError):
+    """The server already trains as many runs, or holds as many sessions, as it allows (answered 429)."""
+
+
+class _Stopped(Exception):
+    """Raised at the gate to end cr.fit when the run is reset or the server stops."""
+
+
+class Series:
+    """A chart line of at most ``limit`` points: when full, every other point is dropped and
+    from then on only every second new point is kept (then every fourth, ...)."""
+
+    def __init__(self, limit: int = SERIES_POINTS):
+        self.limit = limit
+        self.x: list = []
+        self.y: list = []
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, x: float, y: float | None) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        self.x.append(x)
+        self.y.append(y)
+        if len(self.x) >= self.limit:
+            del self.x[1::2], self.y[1::2]
+            self.stride *= 2
+
+    def to_dict(self) -> dict:
+        return {"step": self.x, "value": self.y}
+
+
+@functools.lru_cache(maxsize=8)
+def load_data(name: str, seed: int) -> Any:
+    """``chainrule.data.load_dataset(name, seed)``, cached: runs share the arrays and never change them."""
+    from ..data import load_dataset
+
+    return load_dataset(name, seed=seed)
+
+
+def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(y), k), dtype=np.float32)
+    out[np.arange(len(y)), y.astype(np.int64)] = 1.0
+    return out
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+class Run:
+    """One training run: builds the model from the settings, then trains it in a thread on command.
+
+    Building raises :class:`~chainrule.errors.ChainruleError` (for instance a loss
+    that cannot fit the data) before any thread starts.
+
+    Args:
+        settings: checked settings (see :func:`~chainrule.dashboard.settings.parse_settings`).
+        run_id: a number unique in this server, sent with everything the run publishes.
+        publish: ``publish(setup=json_text)`` or ``publish(snapshot=json_text)``.
+
+    Example:
+        >>> run = Run(parse_settings({"dataset": "xor"}), 1, print)
+        >>> run.start("paused", steps=3)     # three steps, then wait
+        >>> run.stop()
+    """
+
+    def __init__(self, settings: Settings, run_id: int, publish: Callable[..., None]):
+        self.settings = s = settings
+        self.id = run_id
+        self.publish = publish
+        self.data = d = load_data(s.dataset, s.seed)
+        check_loss(s, d.task)
+        self.loss_name = s.resolved_loss(d.task)
+        self.loss_fn = get_loss(self.loss_name)
+        # MSE on classes regresses one-hot (or multi-hot) rows: fit then sees a regression
+        self.fit_task = "regression" if (self.loss_name == "mse" and d.task != "regression") else d.task
+        y_train, y_test = d.y_train, d.y_test
+        if self.fit_task == "regression" and d.task == "multiclass":
+            y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
+        sizes = [d.X_train.shape[1]] + [s.width] * s.depth + [d.num_outputs]
+        self.model = nn.MLP(sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed)
+        self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
+        self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
+        self.labels_test = d.y_test[:TEST_ROWS]
+        params = self.model.parameters()
+        if s.optimizer == "adam":
+            self.optimizer = optim.Adam(params, lr=s.lr, weight_decay=0.0)
+        else:
+            self.optimizer = optim.SGD(params, lr=s.lr, momentum=MOMENTUM if s.optimizer == "momentum" else 0.0)
+        self.layers = find_layers(self.model)
+        self.probe = self.X_train[:PROBE_ROWS]
+        self.monitor = Monitor(probe=(self.probe, self.y_train[:PROBE_ROWS]), attach_to_history=False)
+        self.picture = self._picture_kind()
+        if self.picture == "boundary":
+            self.grid = views.plane_grid(d.X_train)
+        elif self.picture == "curve":
+            lo, hi = float(d.X_train.min()), float(d.X_train.max())
+            self.grid = np.linspace(lo, hi, views.CURVE_POINTS)
+        self.setup_json = _dumps(self._setup())
+
+        self.mode = "paused"  # running | paused | stopping | finished | error
+        self.budget = 0  # steps allowed through the gate while paused
+        self.error: str | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._main, name=f"chainrule-dashboard-run-{run_id}", daemon=True)
+        self._shown_mode: str | None = None
+        self._last_snapshot: dict | None = None
+        self._state: Any = None
+        self.loss_series = Series()
+        self.test_loss = Series()
+        self.test_metric = Series()
+        self._grad_sum = np.zeros(len(self.layers))
+        self._ratio_sum = np.zeros(len(self.layers))
+        self._ratio_count = np.zeros(len(self.layers))
+        self._grad_count = 0
+        self._grad = [None] * len(self.layers)
+        self._ratio = [None] * len(self.layers)
+        self._health: dict = {"saturated_fraction": [None] * len(self.layers), "dead_fraction": [None] * len(self.layers)}
+        self._view: dict | None = None
+        self._measured_at = -1
+        self._metric: float | None = None
+        self._t_snapshot = self._t_measure = 0.0
+        self._rate_mark = (0, time.perf_counter())
+        self._rate: float | None = None
+
+    # ---- commands (from the web app's threads) ---------------------------------------
+    def start(self, mode: str = "running", steps: int = 0) -> None:
+        """Start the thread, running or paused with ``steps`` steps allowed through."""
+        with self.cond:
+            self.mode, self.budget = mode, steps
+        self.thread.start()
+
+    def resume(self) -> None:
+        with self.cond:
+            if self.mode == "paused":
+                self.mode = "running"
+                self.cond.notify_all()
+
+    def pause(self) -> None:
+        with self.cond:
+            if self.mode == "running":
+                self.mode = "paused"
+                self.budget = 0
+                self.cond.notify_all()
+
+    def step(self, steps: int = 1) -> None:
+        """Pause (if running) and let ``steps`` more steps through."""
+        with self.cond:
+            if self.mode in ("running", "paused"):
+                self.mode = "paused"
+                self.budget += steps
+                self.cond.notify_all()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """End the run at its next step boundary and wait up to ``timeout`` seconds for its thread."""
+        with self.cond:
+            if self.mode in ("running", "paused"):
+                self.mode = "stopping"
+            self.cond.notify_all()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    @property
+    def active(self) -> bool:
+        """Running or paused (a Start with the same settings resumes it)."""
+        return self.mode in ("running", "paused")
+
+    # ---- cr.fit callbacks (in the run's thread) ----------------------------------------
+    def on_train_begin(self, state: Any) -> None:
+        self._state = state
+        self._emit(state, measure=True)
+        self._gate()
+
+    def on_step_end(self, state: Any) -> None:
+        last = self.monitor.last_step
+        if last is not None:
+            self._grad_sum += np.asarray(last["grad_norm"], dtype=np.float64)
+            self._grad_count += 1
+            for k, r in enumerate(last["update_ratio"]):
+                if r is not None:
+                    self._ratio_sum[k] += r
+                    self._ratio_count[k] += 1
+        self.loss_series.add(state.step, views.num(state.loss))
+        if len(self.monitor.records) > 64:  # a long run on a small set closes many epochs; keep the first as baseline
+            del self.monitor.records[1:-32]
+        if state.step >= MAX_STEPS:
+            with self.cond:
+                self.mode = "finished"
+            state.stop = True
+        now = time.perf_counter()
+        paced = self.mode != "running"
+        if paced or now - self._t_snapshot >= SNAPSHOT_INTERVAL:
+            self._emit(state, measure=paced or now - self._t_measure >= MEASURE_INTERVAL)
+        if not state.stop:
+            self._gate()
+
+    # ---- internals ---------------------------------------------------------------------
+    def _main(self) -> None:
+        with np.errstate(all="ignore"):  # a diverging run is reported on the page, not as console warnings
+            self._train()
+
+    def _train(self) -> None:
+        try:
+            fit(
+                self.model, self.loss_fn, self.optimizer, self.X_train, self.y_train,
+                epochs=MAX_EPOCHS, batch_size=self.settings.batch_size, seed=self.settings.seed,
+                callbacks=[self.monitor, self], progress=False, task=self.fit_task,
+            )  # fmt: skip
+            self._finish("finished")
+        except _Stopped:
+            pass  # reset or shutdown: the session has moved on, nothing to publish
+        except DivergenceError as e:
+            self.monitor.divergence(e)
+            self._finish("error", str(e))
+        except Exception as e:  # shown on the page rather than lost in a thread
+            log.exception("dashboard run %s failed", self.id)
+            self._finish("error", f"training failed: {type(e).__name__}: {e}")
+
+    def _finish(self, mode: str, error: str | None = None) -> None:
+        with self.cond:
+            if self.mode == "stopping":
+                return
+            self.mode, self.error = mode, error
+        if self._state is not None:
+            self._emit(self._state, measure=error is None)
+
+    def _gate(self) -> None:
+        while True:
+            with self.cond:
+                if self.mode in ("stopping", "finished"):
+                    raise _Stopped
+                if self.mode == "running":
+                    return
+                if self.budget > 0:
+                    self.budget -= 1
+                    return
+                if self._shown_mode == self.mode:
+                    self.cond.wait()
+                    continue
+            if self._last_snapshot is not None:  # the page still shows "running": say "paused"
+                self._publish_snapshot(self._last_snapshot)
+
+    def _emit(self, state: Any, measure: bool) -> None:
+        now = time.perf_counter()
+        if self._grad_count:
+            self._grad = views.nums(self._grad_sum / self._grad_count)
+            self._ratio = [views.num(s / c) if c else None for s, c in zip(self._ratio_sum, self._ratio_count)]
+            self._grad_sum[:] = 0.0
+            self._ratio_sum[:] = 0.0
+            self._ratio_count[:] = 0
+            self._grad_count = 0
+        step0, t0 = self._rate_mark
+        if self.mode == "running" and now > t0 and state.step > step0:
+            self._rate = views.num((state.step - step0) / (now - t0), 3)
+        elif self.mode != "running":
+            self._rate = None
+        self._rate_mark = (state.step, now)
+        if measure and self._measured_at != state.step:
+            self._measure(state.step)
+            self._t_measure = time.perf_counter()
+        nb = max(state.batches_per_epoch, 1)
+        snap = {
+            "type": "snapshot",
+            "run": self.id,
+            "step": state.step,
+            "epoch": views.num(state.step / nb, 4),
+            "steps_per_second": self._rate,
+            "loss": self.loss_series.to_dict(),
+            "test_loss": self.test_loss.to_dict(),
+            "test_metric": self.test_metric.to_dict(),
+            "metric": self._metric,
+            "layers": {"grad_norm": self._grad, "update_ratio": self._ratio, **self._health},
+            "measured_at": self._measured_at,
+            "view": self._view,
+            "warnings": [w.message for w in self.monitor.warnings()],
+        }
+        self._publish_snapshot(snap)
+        self._t_snapshot = now
+
+    def _publish_snapshot(self, snap: dict) -> None:
+        mode = self.mode
+        snap["state"] = mode
+        snap["error"] = self.error
+        self._last_snapshot = snap
+        self._shown_mode = mode
+        self.publish(snapshot=_dumps(snap))
+
+    def _measure(self, step: int) -> None:
+        """Test loss and metric, unit health on the probe, and the picture, at this step."""
+        out = predict(self.model, self.X_test)
+        with no_grad():
+            loss = float(self.loss_fn(_leaf(out), _leaf(self.y_test)).data)
+        self.test_loss.add(step, views.num(loss))
+        d = self.data
+        metric = None
+        if d.task == "multiclass":
+            metric = accuracy(out, self.labels_test)
+        elif d.task == "multilabel":
+            threshold = 0.0 if self.loss_name == "bce" else 0.5
+            metric = float(np.mean(np.all((out > threshold) == (self.labels_test >= 0.5), axis=1)))
+        if metric is not None:
+            self._metric = views.num(metric)
+            self.test_metric.add(step, self._metric)
+        self._health = views.layer_health(self.layers, self.probe)
+        if self.picture == "boundary":
+            self._view = views.boundary(self.model, self.grid[0], self.grid[1], self.loss_name, d.num_outputs)
+        elif self.picture == "curve":
+            self._view = {"y": views.curve(self.model, self.grid)}
+        elif self.picture == "images":
+            self._view = views.image_predictions(out[:IMAGES], self.loss_name, d.task)
+        self._measured_at = step
+
+    def _picture_kind(self) -> str | None:
+        d = self.data
+        if d.image_shape is not None:
+            return "images"
+        if d.X_train.shape[1] == 2 and d.task == "multiclass":
+            return "boundary"
+        if d.X_train.shape[1] == 1 and d.task == "regression":
+            return "curve"
+        return None
+
+    def _setup(self) -> dict:
+        """What the page needs once per run: settings, shapes, names and the data the picture draws on."""
+        d, s = self.data, self.settings
+        setup = {
+            "type": "setup",
+            "run": self.id,
+            "settings": s.to_dict(),
+            "query": s.to_query(),
+            "task": d.task,
+            "loss": self.loss_name,
+            "metric_name": {"multiclass": "accuracy", "multilabel": "subset accuracy"}.get(d.task),
+            "sizes": self.model.sizes,
+            "layers": [{"layer": l.index, "activation": l.activation} for l in self.layers],
+            "train_rows": int(len(d.X_train)),
+            "test_rows": int(len(self.X_test)),
+            "picture": self.picture,
+            "names": [str(n) for n in getattr(d, "names", None) or range(d.num_outputs)],
+        }
+        rng = np.random.default_rng(0)
+        if self.picture == "boundary":
+            n = len(d.X_test)
+            take = np.sort(rng.permutation(n)[:SCATTER_POINTS])
+            setup["grid"] = {"x": views.nums(self.grid[0]), "y": views.nums(self.grid[1])}
+            setup["points"] = {"x": views.nums(d.X_test[take, 0]), "y": views.nums(d.X_test[take, 1]), "label": d.y_test[take].astype(int).tolist()}
+            setup["num_classes"] = d.num_outputs
+        elif self.picture == "curve":
+            n = len(d.X_train)
+            take = rng.permutation(n)[:SCATTER_POINTS]
+            setup["grid"] = {"x": views.nums(self.grid)}
+            setup["points"] = {"x": views.nums(d.X_train[take, 0]), "y": views.nums(np.asarray(d.y_train, dtype=np.float64).reshape(n, -1)[take, 0])}
+        elif self.picture == "images":
+            imgs = d.X_test[:IMAGES].astype(np.float64)
+            lo, hi = float(d.X_test.min()), float(d.X_test.max())
+            imgs = (imgs - lo) / (hi - lo if hi > lo else 1.0)
+            setup["image_shape"] = list(d.image_shape)
+            setup["images"] = [views.nums(im, 2) for im in imgs]
+            setup["image_labels"] = [np.flatnonzero(np.asarray(t) >= 0.5).tolist() for t in d.y_test[:IMAGES]] if d.task == "multilabel" else d.y_test[:IMAGES].astype(int).tolist()
+        return setup
+
+
+class Session:
+    """One browser tab: its current run and the latest setup and snapshot it published.
+
+    The event stream polls it with a cursor (run id, version) and gets the
+    messages the page has not seen: a setup when the run changed (or a reset
+    when there is none), then the latest snapshot.
+    """
+
+    RESET = _dumps({"type": "reset"})
+
+    def __init__(self, sid: str):
+        self.id = sid
+        self.lock = threading.Lock()  # guards what is published
+        self.control = threading.Lock()  # one command at a time
+        self.run: Run | None = None
+        self.run_id: int | None = None
+        self.setup: str | None = None
+        self.snapshot: str | None = None
+        self.version = 0
+        self.consumers = 0
+        self.last_seen = time.monotonic()
+
+    def switch(self, run: Run | None) -> Run | None:
+        """Make ``run`` the session's run (None: no run); returns the previous one."""
+        with self.lock:
+            old, self.run = self.run, run
+            self.run_id = run.id if run is not None else None
+            self.setup = run.setup_json if run is not None else None
+            self.snapshot = None
+            self.version += 1
+        return old
+
+    def publish(self, run_id: int, setup: str | None = None, snapshot: str | None = None) -> None:
+        with self.lock:
+            if run_id != self.run_id:
+                return  # a replaced run's last words
+            if setup is not None:
+                self.setup = setup
+            if snapshot is not None:
+                self.snapshot = snapshot
+            self.version += 1
+
+    def poll(self, cursor: tuple | None) -> tuple:
+        """The messages newer than ``cursor`` (None at first) and the new cursor."""
+        with self.lock:
+            out = []
+            if cursor is None or cursor[0] != self.run_id:
+                if self.setup is None:
+                    out.append(self.RESET)
+                else:
+                    out.append(self.setup)
+                    if self.snapshot is not None:
+                        out.append(self.snapshot)
+            elif cursor[1] != self.version and self.snapshot is not None:
+                out.append(self.snapshot)
+            return out, (self.run_id, self.version)
+
+    def status(self) -> dict:
+        run = self.run
+        if run is None:
+            return {"session": self.id, "run": None, "state": "idle", "settings": None, "query": None, "error": None}
+        return {
+            "session": self.id,
+            "run": run.id,
+            "state": run.mode,
+            "settings": run.settings.to_dict(),
+            "query": run.settings.to_query(),
+            "error": run.error,
+        }
+
+
+class SessionManager:
+    """The server's sessions: at most ``max_sessions`` tabs and ``max_runs`` runs alive at once.
+
+    Each command returns the session's status (plain data for the page).
+    """
+
+    def __init__(self, max_sessions: int = 32, max_runs: int = 4):
+        self.max_sessions = max_sessions
+        self.max_runs = max_runs
+        self.sessions: dict = {}
+        self.lock = threading.Lock()
+        self.closed = False
+        self._ids = itertools.count(1)
+        self._stopping: list = []  # runs told to stop by stop_all, joined by shutdown
+
+    def session(self, sid: str) -> Session:
+        """The tab's session, created on first use."""
+        with self.lock:
+            if self.closed:
+                raise TooBusy("the dashboard server is shutting down")
+            s = self.sessions.get(sid)
+            if s is None:
+                if len(self.sessions) >= self.max_sessions:
+                    raise TooBusy(f"the server already holds {self.max_sessions} sessions; close a dashboard tab first")
+                s = self.sessions[sid] = Session(sid)
+            s.last_seen = time.monotonic()
+            return s
+
+    def live_runs(self) -> int:
+        with self.lock:
+            return sum(1 for s in self.sessions.values() if s.run is not None and s.run.alive)
+
+    def start(self, sid: str, settings: Settings, steps: int = 0) -> dict:
+        """Start (or resume) training; with ``steps`` > 0, take that many steps and pause (Step)."""
+        s = self.session(sid)
+        with s.control:
+            run = s.run
+            if run is not None and run.active and run.settings == settings:
+                if steps:
+                    run.step(steps)
+                else:
+                    run.resume()
+                return s.status()
+            if run is not None:
+                s.switch(None)
+                run.stop()
+            if self.live_runs() >= self.max_runs:
+                raise TooBusy(f"the server already trains {self.max_runs} networks; pause and reset one in another tab first")
+            rid = next(self._ids)
+            run = Run(settings, rid, functools.partial(s.publish, rid))
+            s.switch(run)
+            run.start("paused" if steps else "running", steps)
+            return s.status()
+
+    def pause(self, sid: str) -> dict:
+        s = self.session(sid)
+        with s.control:
+            if s.run is not None:
+                s.run.pause()
+            return s.status()
+
+    def reset(self, sid: str) -> dict:
+        """Stop the tab's run and forget it (the page clears its charts)."""
+        s = self.session(sid)
+        with s.control:
+            run = s.switch(None)
+            if run is not None:
+                run.stop()
+            return s.status()
+
+    def close(self, sid: str) -> None:
+        """The tab went away: stop its run and drop the session."""
+        with self.lock:
+            s = self.sessions.pop(sid, None)
+        if s is not None:
+            with s.control:
+                run = s.switch(None)
+            if run is not None:
+                run.stop(timeout=None if self.closed else 5.0)
+
+    def reap(self, idle_seconds: float) -> list:
+        """Close the sessions nobody has watched or commanded for ``idle_seconds``; returns their ids."""
+        now = time.monotonic()
+        with self.lock:
+            idle = [sid for sid, s in self.sessions.items() if s.consumers == 0 and now - s.last_seen > idle_seconds]
+        for sid in idle:
+            self.close(sid)
+        return idle
+
+    def stop_all(self) -> None:
+        """Refuse new work and tell every run to stop, without waiting (safe in a signal handler)."""
+        with self.lock:
+            self.closed = True
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for s in sessions:
+            run = s.switch(None)
+            if run is not None:
+                self._stopping.append(run)
+                run.stop(timeout=0)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every run and wait up to ``timeout`` seconds for their threads (the server is going down)."""
+        self.stop_all()
+        deadline = time.monotonic() + timeout
+        for run in self._stopping:
+            run.thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopping = [run for run in self._stopping if run.alive]

@@ -1,0 +1,165 @@
+"""Pictures of gradient flow: gradient norms per layer and epoch, dead and saturated
+units per layer, and the signal propagation at initialization.
+
+Each function takes a diagnostics Monitor, its ``to_dict()`` (as stored in
+metrics.json) or its list of per-epoch records, and writes a PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .figures import new_figure, save_png
+
+
+def _data(source: Any) -> dict:
+    from ..diagnostics.summary import as_data
+
+    return as_data(source)
+
+
+def _grid(epochs: list, field: str) -> tuple:
+    """(layers x epochs array with NaN where missing, layer labels, epoch numbers)."""
+    layers = epochs[0]["layers"]
+    grid = np.full((len(layers), len(epochs)), np.nan)
+    for j, record in enumerate(epochs):
+        for i, row in enumerate(record["layers"]):
+            v = row.get(field)
+            if v is not None:
+                grid[i, j] = v
+    labels = [f"{row['layer']} ({row['activation']})" for row in layers]
+    return grid, labels, [r["epoch"] for r in epochs]
+
+
+def _epoch_ticks(ax: Any, numbers: list) -> None:
+    step = max(1, len(numbers) // 12)
+    ax.set_xticks(range(0, len(numbers), step))
+    ax.set_xticklabels([str(n) for n in numbers[::step]])
+
+
+def plot_gradient_heatmap(source: Any, path: str | Path) -> Path:
+    """A layer-by-epoch heat map of the weight-gradient norm ||dL/dW||, on a log color scale.
+
+    Layer 1 (next to the input) is the top row. Vanishing gradients show as a
+    dark top fading into a bright bottom; one color step is a factor of 10.
+
+    Example:
+        >>> plot_gradient_heatmap(monitor, "runs/digits/gradient_norms.png")
+    """
+    from matplotlib.colors import LogNorm
+
+    epochs = _data(source)["epochs"]
+    if not epochs:
+        raise ValueError("no epochs recorded yet: train with the Monitor as a callback first")
+    grid, labels, numbers = _grid(epochs, "grad_norm")
+    positive = grid[np.isfinite(grid) & (grid > 0)]
+    lo, hi = (positive.min(), positive.max()) if positive.size else (1e-8, 1.0)
+    if hi <= lo:
+        lo, hi = lo / 10, hi * 10
+    grid = np.where(grid > 0, grid, np.nan)
+    fig, axes = new_figure(width=max(4.5, 1.8 + 0.28 * len(numbers)), height=max(2.6, 1.2 + 0.32 * len(labels)))
+    ax = axes[0, 0]
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", norm=LogNorm(vmin=lo, vmax=hi), interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="||dL/dW|| (log scale)")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    _epoch_ticks(ax, numbers)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("layer (activation)")
+    ax.set_title("gradient norm per layer and epoch")
+    return save_png(fig, path)
+
+
+def plot_unit_health(source: Any, path: str | Path) -> Path:
+    """Dead ReLU units and saturated sigmoid/tanh units, per layer and epoch, as two heat maps (0-100%).
+
+    The first column ("init") is the probe batch before training, when the
+    monitor measured it. Dead: never active on the probe batch. Saturated:
+    local derivative below 1% of its peak.
+
+    Example:
+        >>> plot_unit_health(monitor, "runs/digits/unit_health.png")
+    """
+    data = _data(source)
+    epochs = data["epochs"]
+    if not epochs:
+        raise ValueError("no epochs recorded yet: train with the Monitor as a callback first")
+    initial = data.get("initial")
+    records = ([{"epoch": "init", "layers": initial["layers"]}] if initial else []) + list(epochs)
+    fig, axes = new_figure(ncols=2, width=max(4.0, 1.8 + 0.25 * len(records)), height=max(2.6, 1.2 + 0.32 * len(epochs[0]["layers"])))
+    for ax, field, title, kinds in (
+        (axes[0, 0], "dead_fraction", "dead ReLU units", "ReLU"),
+        (axes[0, 1], "saturated_fraction", "saturated units", "sigmoid or tanh"),
+    ):
+        grid, labels, numbers = _grid(records, field)
+        im = ax.imshow(grid * 100, aspect="auto", cmap="magma", vmin=0, vmax=100, interpolation="nearest")
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels)
+        _epoch_ticks(ax, numbers)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title} (%)")
+        if not np.isfinite(grid).any():
+            ax.text(0.5, 0.5, f"no {kinds} layers", transform=ax.transAxes, ha="center", va="center")
+    axes[0, 0].set_ylabel("layer (activation)")
+    fig.colorbar(im, ax=list(axes[0]), label="% of units")
+    return save_png(fig, path)
+
+
+def plot_signal_propagation(source: Any, path: str | Path) -> Path:
+    """Forward activation variance and backward gradient variance per layer, before training (log scale).
+
+    A well-initialized network keeps both lines roughly level; a backward line
+    that falls towards layer 1 is the vanishing gradient, before any step.
+
+    Example:
+        >>> plot_signal_propagation(monitor, "runs/digits/signal_propagation.png")
+    """
+    data = _data(source)
+    initial = data.get("initial") if isinstance(data, dict) else None
+    if not initial or not initial.get("layers"):
+        raise ValueError("no initial measurement: give the Monitor a probe batch, or train with it as a callback")
+    rows = initial["layers"]
+    x = [r["layer"] for r in rows]
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    for field, label, marker in (
+        ("activation_var", "forward: Var(activation)", "o"),
+        ("grad_var", "backward: Var(dL/dz)", "s"),
+    ):
+        y = np.array([np.nan if r.get(field) is None else r[field] for r in rows], dtype=float)
+        y[y <= 0] = np.nan
+        if np.isfinite(y).any():
+            ax.plot(x, y, marker=marker, ms=4, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("variance (log scale)")
+    ax.set_title("signal propagation at initialization")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return save_png(fig, path)
+
+
+def write_diagnostic_plots(source: Any, folder: str | Path) -> list:
+    """Write every diagnostics plot that the data allows into ``folder``; returns the paths.
+
+    Files: gradient_norms.png, unit_health.png and (when the initial state was
+    measured) signal_propagation.png.
+
+    Example:
+        >>> write_diagnostic_plots(monitor, "runs/digits")
+        [PosixPath('runs/digits/gradient_norms.png'), ...]
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = _data(source)
+    paths = []
+    if data["epochs"]:
+        paths.append(plot_gradient_heatmap(data, folder / "gradient_norms.png"))
+        paths.append(plot_unit_health(data, folder / "unit_health.png"))
+    if data.get("initial") and data["initial"].get("layers"):
+        paths.append(plot_signal_propagation(data, folder / "signal_propagation.png"))
+    return paths

@@ -1,0 +1,179 @@
+"""The dashboard end to end in a real browser: headless Chromium driven by Playwright.
+
+Opens the page on a digits run with 10 sigmoid layers, reads the per-layer
+gradients it shows, and checks what a person would see: charts drawn, and
+changing while the network trains. Measures the first paint and the chart
+update rate and prints them (run with -s to see them).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("plotly")
+playwright = pytest.importorskip("playwright.sync_api", reason="the browser test needs the playwright package")
+
+
+def _chromium() -> str | None:
+    for path in (os.environ.get("CHAINRULE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+CHROMIUM = _chromium()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (apt-get install chromium, or set CHAINRULE_CHROMIUM)"),
+]
+# no network on the test machines: keep Chromium from trying to reach anything
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER = (
+    "import socket, sys; from chainrule.dashboard.app import serve; "
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); "
+    "print(f'http://127.0.0.1:{s.getsockname()[1]}/', flush=True); serve(sock=s)"
+)
+
+
+@pytest.fixture
+def server():
+    with subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            url = proc.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def grad_values(page) -> list:
+    cells = page.eval_on_selector_all("#grad-table tbody td.grad", "cells => cells.map(c => c.dataset.value || '')")
+    return [float(v) if v else None for v in cells]
+
+
+def loss_chart(page) -> dict:
+    """What the loss chart shows: its points and the drawn SVG path of the training-loss line."""
+    return page.evaluate(
+        """() => {
+        const gd = document.getElementById('chart-loss');
+        const line = gd.querySelector('.scatterlayer .trace .js-line');
+        return {points: gd.data ? gd.data[0].x.length : 0, path: line ? line.getAttribute('d') : ''};
+    }"""
+    )
+
+
+def test_deep_sigmoid_network_in_the_browser(server, tmp_path):
+    sync_playwright = playwright.sync_playwright
+    requests = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000}
+        )
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+
+            # settings from the address fill the form; the first paint is measured by the browser
+            page.goto(server + "?dataset=digits&depth=10&activation=sigmoid", wait_until="commit")
+            page.wait_for_selector("body[data-ready='1']")
+            paint = page.evaluate("() => (performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint') || {}).startTime")
+            assert paint is not None and paint > 0
+            assert page.input_value("#depth") == "10" and page.input_value("#activation") == "sigmoid"
+
+            # an out-of-range setting is refused with the server's message on the page
+            page.fill("#depth", "50")
+            page.click("#start")
+            page.wait_for_selector("#message:not([hidden])")
+            assert "depth must be an integer from 1 to 20, got '50'" in page.inner_text("#message")
+            assert "depth=50" in page.url  # the address follows the form
+            page.fill("#depth", "10")
+            page.dispatch_event("#depth", "change")
+
+            # one step: the vanishing gradient is in the table
+            page.click("#step")
+            page.wait_for_function("() => document.querySelector('#grad-table td.grad') && document.querySelector('#grad-table td.grad').dataset.value")
+            assert page.is_hidden("#message")
+            first = grad_values(page)
+            assert len(first) == 11 and all(v is not None and v > 0 for v in first)
+            assert first[0] / first[-1] < 1e-5  # measured about 7e-7 after the first step
+
+            # train: the charts update while it runs
+            page.click("#start")
+            page.wait_for_function("() => window.dashboardStats.draws >= 5 && document.getElementById('state').textContent === 'running'")
+            before = loss_chart(page)
+            stats = "() => [window.dashboardStats.draws, window.dashboardStats.snapshots, window.dashboardStats.drawMs]"
+            (d0, n0, ms0), t0 = page.evaluate(stats), time.monotonic()
+            page.wait_for_timeout(2000)
+            (d1, n1, ms1), t1 = page.evaluate(stats), time.monotonic()
+            after = loss_chart(page)
+            updates_per_second = (d1 - d0) / (t1 - t0)
+            later = grad_values(page)
+            progress = page.inner_text("#progress")
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+
+            # what a person sees: every chart drawn, and changing over time
+            assert after["points"] > before["points"] and after["path"] != before["path"]
+            assert later != first and all(v is not None and v > 0 for v in later)
+            assert page.locator("#chart-grad .bars .point").count() == 11
+            assert page.locator("#chart-health .bars .point").count() >= 10
+            assert page.locator("#chart-loss .scatterlayer .trace").count() == 3  # training loss, test loss, accuracy
+            captions = page.eval_on_selector_all("#digits figcaption", "els => els.map(e => e.textContent)")
+            assert len(captions) == 24 and all(re.fullmatch(r"\d · [01]\.\d\d", c) for c in captions)
+            assert re.search(r"step \d+ · epoch", progress) and "test accuracy" in progress
+
+            # Pause holds the step count
+            page.click("#pause")
+            page.wait_for_function("() => window.dashboardStats.snapshots > 0 && document.getElementById('state').textContent === 'paused'")
+            page.wait_for_timeout(300)
+            held = page.inner_text("#progress").split(" · ")[0]
+            page.wait_for_timeout(500)
+            assert page.inner_text("#progress").split(" · ")[0] == held
+
+            # an address with bad settings says so on opening
+            bad = browser.new_page()
+            bad.goto(server + "?depth=99&width=8", wait_until="commit")
+            bad.wait_for_selector("#message:not([hidden])")
+            assert "depth must be an integer from 1 to 20, got '99'" in bad.inner_text("#message")
+            assert errors == []
+        finally:
+            browser.close()
+
+    assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]
+    assert shot.stat().st_size > 20_000
+    snapshots_per_second = (n1 - n0) / (t1 - t0)
+    draw_ms = (ms1 - ms0) / max(d1 - d0, 1)
+    measured = {
+        "first_contentful_paint_ms": round(paint, 1),
+        "chart_updates_per_second": round(updates_per_second, 2),
+        "snapshots_per_second": round(snapshots_per_second, 2),
+        "mean_draw_ms": round(draw_ms, 1),
+        "screenshot": str(shot),
+    }
+    (tmp_path / "measured.json").write_text(json.dumps(measured))
+    print(
+        f"\ndashboard in Chromium: first paint {paint:.0f} ms, charts updated {updates_per_second:.1f} times a second "
+        f"({snapshots_per_second:.1f} snapshots a second received, {draw_ms:.0f} ms per redraw); screenshot {shot}"
+    )
