@@ -291,7 +291,7 @@ def test_series_keeps_a_bounded_thinned_history():
 
 @pytest.mark.slow
 def test_command_line_serves_and_stops_on_ctrl_c():
-    import httpx
+    from urllib.request import Request, urlopen
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "chainrule", "dashboard", "--port", "0"]
@@ -300,9 +300,11 @@ def test_command_line_serves_and_stops_on_ctrl_c():
             line = proc.stdout.readline()
             assert line.startswith("chainrule dashboard: http://127.0.0.1:"), line + proc.stderr.read()
             url = line.split()[2]
-            assert 'id="start"' in httpx.get(url, timeout=30).text
-            r = httpx.post(f"{url}api/sessions/{sid()}/start", json={"dataset": "xor", "depth": 2}, timeout=60)
-            assert r.json()["state"] == "running"
+            with urlopen(url, timeout=30) as page:
+                assert 'id="start"' in page.read().decode()
+            start = Request(f"{url}api/sessions/{sid()}/start", data=json.dumps({"dataset": "xor", "depth": 2}).encode(), method="POST")
+            with urlopen(start, timeout=60) as r:
+                assert json.load(r)["state"] == "running"
             proc.send_signal(signal.SIGINT)  # Ctrl+C: the server and its training thread stop, exit status 0
             assert proc.wait(timeout=30) == 0
         finally:

@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
 ]
 SERVER = (
     "import socket, sys; from chainrule.dashboard.app import serve; "
-    "s = socket.socket(); s.bind(('127.0.0.1', 0)); "
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(128); "
     "print(f'http://127.0.0.1:{s.getsockname()[1]}/', flush=True); serve(sock=s)"
 )
 

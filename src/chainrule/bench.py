@@ -89,7 +89,7 @@ WORKLOADS = {
     "digits": Workload("digits", (64, 128, 128, 10), "relu", batch_size=32, epochs=20, lr=0.1),
     "deep": Workload("deep", (64,) + (64,) * 10 + (10,), "sigmoid", batch_size=64, epochs=20, lr=0.1),
     "wide": Workload(
-        "wide", (784, 1024, 1024, 10), "relu", batch_size=256, epochs=5, lr=0.01, data="synthetic", n_samples=2560,
+        "wide", (784, 1024, 1024, 10), "relu", batch_size=256, epochs=4, lr=0.01, data="synthetic", n_samples=2560,
         infer_passes=2,
     ),
 }

@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # command modules, in the order their commands are listed in --help
-COMMANDS = ("train", "bench", "dashboard", "sweep")
+COMMANDS = ("train", "bench", "dashboard", "sweep", "lab")
 
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")

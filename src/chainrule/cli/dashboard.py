@@ -42,6 +42,7 @@ def dashboard(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(128)  # from here on connections wait in the queue while the app starts
     except OSError as e:
         sock.close()
         raise fail(f"cannot listen on {host}:{port} ({e.strerror}); choose another port with --port")

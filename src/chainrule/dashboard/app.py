@@ -4,7 +4,7 @@ Routes:
 
 ==================================  =================================================================
 GET  /                              the page
-GET  /static/{file}                 its script and style sheet
+GET  /static/{file}                 its script and icon
 GET  /vendor/plotly.min.js          plotly.js, served from the installed plotly package (no CDN)
 GET  /api/options                   choices, limits and defaults of every setting
 GET  /api/settings?{query}          the query's settings, checked and completed (400 with a message)

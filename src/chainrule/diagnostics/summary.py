@@ -124,7 +124,7 @@ def health_table(source: Any) -> Any:
     s = health_summary(source)
     title = "Layer health" + (f" after epoch {s['epoch']}" if s["epoch"] is not None else "")
     n = len(s["warnings"])
-    table = Table(title=title, caption="no problems found" if not n else f"{n} warning{'s' * (n > 1)}: see health_summary()['warnings']")
+    table = Table(title=title, caption="no problems found" if not n else f"{n} warning{'s' * (n > 1)}")
     for h in _HEADERS:
         table.add_column(h, justify="right" if h not in ("Module", "Activation", "Status") else "left")
     for row in s["layers"]:

@@ -173,6 +173,7 @@ function onSetup(m) {
     tr.innerHTML = `<td>${l.layer}</td><td>${l.activation === "none" ? "output" : l.activation}</td><td class="grad">–</td><td class="ratio">–</td><td class="sat">–</td><td class="dead">–</td>`;
     body.appendChild(tr);
   }
+  $("loss-title").textContent = m.metric_name ? `Loss and test ${m.metric_name}` : "Loss, training and test";
   const titles = {
     boundary: "Decision boundary (test points)",
     curve: "Fitted curve (training points)",

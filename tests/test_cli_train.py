@@ -1,0 +1,208 @@
+"""The command line: ``chainrule train``, ``evaluate`` and ``predict``, run as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule.cli import main
+from chainrule.data import load_digits
+
+# One BLAS thread: these runs are small, and a busy machine slows threaded BLAS badly.
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "120"}
+
+
+def chainrule(*args, cwd=None):
+    """``python -m chainrule ARGS`` in a subprocess: (exit status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "chainrule", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def in_process(monkeypatch, capsys, *args):
+    """``chainrule ARGS`` through cli.main() in this process (same error handling, no start-up cost)."""
+    monkeypatch.setattr(sys, "argv", ["chainrule", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A small digits run made by the command line, and what it printed as JSON."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code, stdout, stderr = chainrule("train", "--layers", "32", "--epochs", "3", "--out", out, "--json")
+    assert code == 0, stderr
+    return out, json.loads(stdout)
+
+
+def test_train_prints_a_closing_table_and_writes_the_run(tmp_path):
+    code, out, err = chainrule("train", "-d", "circles", "--layers", "8,8", "--epochs", "2", "--out", tmp_path / "r", cwd=tmp_path)
+    assert code == 0, err
+    assert "train" in out and "test" in out and "accuracy" in out and "epochs" in out and "time" in out
+    assert "run folder:" in out and "Traceback" not in out + err
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"model.safetensors", "config.json", "metrics.json", "loss.png", "accuracy.png", "confusion_matrix.png"} <= files
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["dataset"] == "circles" and config["layers"] == [8, 8] and config["epochs"] == 2
+
+
+def test_train_json_and_files_agree(digits_run):
+    out, printed = digits_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["test"] == metrics["final"]["test"] and printed["out"] == str(out)
+    assert len(metrics["history"]) == 3
+    assert printed["config"] == json.loads((out / "config.json").read_text())
+
+
+def test_repeating_from_config_json_gives_identical_metrics(digits_run, tmp_path):
+    out, printed = digits_run
+    code, stdout, stderr = chainrule("train", "--config", out / "config.json", "--out", tmp_path / "again", "--json")
+    assert code == 0, stderr
+    again = json.loads(stdout)
+    assert again["config"] == printed["config"]
+    assert again["train"] == printed["train"] and again["test"] == printed["test"]
+    first = json.loads((out / "metrics.json").read_text())["history"]
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())["history"]
+    assert first == second
+
+
+def test_options_override_a_config_file(monkeypatch, capsys, digits_run, tmp_path):
+    out, _ = digits_run
+    code, stdout, stderr = in_process(monkeypatch, capsys, "train", "--config", out, "--epochs", "1", "--optimizer", "sgd", "--out", tmp_path / "r", "--quiet")
+    assert code == 0, stderr
+    assert stdout.strip() == str(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["epochs"] == 1 and config["layers"] == [32]
+    assert config["optimizer"] == "sgd" and config["lr"] == 0.05  # the lr of the new optimizer, not adam's
+
+
+def test_evaluate_repeats_the_test_metrics(monkeypatch, capsys, digits_run):
+    out, printed = digits_run
+    code, stdout, stderr = chainrule("evaluate", out, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["test"]["accuracy"] == pytest.approx(printed["test"]["accuracy"])
+    m = np.array(result["confusion_matrix"])
+    assert m.shape == (10, 10) and m.sum() == 450
+    code, stdout, _ = in_process(monkeypatch, capsys, "evaluate", out)
+    assert code == 0 and "confusion matrix" in stdout and f"{printed['test']['accuracy']:.2%}" in stdout
+
+
+def test_predict_reads_npy_and_csv(monkeypatch, capsys, digits_run, tmp_path):
+    out, _ = digits_run
+    X, _ = load_digits()
+    logits = cr.predict(cr.load(out / "model.safetensors"), X[:20])
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.save(tmp_path / "rows.npy", X[:20])
+    np.savetxt(tmp_path / "rows.csv", X[:20], delimiter=",")
+    code, stdout, stderr = chainrule("predict", out, "--input", tmp_path / "rows.npy")
+    assert code == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 20
+    assert [int(line.split("\t")[0]) for line in lines] == list(range(20))
+    predicted = [int(line.split("\t")[1]) for line in lines]
+    assert predicted == logits.argmax(axis=1).tolist()
+    np.testing.assert_allclose([float(line.split("\t")[2]) for line in lines], probs.max(axis=1), atol=1e-4)
+    code, stdout, stderr = in_process(monkeypatch, capsys, "predict", out, "-i", tmp_path / "rows.csv", "--json")
+    assert code == 0, stderr
+    rows = json.loads(stdout)["predictions"]
+    assert [int(r["class"]) for r in rows] == predicted
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+
+
+def test_python_dash_m_lists_the_commands():
+    code, out, _ = chainrule("--help")
+    assert code == 0
+    for command in ("train", "evaluate", "predict"):
+        assert command in out
+
+
+def test_an_existing_run_is_not_overwritten_without_asking(digits_run):
+    out, _ = digits_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, stderr = chainrule("train", "--epochs", "1", "--out", out)
+    assert code == 2 and "already exists" in stderr and "--overwrite" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "mnist"], "unknown dataset 'mnist'; expected one of digits, digits-binary, objects, spirals"),
+        (["train", "--activation", "swish"], "unknown activation 'swish'; expected one of sigmoid, tanh, relu, leaky_relu"),
+        (["train", "--loss", "hinge"], "unknown loss 'hinge'; expected one of cross_entropy, mse, bce"),
+        (["train", "--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; expected one of sgd, adam"),
+        (["train", "--init", "zeros"], "unknown init 'zeros'"),
+        (["train", "--layers", "128,,64"], "layers must be positive integer widths"),
+        (["train", "--layers", "128,abc"], "layers must be positive integer widths"),
+        (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["train", "--lr", "-1"], "lr must be a finite number > 0"),
+        (["train", "-d", "objects", "--loss", "cross_entropy"], "does not fit the multilabel dataset"),
+        (["train", "--config", "nowhere/config.json"], "config file 'nowhere/config.json' does not exist"),
+        (["train", "--no-such-option"], "No such option"),
+        (["evaluate", "no-such-run"], "run folder 'no-such-run' does not exist"),
+        (["predict", "no-such-run", "--input", "x.npy"], "run folder 'no-such-run' does not exist"),
+    ],
+)
+def test_bad_input_gets_one_line_and_status_2(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process(monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_predict_refuses_bad_input_files(monkeypatch, capsys, digits_run, tmp_path):
+    out, _ = digits_run
+    X, _ = load_digits()
+    np.save(tmp_path / "narrow.npy", X[:3, :63])
+    (tmp_path / "words.csv").write_text(",".join(["0.5"] * 64) + "\n" + ",".join(["0.5"] * 63 + ["oops"]) + "\n")
+    (tmp_path / "short.csv").write_text(",".join(["0.5"] * 10) + "\n")
+    (tmp_path / "rows.txt").write_text("1 2 3\n")
+    (tmp_path / "fake.npy").write_text("not an array")
+    cases = [
+        ("narrow.npy", "shape (3, 63); the model expects rows of 64 values"),
+        ("words.csv", "line 2, column 64: 'oops' is not a number"),
+        ("short.csv", "line 1: 10 values, the model expects 64 per row"),
+        ("rows.txt", "must be a .npy or .csv file"),
+        ("fake.npy", "is not a readable .npy array"),
+        ("missing.npy", "does not exist"),
+    ]
+    for name, message in cases:
+        code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / name)
+        assert code == 2, name
+        assert len(err.strip().splitlines()) == 1 and message in err, (name, err)
+        assert stdout == ""
+
+
+def test_one_bad_input_in_a_real_process(tmp_path):
+    code, out, err = chainrule("train", "--layers", "64,x", cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.strip() == "error: layers must be positive integer widths separated by commas, such as 128,128; got '64,x'"
+
+
+@pytest.mark.slow
+def test_default_train_reaches_the_promised_accuracy(tmp_path):
+    # Measured: 98.67% test accuracy (444 of 450) with one BLAS thread and with two;
+    # over seeds 0-9 the same settings give 98.22% to 99.11% (mean 98.58%).
+    # The issue asks for >= 97.5%; 98.0% leaves a margin of three images below what we measured.
+    code, out, err = chainrule("train", "--json", cwd=tmp_path)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["config"]["layers"] == [256, 256, 128] and result["config"]["epochs"] == 30
+    assert result["test"]["accuracy"] >= 0.98
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("digits-")
+    assert (runs[0] / "model.safetensors").is_file()
