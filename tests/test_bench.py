@@ -78,6 +78,7 @@ def test_workloads_are_the_ones_issue_7_names():
 # ---- the benchmark on tiny settings ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_benchmark_on_digits_runs_every_runner_and_they_agree():
     result = bench.run_benchmark(["digits"], quick=True, repeats=1, memory=False, threads=1)
     row = result["training"][0]
@@ -231,6 +232,7 @@ def test_cli_bench_refuses_gpu_and_unknown_names(cli_app):
     assert res.exit_code == 2 and "unknown runner 'jax'" in res.output
 
 
+@pytest.mark.slow
 def test_engine_micro_benchmark_runs_and_agrees():
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_engine.py"), "--repeats", "1", "--number", "3", "--threads", "1", "--json"]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)

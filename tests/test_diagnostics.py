@@ -207,13 +207,15 @@ def test_signal_propagation_agrees_with_pytorch(torch, digits):
 # ---- update ratios, monitor_every, the training it watches -----------------------------------
 
 
-@pytest.mark.parametrize("opt_name", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("opt_name", ["sgd", "momentum", "nesterov", "weight_decay", "adam"])
 def test_update_ratio_is_the_norm_of_the_step_over_the_norm_of_the_weights(digits, opt_name):
     X, _, y, _ = digits
     model = nn.MLP([64, 32, 10], generator=0)
     opt = {
         "sgd": lambda p: optim.SGD(p, lr=0.1),
-        "momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+        "momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),  # from the velocity
+        "nesterov": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),  # from a copy of the weights
+        "weight_decay": lambda p: optim.SGD(p, lr=0.1, weight_decay=0.1),
         "adam": lambda p: optim.Adam(p, lr=0.01),
     }[opt_name](model.parameters())
     monitor = Monitor(probe=X[:64]).begin(model, loss_fn=F.cross_entropy, optimizer=opt)
@@ -225,10 +227,11 @@ def test_update_ratio_is_the_norm_of_the_step_over_the_norm_of_the_weights(digit
         assert all(0 < e < 0.2 for e in expected)
 
 
-def test_monitor_every_measures_every_nth_step_with_exact_update_ratios(digits):
+@pytest.mark.parametrize("make_opt", [lambda p: optim.SGD(p, lr=0.1, momentum=0.5), lambda p: optim.Adam(p, lr=0.01)])
+def test_monitor_every_measures_every_nth_step_with_exact_update_ratios(digits, make_opt):
     X, _, y, _ = digits
     model = nn.MLP([64, 32, 10], generator=0)
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    opt = make_opt(model.parameters())
     monitor = Monitor(probe=X[:64], monitor_every=3).begin(model, loss_fn=F.cross_entropy, optimizer=opt)
     measured = []
     for i in range(10):

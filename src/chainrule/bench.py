@@ -12,10 +12,10 @@ Four runners train the same multi-layer perceptrons with plain SGD in float32:
   backward and in-place update with preallocated buffers. It is the floor for an
   engine built on NumPy: whatever an engine adds on top of it is overhead.
 
-chainrule, torch and numpy start from the same weights and see the same batches
-in the same order, so their final training losses agree closely (a check that
-every runner computes the same thing). scikit-learn draws its own initial weights
-and batch order.
+chainrule, chainrule-fit, torch and numpy start from the same weights and see the
+same batches in the same order (:func:`batch_plan` shuffles as ``cr.fit`` does),
+so their final training losses agree closely: a check that every runner computes
+the same thing. scikit-learn draws its own initial weights and batch order.
 
 Timing: one process, repetitions alternating between runners (the order rotates
 each repetition) after one untimed warm-up epoch per runner; each repetition
@@ -204,7 +204,8 @@ class FusedMLP:
             tmp = [np.empty((n, W.shape[0]), np.float32 if not self.relu else bool) for W in self.W]
             gW = [np.empty_like(W) for W in self.W]
             gb = [np.empty_like(b) for b in self.b]
-            bufs = self._buffers[n] = (z, d, tmp, gW, gb, np.arange(n))
+            col = np.empty((n, 1), np.float32)  # row maxima, then row sums, of the logits
+            bufs = self._buffers[n] = (z, d, tmp, gW, gb, col, np.arange(n))
         return bufs
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -230,11 +231,11 @@ class FusedMLP:
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
         """One SGD step on the mean softmax cross-entropy of the batch (x, y)."""
         n = len(x)
-        z, d, tmp, gW, gb, rows = self._buffers_for(n)
+        z, d, tmp, gW, gb, col, rows = self._buffers_for(n)
         p = self.forward(x)
-        p -= p.max(axis=1, keepdims=True)
+        p -= np.maximum.reduce(p, axis=1, keepdims=True, out=col)
         np.exp(p, out=p)
-        p /= p.sum(axis=1, keepdims=True)
+        p /= np.add.reduce(p, axis=1, keepdims=True, out=col)
         p[rows, y] -= 1
         p *= lr / n  # d(loss)/d(logits), times the learning rate
         g = p
@@ -245,7 +246,7 @@ class FusedMLP:
                 np.matmul(g, W[i].T, out=d[i])  # before W[i] changes
             np.matmul(a.T, g, out=gW[i])
             W[i] -= gW[i]
-            np.sum(g, axis=0, out=gb[i])
+            np.add.reduce(g, axis=0, out=gb[i])
             b[i] -= gb[i]
             if i:
                 g, t = d[i], tmp[i]
@@ -280,6 +281,7 @@ class Runner:
     module: str | None
     make_trainer: Callable
     make_predictor: Callable | None
+    workloads: tuple | None = None  # the training workloads it runs on (None: all)
 
 
 def _chunks(X: np.ndarray, size: int) -> list:
@@ -498,7 +500,10 @@ RUNNERS = {
     "chainrule": Runner(
         "chainrule", "nn.MLP + optim.SGD + F.cross_entropy, plain loop", None, _chainrule_trainer, _chainrule_predictor
     ),
-    "chainrule-fit": Runner("chainrule-fit", "the same model trained by cr.fit", None, _chainrule_fit_trainer, None),
+    "chainrule-fit": Runner(
+        "chainrule-fit", "the same model trained by cr.fit (digits and deep)", None, _chainrule_fit_trainer, None,
+        workloads=("digits", "deep"),
+    ),
     "torch": Runner(
         "torch", "torch.nn.Sequential + torch.optim.SGD + CrossEntropyLoss, CPU", "torch", _torch_trainer, _torch_predictor
     ),
@@ -548,6 +553,7 @@ def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed:
     trains it through every batch of the workload; the runner order rotates
     from one repetition to the next. An untimed one-epoch warm-up comes first.
     """
+    runners = [r for r in runners if r.workloads is None or w.name in r.workloads]
     X, y = load_data(w, seed)
     weights = initial_weights(w, seed)
     plan = batch_plan(len(X), w.batch_size, w.epochs, seed)
@@ -641,6 +647,17 @@ def _warm_up_library(runner: Runner) -> None:
     run()
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's malloc_trim), so that it is not
+    counted in the baseline and then silently reused by the model's arrays."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed: int = 0) -> dict:
     """Peak resident-memory increase of one epoch of training, measured in this process.
 
@@ -656,6 +673,7 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
     weights = initial_weights(w, seed)
     plan = batch_plan(len(X), w.batch_size, 1, seed)
     gc.collect()
+    _release_free_memory()
     if os.path.exists("/proc/self/clear_refs"):
         method = "VmHWM after clear_refs"
         with open("/proc/self/clear_refs", "w") as f:
@@ -745,6 +763,10 @@ def environment() -> dict:
     except ImportError:
         env["threadpools"] = None
     env["threads"] = torch_threads()
+    if "torch" in sys.modules:  # how PyTorch computes: its parallel backend and math libraries
+        info = sys.modules["torch"].__config__.parallel_info().splitlines()
+        keep = ("ATen parallel backend", "OpenMP", "Intel(R) oneAPI", "Intel(R) MKL-DNN", "at::get_num_threads")
+        env["torch_parallel"] = [line.strip() for line in info if line.strip().startswith(keep)]
     return env
 
 
@@ -821,7 +843,6 @@ def run_benchmark(
         "inference": [],
     }
     with limit_threads(threads):
-        result["environment"] = environment()
         torch_before = None
         if any(r.name == "torch" for r in ok):
             import torch
@@ -829,6 +850,7 @@ def run_benchmark(
             torch_before = torch.get_num_threads()
         for r in ok:  # import each library and run it once on a tiny problem
             _warm_up_library(r)
+        result["environment"] = environment()
         # objects alive now (PyTorch's and scikit-learn's modules among them) are left out of
         # garbage collections while timing, as they would be in a process without those libraries
         gc.collect()
@@ -984,6 +1006,7 @@ def results_markdown(result: dict, title: str = "chainrule bench") -> str:
             f"{p['internal_api']} {p['version']} ({p['prefix']}, kernel {p.get('architecture')}, {p['num_threads']} threads)"
             for p in blas) or "unknown"),
         f"- Threads: {env['threads']} for NumPy's BLAS and for PyTorch (torch.set_num_threads)",
+        "- PyTorch: " + ("; ".join(env.get("torch_parallel") or []) or "not loaded"),
         "- Environment variables: " + (", ".join(f"{k}={v}" for k, v in env["variables"].items()) or
                                         "no OPENBLAS_*, OMP_*, MKL_* or GOTO* variable set"),
         f"- Load average (1, 5, 15 min) at start: {env.get('loadavg_start')}, at end: {env.get('loadavg_end')}",

@@ -75,9 +75,9 @@ _LIST = [
         "vanishing-gradients",
         "The vanishing gradient problem",
         "With sigmoid activations the gradient shrinks layer by layer on its way back, so in a deep "
-        "network the early layers barely learn; tanh suffers less and trains better than the sigmoid, and "
-        "ReLU-family activations keep the gradient alive, so a deep ReLU network trains where a deep "
-        "sigmoid network of the same size and budget does not.",
+        "network the early layers barely learn; tanh, also saturating, suffers from it too but trains "
+        "better than the sigmoid; ReLU-family activations keep the gradient alive, so a deep ReLU network "
+        "trains where a deep sigmoid network of the same size and budget does not.",
         "vanishing_gradients",
     ),
     Experiment(

@@ -253,7 +253,7 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
         "Backpropagation's products grow linearly with depth",
         linear,
         f"each hidden layer of width 3 added {', '.join(fmt(s) for s in np.diff(bp))} products "
-        f"(constant from depth 2 on: {linear})",
+        f"({'the same for every layer from depth 2 on' if linear else 'not constant'})",
     )
     r.check(
         "Enumerating every path grows exponentially with depth: each layer multiplies it by at least the width",
