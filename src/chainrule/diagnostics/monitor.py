@@ -10,7 +10,8 @@ grad_norm                   ||dL/dW|| (Frobenius), mean over the epoch's monitor
 grad_norm_bias              ||dL/db||, likewise
 update_ratio                ||W_after - W_before|| / ||W_before|| around optimizer.step(),
                             mean over the monitored steps (healthy: about 1e-3 to 1e-2);
-                            exact for SGD, from every 8th row of a large layer otherwise
+                            exact for SGD; for other optimizers, measured on the weights
+                            into the first 1/8 of a large layer's units
 update_ratio_max            the largest of those in the epoch
 preact_mean, preact_std     mean and standard deviation of z = x @ W + b on the probe batch
 mean_derivative             mean local derivative f'(z) on the probe (sigmoid <= 0.25, tanh <= 1,
@@ -61,10 +62,9 @@ PROBE_SIZE = 128  # rows in the probe batch taken from training data when none i
 STEP_LOG_LENGTH = 64  # monitored steps kept in step_log (for the diagnosis of a divergence)
 HISTOGRAM_BINS = 30
 # Optimizers other than SGD: the update ratio of a layer with more than UPDATE_SAMPLE_MIN
-# weights is measured on every UPDATE_SAMPLE_STRIDE-th row of its weight matrix (a fixed
-# sample spread over all its inputs), which keeps the copy it needs small. Adam on the
-# digits: within 3% of the ratio over all the weights.
-UPDATE_SAMPLE_STRIDE = 8
+# weights is measured on the weights into its first 1/UPDATE_SAMPLE_FRACTION units (a fixed
+# sample of units, which start out exchangeable), so the copy it needs stays small.
+UPDATE_SAMPLE_FRACTION = 8
 UPDATE_SAMPLE_MIN = 4096
 
 
@@ -236,9 +236,13 @@ class Monitor:
         self._prev_sq = [math.nan] * n  # squared norms of the weights at the last snapshot
         self._snapshot_step = -1
         self._snapshot_rule = ""
-        # the rows of each weight whose update is measured under the "copy" rule
+        # the part of each weight whose update is measured under the "copy" rule: its first
+        # 1/UPDATE_SAMPLE_FRACTION output units (units start exchangeable, inputs do not)
         self._sample = [
-            slice(None, None, UPDATE_SAMPLE_STRIDE) if w.data.size > UPDATE_SAMPLE_MIN else slice(None) for w, _ in self._params
+            (slice(None), slice(0, -(-w.data.shape[-1] // UPDATE_SAMPLE_FRACTION)))
+            if w.data.size > UPDATE_SAMPLE_MIN and w.data.ndim == 2
+            else slice(None)
+            for w, _ in self._params
         ]
         self._reset_epoch()
         self._snapshot(self.steps)
@@ -397,9 +401,10 @@ class Monitor:
 
         - "grad": plain SGD, ``W -= lr * grad``, so ||update|| = lr ||grad||;
         - "velocity": SGD with momentum (not Nesterov), ``W -= lr * v``, so ||update|| = lr ||v||;
-        - "copy": any other optimizer (Adam, ...): the weights' sample rows (every
-          ``UPDATE_SAMPLE_STRIDE``-th row of a layer with more than ``UPDATE_SAMPLE_MIN``
-          weights, all rows otherwise) are copied before the step and subtracted after.
+        - "copy": any other optimizer (Adam, ...): a sample of the weights (those into
+          the first 1/``UPDATE_SAMPLE_FRACTION`` of the units of a layer with more than
+          ``UPDATE_SAMPLE_MIN`` weights, all of them otherwise) is copied before the
+          step and subtracted after.
         """
         opt = self.optimizer
         if type(opt) is SGD and not opt.nesterov and self._opt_index is not None:
@@ -411,7 +416,7 @@ class Monitor:
 
     def _snapshot(self, t: int) -> None:
         """Keep the "before" of the next step's update: each weight's squared norm
-        (under the "copy" rule, of its sample rows, and a copy of them)."""
+        (under the "copy" rule, of its sample, and a copy of that)."""
         rule = self._update_rule()
         for k, layer in enumerate(self.layers):
             w = layer.linear.weight.data
@@ -420,7 +425,7 @@ class Monitor:
         self._snapshot_rule = rule
 
     def _copy_sample(self, k: int, w: Any) -> float:
-        """Copy layer k's sample rows of ``w`` into its kept buffer; returns their squared norm."""
+        """Copy layer k's sample of ``w`` into its kept buffer; returns its squared norm."""
         part = w[self._sample[k]]
         prev = self._prev[k]
         if prev is None or prev.shape != part.shape or type(prev) is not type(part) or prev.dtype != part.dtype:
@@ -438,7 +443,7 @@ class Monitor:
         each for the gradient, the bias gradient and the weights (the next
         step's "before"), one more for the velocity with momentum; under the
         "copy" rule the weights' part is a subtraction, a copy and two dot
-        products on the sample rows, in place on a kept buffer.
+        products on the sample, in place on a kept buffer.
         """
         nan = math.nan
         vdot = np.vdot
@@ -464,7 +469,7 @@ class Monitor:
                 usq = lr * lr * _sq(v) if v is not None else 0.0
             elif rule == "copy" and have_prev:
                 prev = prev_all[k]
-                np.subtract(w[sample[k]], prev, out=prev)  # prev now holds the update of the sample rows
+                np.subtract(w[sample[k]], prev, out=prev)  # prev now holds the sample's update
                 usq = _sq(prev)
             row += (gsq, bsq, prev_sq[k] if have_prev else nan, usq)
             if snapshot:

@@ -103,6 +103,17 @@ def _first_layer_dead_mask(model, X) -> np.ndarray:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
+    """Measure the claim of ``dying-relu`` (see the module docstring) and return the Result.
+
+    Args:
+        quick: the short version (fewer steps, sizes or seeds).
+        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
+        seed: base seed; the same seed gives the same numbers.
+
+    Example:
+        >>> r = run(quick=True)
+        >>> r.verdict, [c.detail for c in r.checks]
+    """
     from . import EXPERIMENTS
 
     exp = EXPERIMENTS["dying-relu"]
