@@ -26,8 +26,8 @@ def lab(
 ) -> None:
     """Run the lab: each claim of the lesson as an experiment with figures, numbers and a measured verdict.
 
-    Examples: ``chainrule lab --list``, ``chainrule lab activations``,
-    ``chainrule lab --quick --out lab-report``.
+    Examples: chainrule lab --list; chainrule lab activations;
+    chainrule lab --quick --out lab-report.
     """
     from rich.console import Console
     from rich.table import Table

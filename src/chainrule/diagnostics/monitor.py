@@ -10,8 +10,7 @@ grad_norm                   ||dL/dW|| (Frobenius), mean over the epoch's monitor
 grad_norm_bias              ||dL/db||, likewise
 update_ratio                ||W_after - W_before|| / ||W_before|| around optimizer.step(),
                             mean over the monitored steps (healthy: about 1e-3 to 1e-2);
-                            exact for SGD; for other optimizers, measured on the weights
-                            into the first 1/8 of a large layer's units
+                            for optimizers other than SGD, on one step in 4
 update_ratio_max            the largest of those in the epoch
 preact_mean, preact_std     mean and standard deviation of z = x @ W + b on the probe batch
 mean_derivative             mean local derivative f'(z) on the probe (sigmoid <= 0.25, tanh <= 1,
@@ -61,11 +60,10 @@ from .signal import signal_propagation, wrapped_forward
 PROBE_SIZE = 128  # rows in the probe batch taken from training data when none is given
 STEP_LOG_LENGTH = 64  # monitored steps kept in step_log (for the diagnosis of a divergence)
 HISTOGRAM_BINS = 30
-# Optimizers other than SGD: the update ratio of a layer with more than UPDATE_SAMPLE_MIN
-# weights is measured on the weights into its first 1/UPDATE_SAMPLE_FRACTION units (a fixed
-# sample of units, which start out exchangeable), so the copy it needs stays small.
-UPDATE_SAMPLE_FRACTION = 8
-UPDATE_SAMPLE_MIN = 4096
+PENDING_STEPS = 256  # monitored steps whose bias gradients are kept before being read in bulk
+# Optimizers other than SGD (Adam, ...): the update, which needs a copy of the weights from
+# before the step, is measured on one step in COPY_UPDATE_EVERY (at least), exactly.
+COPY_UPDATE_EVERY = 4
 
 
 def _sq(a: Any) -> float:
@@ -73,6 +71,32 @@ def _sq(a: Any) -> float:
     if type(a) is np.ndarray:
         return float(np.vdot(a, a))
     return float((a * a).sum())
+
+
+def _stack(pairs: list) -> Any:
+    """Stack device arrays with their own library (CuPy), found from the array's type."""
+    import cupy
+
+    return cupy.stack([g for _, g in pairs])
+
+
+def _buffer_like(w: Any) -> Any:
+    """A copy of ``w`` in a buffer placed half a page away from w's address (modulo the page).
+
+    Copying between two arrays whose addresses are nearly equal modulo 4 KiB
+    hits a slow path of the CPU (4K aliasing): large NumPy arrays come from
+    mmap at nearly the same offset within a page, and such a copy of a
+    256 x 256 float32 weight measured 13 times slower than an offset one.
+    """
+    if type(w) is not np.ndarray:
+        return w.copy()
+    size = w.itemsize
+    raw = np.empty(w.size + 4096 // size, dtype=w.dtype)
+    gap = (raw.ctypes.data - w.ctypes.data) % 4096
+    start = ((2048 - gap) % 4096) // size
+    buf = raw[start : start + w.size].reshape(w.shape)
+    buf[...] = w
+    return buf
 
 
 def _mean_or_none(total: float, count: int) -> float | None:
@@ -236,16 +260,10 @@ class Monitor:
         self._prev_sq = [math.nan] * n  # squared norms of the weights at the last snapshot
         self._snapshot_step = -1
         self._snapshot_rule = ""
-        # the part of each weight whose update is measured under the "copy" rule: its first
-        # 1/UPDATE_SAMPLE_FRACTION output units (units start exchangeable, inputs do not)
-        self._sample = [
-            (slice(None), slice(0, -(-w.data.shape[-1] // UPDATE_SAMPLE_FRACTION)))
-            if w.data.size > UPDATE_SAMPLE_MIN and w.data.ndim == 2
-            else slice(None)
-            for w, _ in self._params
-        ]
         self._reset_epoch()
-        self._snapshot(self.steps)
+        rule = self._update_rule()
+        if rule != "copy" or self._copy_step(self.steps + 1):
+            self._snapshot(self.steps, rule)
         self._init_params = None
         if self.initial is None:
             if self.probe is not None:
@@ -272,11 +290,13 @@ class Monitor:
             self._initial_from_batch(xb, yb)
         if self.probe is None and xb is not None:
             self._collect_probe(xb, yb)
-        snapshot = t % self.monitor_every == 0  # the next step is monitored: keep the weights before it
+        rule = self._update_rule()
+        # keep the weights before the next step when it is monitored (and, under "copy", measures its update)
+        snapshot = t % self.monitor_every == 0 and (rule != "copy" or self._copy_step(t + 1))
         if (t - 1) % self.monitor_every == 0:
-            self._measure(t, value, snapshot)
+            self._measure(t, value, rule, snapshot)
         elif snapshot:
-            self._snapshot(t)
+            self._snapshot(t, rule)
         if value is not None and not math.isfinite(value):
             self.divergence(loss=value, step=t, finish=False)
 
@@ -359,6 +379,7 @@ class Monitor:
         """The last monitored steps (up to STEP_LOG_LENGTH), oldest first:
         ``{"step", "loss", "grad_norm": [per layer], "grad_norm_bias": [...], "update_ratio": [...]}``
         (None where unknown)."""
+        self._flush()
         out = []
         for t, loss, raw in self._log:
             table = _table([raw], len(self.layers))
@@ -392,6 +413,7 @@ class Monitor:
     # ---- internals -------------------------------------------------------------------
     def _reset_epoch(self) -> None:
         self._rows: list = []  # one raw row per monitored step, see _measure
+        self._pending: list = []  # (row, bias gradients) not yet read, see _flush
         self._row_steps: list = []
         # per ReLU unit: did its bias get a non-zero gradient in a monitored batch of the epoch?
         self._alive = {k: np.zeros(self.layers[k].linear.out_features, dtype=bool) for k in self._relu}
@@ -401,10 +423,9 @@ class Monitor:
 
         - "grad": plain SGD, ``W -= lr * grad``, so ||update|| = lr ||grad||;
         - "velocity": SGD with momentum (not Nesterov), ``W -= lr * v``, so ||update|| = lr ||v||;
-        - "copy": any other optimizer (Adam, ...): a sample of the weights (those into
-          the first 1/``UPDATE_SAMPLE_FRACTION`` of the units of a layer with more than
-          ``UPDATE_SAMPLE_MIN`` weights, all of them otherwise) is copied before the
-          step and subtracted after.
+        - "copy": any other optimizer (Adam, ...): the weights are copied before the
+          step and subtracted after, on one monitored step in ``COPY_UPDATE_EVERY``
+          training steps (or every monitored step when ``monitor_every`` is larger).
         """
         opt = self.optimizer
         if type(opt) is SGD and not opt.nesterov and self._opt_index is not None:
@@ -414,82 +435,99 @@ class Monitor:
                 return "velocity"
         return "copy"
 
-    def _snapshot(self, t: int) -> None:
-        """Keep the "before" of the next step's update: each weight's squared norm
-        (under the "copy" rule, of its sample, and a copy of that)."""
-        rule = self._update_rule()
+    def _copy_step(self, t: int) -> bool:
+        """Whether monitored step t measures its update under the "copy" rule."""
+        n = self.monitor_every
+        return ((t - 1) // n) % -(-COPY_UPDATE_EVERY // n) == 0
+
+    def _snapshot(self, t: int, rule: str) -> None:
+        """Keep the "before" of step t + 1's update: each weight's squared norm (and a copy, for "copy")."""
         for k, layer in enumerate(self.layers):
             w = layer.linear.weight.data
-            self._prev_sq[k] = self._copy_sample(k, w) if rule == "copy" else _sq(w)
+            self._prev_sq[k] = _sq(w)
+            if rule == "copy":
+                self._copy_weights(k, w)
         self._snapshot_step = t
         self._snapshot_rule = rule
 
-    def _copy_sample(self, k: int, w: Any) -> float:
-        """Copy layer k's sample of ``w`` into its kept buffer; returns its squared norm."""
-        part = w[self._sample[k]]
+    def _copy_weights(self, k: int, w: Any) -> None:
         prev = self._prev[k]
-        if prev is None or prev.shape != part.shape or type(prev) is not type(part) or prev.dtype != part.dtype:
-            prev = self._prev[k] = part.copy()
+        if prev is None or prev.shape != w.shape or type(prev) is not type(w) or prev.dtype != w.dtype:
+            self._prev[k] = _buffer_like(w)
         else:
-            prev[...] = part
-        return _sq(prev)
+            prev[...] = w
 
-    def _measure(self, t: int, loss: float | None, snapshot: bool) -> None:
+    def _measure(self, t: int, loss: float | None, rule: str, snapshot: bool) -> None:
         """One monitored step, the hot path: squared norms now, everything else at the epoch's end.
 
         The raw row is ``[lr, then per layer: ||dW||^2, ||db||^2, ||W_before||^2,
         ||W_after - W_before||^2]``, the last NaN under the "grad" rule (it is
-        lr^2 ||dW||^2, worked out at the epoch's end). Per layer: one dot product
-        each for the gradient, the bias gradient and the weights (the next
-        step's "before"), one more for the velocity with momentum; under the
-        "copy" rule the weights' part is a subtraction, a copy and two dot
-        products on the sample, in place on a kept buffer.
+        lr^2 ||dW||^2, worked out at the epoch's end) and where not measured.
+        Per layer: one dot product for the gradient, and with ``snapshot``
+        one for the weights (the next step's "before");
+        one more for the velocity with momentum; under the "copy" rule, on the
+        steps that measure it, a subtraction, a copy and one more dot product,
+        in place on a kept buffer.
         """
         nan = math.nan
         vdot = np.vdot
-        rule = self._update_rule()
         have_prev = self._snapshot_step == t - 1 and self._snapshot_rule == rule
         velocity = self.optimizer.velocity if rule == "velocity" else None
         lr = self.optimizer.lr if rule != "copy" else nan
         row = [lr]
-        prev_all, prev_sq, index, sample = self._prev, self._prev_sq, self._opt_index, self._sample
+        prev_all, prev_sq, index = self._prev, self._prev_sq, self._opt_index
         for k, (weight, bias) in enumerate(self._params):
             w, g = weight.data, weight.grad
             numpy = type(w) is np.ndarray
-            gb = bias.grad if bias is not None else None
             if numpy:
                 gsq = float(vdot(g, g)) if g is not None else 0.0
-                bsq = float(vdot(gb, gb)) if gb is not None else nan
             else:
                 gsq = _sq(g) if g is not None else 0.0
-                bsq = _sq(gb) if gb is not None else nan
             usq = nan
             if velocity is not None:
                 v = velocity[index[k]]
                 usq = lr * lr * _sq(v) if v is not None else 0.0
             elif rule == "copy" and have_prev:
                 prev = prev_all[k]
-                np.subtract(w[sample[k]], prev, out=prev)  # prev now holds the sample's update
+                np.subtract(w, prev, out=prev)  # prev now holds the update
                 usq = _sq(prev)
-            row += (gsq, bsq, prev_sq[k] if have_prev else nan, usq)
+            row += (gsq, nan, prev_sq[k] if have_prev else nan, usq)  # ||db||^2: filled in by _flush
             if snapshot:
+                prev_sq[k] = float(vdot(w, w)) if numpy else _sq(w)
                 if rule == "copy":
-                    prev_sq[k] = self._copy_sample(k, w)
-                else:
-                    prev_sq[k] = float(vdot(w, w)) if numpy else _sq(w)
+                    self._copy_weights(k, w)
         self._snapshot_step = t if snapshot else -1
         self._snapshot_rule = rule
-        alive = self._alive
-        for k in self._relu:
-            gb = self._params[k][1].grad
-            if gb is not None:
-                np.logical_or(alive[k], gb if type(gb) is np.ndarray else host(gb != 0), out=alive[k])
+        # the bias gradients (small, fresh arrays each step) are kept and read in bulk by _flush
+        self._pending.append((row, [b.grad if b is not None else None for _, b in self._params]))
+        if len(self._pending) >= PENDING_STEPS:
+            self._flush()
         self._rows.append(row)
         self._row_steps.append(t)
         self._log.append((t, loss, row))
 
+    def _flush(self) -> None:
+        """Read the kept bias gradients: their squared norms into the rows, and which ReLU units got any."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        for k, (_, bias) in enumerate(self._params):
+            if bias is None:
+                continue
+            grads = [(row, g[k]) for row, g in pending if g[k] is not None]
+            if not grads:
+                continue
+            stacked = host(np.stack([g for _, g in grads]) if type(grads[0][1]) is np.ndarray else _stack(grads))
+            stacked = stacked.reshape(len(grads), -1)
+            sq = np.einsum("ij,ij->i", stacked, stacked, dtype=np.float64)
+            for (row, _), v in zip(grads, sq.tolist()):
+                row[2 + 4 * k] = v
+            if k in self._alive:
+                np.logical_or(self._alive[k], (stacked != 0).any(axis=0), out=self._alive[k])
+
     def _step_table(self) -> dict:
         """The epoch's raw rows as per-step, per-layer arrays; warns about non-finite gradients."""
+        self._flush()
         steps = _table(self._rows, len(self.layers))
         bad = ~np.isfinite(steps["grad_norm"])
         if bad.any():

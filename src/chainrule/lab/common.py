@@ -240,8 +240,3 @@ def dead_fractions(model: Any, X: np.ndarray) -> list:
     """
     return [float(np.mean(np.all(z <= 0, axis=0))) for z in preactivations(model, X)]
 
-
-def seconds_since(start: float) -> float:
-    import time
-
-    return time.perf_counter() - start

@@ -48,8 +48,9 @@ def train_one(activation: str, depth: int, lr: float, epochs: int, seed: int, mo
         callbacks.append(Monitor(probe=(Xtr[:256], ytr[:256])))
     out = {"activation": activation, "depth": depth, "lr": lr, "diverged": False}
     try:
-        h = fit(model, F.cross_entropy, opt, Xtr, ytr, epochs=epochs, batch_size=32, validation=(Xte, yte),
-                seed=seed, callbacks=callbacks, progress=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # a divergence is an outcome here, caught below
+            h = fit(model, F.cross_entropy, opt, Xtr, ytr, epochs=epochs, batch_size=32, validation=(Xte, yte),
+                    seed=seed, callbacks=callbacks, progress=False)
         out.update(loss=h["loss"], val_accuracy=h["val_accuracy"])
     except DivergenceError:
         out.update(diverged=True, loss=[], val_accuracy=[])

@@ -1,0 +1,223 @@
+"""The documentation is tested: every code block of every page runs, the notebooks run
+top to bottom, and ``mkdocs build --strict`` builds the site with no warning.
+
+Code blocks. Each page's ``python`` blocks run in order in one namespace (a page
+reads as one session), and its ``bash`` blocks run with ``bash -e``, all in a
+fresh temporary folder per page. Two HTML comments, invisible on the site, say
+more about the block that follows them:
+
+- ``<!-- file: NAME -->``: the block is a file the page talks about (a CSV, a
+  sweep file); it is written to NAME instead of being run.
+- ``<!-- no-run: REASON -->``: the block cannot run here (it needs a Dask
+  cluster or a GPU, or it is the hour-long default of a command); the reason
+  is required, and the blocks skipped this way are listed in one test so that
+  their number stays visible.
+
+Blocks in other languages (``text``, ``toml``, ``pycon`` ...) are shown, not run.
+
+Notebooks run through nbclient on a real Jupyter kernel; the test also checks
+that cr.fit's progress bar went to the notebook as a widget (what renders it
+inline) and that plots came out as inline PNGs.
+
+The site build runs the lab experiments that the tutorial's figures come from
+(see docs/hooks/lab_figures.py); its results are cached between local runs in
+``~/.cache/chainrule-docs``, keyed by a hash of the package's code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+NOTEBOOKS = sorted((DOCS / "notebooks").glob("*.ipynb"))
+PAGES = sorted(p for p in DOCS.rglob("*.md"))
+
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL)
+DIRECTIVE = re.compile(r"<!--\s*(file|no-run):\s*(.*?)\s*-->\s*$")
+RUN = ("python", "bash")
+# the number of blocks allowed to skip running (each with its reason); raise it knowingly
+MAX_SKIPPED = 12
+
+
+def _dedent(body: str, indent: str) -> str:
+    return "".join(line[len(indent):] if line.startswith(indent) else line for line in body.splitlines(keepends=True))
+
+
+def code_blocks(path: Path) -> list:
+    """(line, language, code, directive, argument) for each fenced block of a page, in order."""
+    text = path.read_text(encoding="utf-8")
+    blocks = []
+    for m in FENCE.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        d = DIRECTIVE.match(before)
+        directive, argument = (d.group(1), d.group(2)) if d else (None, None)
+        if directive == "no-run" and not argument:
+            raise AssertionError(f"{path.relative_to(ROOT)}:{line}: <!-- no-run: --> needs a reason")
+        blocks.append((line, m.group("lang").lower(), _dedent(m.group("body"), m.group("indent")), directive, argument))
+    return blocks
+
+
+def _env() -> dict:
+    env = dict(os.environ, MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1", COLUMNS="120")
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")  # the chainrule command of this Python
+    return env
+
+
+def _page_id(path: Path) -> str:
+    return str(path.relative_to(DOCS))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a page's python and bash blocks in order; a failure names the page and the line."""
+    blocks = code_blocks(page)
+    runnable = [b for b in blocks if b[1] in RUN or b[3] == "file"]
+    if not runnable:
+        pytest.skip("no code blocks")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    env = _env()
+    namespace: dict = {"__name__": f"docs.{page.stem}"}
+    where = page.relative_to(ROOT)
+    for line, lang, code, directive, argument in blocks:
+        if directive == "no-run":
+            continue
+        if directive == "file":
+            (tmp_path / argument).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / argument).write_text(code, encoding="utf-8")
+            continue
+        if lang == "python":
+            try:
+                exec(compile(code, f"{where}:{line}", "exec"), namespace)
+            except Exception as e:
+                raise AssertionError(f"the python block at {where}:{line} failed: {type(e).__name__}: {e}") from e
+        elif lang == "bash":
+            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, (
+                f"the bash block at {where}:{line} exited with {proc.returncode}\n"
+                f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+            )
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_skipped_blocks_are_few_and_explained() -> None:
+    """Blocks that do not run are listed here with their reasons; there must be few of them."""
+    skipped = [(str(p.relative_to(ROOT)), line, reason) for p in PAGES for line, _, _, d, reason in code_blocks(p) if d == "no-run"]
+    for page, line, reason in skipped:
+        assert len(reason) >= 10, f"{page}:{line}: say why the block cannot run"
+    assert len(skipped) <= MAX_SKIPPED, "\n".join(f"{p}:{n}: {r}" for p, n, r in skipped)
+
+
+def test_every_page_is_in_the_nav() -> None:
+    """A page left out of mkdocs.yml's nav would build unseen; the notebooks are linked from notebooks.md."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)  # ignore !!python/name tags
+    nav = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)["nav"]
+
+    def walk(entry):
+        if isinstance(entry, str):
+            yield entry
+        elif isinstance(entry, list):
+            for e in entry:
+                yield from walk(e)
+        elif isinstance(entry, dict):
+            for v in entry.values():
+                yield from walk(v)
+
+    listed = set(walk(nav))
+    missing = [_page_id(p) for p in PAGES if _page_id(p) not in listed]
+    assert not missing, f"pages missing from the nav of mkdocs.yml: {missing}"
+    linked = (DOCS / "notebooks.md").read_text()
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.name}" in linked, f"{nb.name} is not linked from docs/notebooks.md"
+
+
+# ---- notebooks -----------------------------------------------------------------------
+
+
+def test_notebooks_are_committed_without_outputs() -> None:
+    import nbformat
+
+    assert len(NOTEBOOKS) >= 3, [n.name for n in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name}: cell {i} has outputs; clear them"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
+    """Execute on a real kernel; progress bars must reach the notebook as widgets and plots as PNGs."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    except CellExecutionError as e:
+        raise AssertionError(f"{path.name} failed:\n{str(e)[-3000:]}") from None
+    seconds = time.perf_counter() - start
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    kinds = [k for o in outputs for k in o.get("data", {})]
+    text = "".join(o.get("text", "") for o in outputs) + "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "image/png" in kinds, f"{path.name}: no inline plot came out"
+    assert "application/vnd.jupyter.widget-view+json" in kinds, f"{path.name}: cr.fit's progress bar did not reach the notebook"
+    assert "ipywidgets" not in text, f"{path.name}: rich asked for ipywidgets: the progress bar cannot render"
+    assert not [o for o in outputs if o.output_type == "error"]
+    print(f"{path.name}: {seconds:.1f} s")
+
+
+# ---- the site ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    """``mkdocs build --strict`` succeeds with no warning, and the site holds what the nav promises."""
+    site = tmp_path / "site"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "WARNING" not in log, log[-5000:]
+    # the figures came from the lab and landed where the pages point
+    figures = sorted((site / "assets" / "lab").glob("*.png"))
+    assert len(figures) >= 10, figures
+    for png in figures:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    html = (site / "tutorial" / "vanishing-gradients" / "index.html").read_text()
+    assert "assets/lab/vanishing-gradients-init.png" in html
+    assert "The lab: The vanishing gradient problem" in html
+    # the API reference was rendered from the docstrings
+    api = (site / "reference" / "training" / "index.html").read_text()
+    assert "Train <code>model</code> by mini-batch gradient descent" in api
+    # nothing that a browser would fetch from the network: no Google fonts, no CDN
+    for page in site.rglob("*.html"):
+        body = page.read_text()
+        assert "fonts.googleapis.com" not in body and "cdn.jsdelivr.net" not in body, page
+    for nb in NOTEBOOKS:
+        assert (site / "notebooks" / nb.name).is_file()
+    print(f"mkdocs build --strict: {seconds:.1f} s")
