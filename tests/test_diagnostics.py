@@ -36,6 +36,12 @@ def digits():
     return train_test_split(X, y, seed=0)
 
 
+def _fit(model, X, y, monitor, lr=0.1, epochs=1, **kw):
+    """cr.fit with plain SGD, the Monitor as its callback and no progress bar."""
+    opt = optim.SGD(model.parameters(), lr=lr)
+    return cr.fit(model, F.cross_entropy, opt, X, y, epochs=epochs, callbacks=[monitor], progress=False, **kw)
+
+
 def _one_step(model, opt, X, y, monitor):
     """A hand-written training step, as the Monitor's docstring shows it."""
     loss = F.cross_entropy(model(_leaf(X)), _leaf(y))
@@ -74,7 +80,7 @@ def test_healthy_relu_layer_is_not_dead(digits):
     X, _, y, _ = digits
     model = nn.MLP([64, 32, 10], activation="relu", generator=0)
     monitor = Monitor(probe=(X[:128], y[:128]))
-    cr.fit(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.05), X[:256], y[:256], epochs=1, callbacks=[monitor], progress=False)
+    _fit(model, X[:256], y[:256], monitor, lr=0.05)
     first = monitor.records[0]["layers"][0]
     assert first["dead_fraction"] < 0.2  # measured 0.03
     assert first["grad_norm"] > 0.01
@@ -111,13 +117,13 @@ def test_units_fed_large_inputs_report_saturation_near_one(digits, activation):
 
 def _deep_run(digits, activation, seed):
     X, _, y, _ = digits
-    model = nn.MLP([64] + [64] * 10 + [10], activation=activation, init="he_normal" if activation == "relu" else None, generator=seed)
+    init = "he_normal" if activation == "relu" else None  # Xavier for the sigmoid
+    model = nn.MLP([64] + [64] * 10 + [10], activation=activation, init=init, generator=seed)
     monitor = Monitor(probe=(X[:128], y[:128]))
-    cr.fit(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), X, y, epochs=1, seed=seed, callbacks=[monitor], progress=False)
+    _fit(model, X, y, monitor, seed=seed)
     return monitor
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ten_sigmoid_layers_vanish_where_relu_with_he_init_does_not(digits, seed):
     sig = _deep_run(digits, "sigmoid", seed)
@@ -211,6 +217,7 @@ def test_signal_propagation_agrees_with_pytorch(torch, digits):
     "opt_name, measured",
     [
         ("sgd", [1, 2, 3, 4, 5, 6]),  # every step, from the gradient: lr ||grad||
+        ("sgd_small_lr", [1, 2, 3, 4, 5, 6]),  # the weight norm kept from step 1 (updates of 0.1%)
         ("momentum", [1, 2, 3, 4, 5, 6]),  # every step, from the velocity: lr ||v||
         ("weight_decay", [1, 5]),  # the others: from a copy of the weights, every 4th step
         ("nesterov", [1, 5]),
@@ -222,6 +229,7 @@ def test_update_ratio_is_the_norm_of_the_step_over_the_norm_of_the_weights(digit
     model = nn.MLP([64, 32, 10], generator=0)
     opt = {
         "sgd": lambda p: optim.SGD(p, lr=0.1),
+        "sgd_small_lr": lambda p: optim.SGD(p, lr=0.003),
         "momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
         "weight_decay": lambda p: optim.SGD(p, lr=0.1, weight_decay=0.1),
         "nesterov": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
@@ -235,8 +243,10 @@ def test_update_ratio_is_the_norm_of_the_step_over_the_norm_of_the_weights(digit
         ratios = monitor.last_step["update_ratio"]
         if ratios[0] is not None:
             expected = [np.linalg.norm(m.weight.data - b) / np.linalg.norm(b) for m, b in zip(model.linears, before)]
-            assert ratios == pytest.approx(expected, rel=1e-4)
+            assert ratios == pytest.approx(expected, rel=0.011)  # the weight norm is exact to 1%
             assert all(0 < e < 0.2 for e in expected)
+            if opt_name == "sgd_small_lr":
+                assert max(expected) < 0.002
             got.append(i + 1)
     assert got == measured
     record = monitor.end_epoch()
@@ -260,7 +270,7 @@ def test_monitor_every_measures_every_nth_step_with_exact_update_ratios(digits, 
             monitored.append(i + 1)
             if monitor.last_step["update_ratio"][0] is not None:
                 expected = [np.linalg.norm(m.weight.data - b) / np.linalg.norm(b) for m, b in zip(model.linears, before)]
-                assert monitor.last_step["update_ratio"] == pytest.approx(expected, rel=1e-4)
+                assert monitor.last_step["update_ratio"] == pytest.approx(expected, rel=0.011)
                 updates.append(i + 1)
     assert monitored == [1, 4, 7, 10] and updates == with_update
     assert monitor.end_epoch()["steps_monitored"] == 4
@@ -284,7 +294,7 @@ def test_watching_does_not_change_training(digits, probe):
     assert h0["val_loss"] == h1["val_loss"]
     assert all("forward" not in m.__dict__ for m in watched.modules())  # no hook left behind
     assert monitor.initial["probe_rows"] == (128 if probe else 32)  # without a probe: the first batch, before its step
-    assert len(monitor.probe) == 128  # built from the first training batches when not given
+    assert len(monitor.probe) == (128 if probe else 64)  # built from the first training batches when not given
     assert len(monitor.histograms) == 2 and "layer1/weight" in monitor.histograms[0]
 
 
@@ -341,7 +351,7 @@ def test_large_learning_rate_warns_of_large_updates(digits):
     X, _, y, _ = digits
     model = nn.MLP([64, 32, 32, 10], generator=0)
     monitor = Monitor(probe=X[:128])
-    cr.fit(model, F.cross_entropy, optim.SGD(model.parameters(), lr=3.0), X[:640], y[:640], epochs=1, callbacks=[monitor], progress=False)
+    _fit(model, X[:640], y[:640], monitor, lr=3.0)
     large = [w for w in monitor.warnings() if w.kind == "large_updates"]
     assert len(large) == 1
     assert large[0].value > advice.LARGE_UPDATE_RATIO
@@ -362,6 +372,8 @@ def test_divergence_is_explained_with_the_step_and_a_hint(digits):
     assert f"at step {step}" in str(err.value) and f"at step {step} (epoch 1)" in w.message
     assert "the learning rate is too large" in w.message
     assert monitor.records[-1]["partial"] is True and monitor.records[-1]["steps_monitored"] == monitor.steps
+    assert sum(bool(r.get("partial")) for r in monitor.records) == 1  # fit's on_divergence and ours: one record
+    assert [x.kind for x in monitor.warnings()].count("nonfinite_loss") == 1 and monitor.divergence() is w
     json.dumps(monitor.to_dict(), allow_nan=False)
 
 
@@ -411,7 +423,7 @@ def test_plots_are_written_as_png(digits, tmp_path):
     X, _, y, _ = digits
     model = nn.MLP([64, 16, 16, 10], activation="sigmoid", generator=0)
     monitor = Monitor(probe=(X[:64], y[:64]))
-    cr.fit(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), X[:128], y[:128], epochs=2, callbacks=[monitor], progress=False)
+    _fit(model, X[:128], y[:128], monitor, epochs=2)
     paths = write_diagnostic_plots(monitor.to_dict(), tmp_path)
     assert sorted(p.name for p in paths) == ["gradient_norms.png", "signal_propagation.png", "unit_health.png"]
     for p in paths:
@@ -442,7 +454,7 @@ def test_tensorboard_files_hold_the_same_scalars(digits, tmp_path):
     X, _, y, _ = digits
     model = nn.MLP([64, 16, 10], generator=0)
     monitor = Monitor(probe=(X[:64], y[:64]), histograms=True)
-    hist = cr.fit(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), X[:128], y[:128], epochs=2, callbacks=[monitor], progress=False)
+    hist = _fit(model, X[:128], y[:128], monitor, epochs=2)
     path = write_tensorboard(monitor, tmp_path / "tb", histories=hist.history)
     events = {(tag, step): value for tag, step, value in _read_events(path)}
     for record in monitor.records:

@@ -73,12 +73,30 @@ def _env() -> dict:
     return env
 
 
+@pytest.fixture
+def library_as_shipped():
+    """Pages register activations and modules and reseed the default generator: undo all of it
+    afterwards, so that the tests that run later in this process see the library as shipped."""
+    import chainrule.random
+    from chainrule import nn, train
+
+    registries = [(r, dict(r)) for r in (nn.ACTIVATIONS, nn.MODULES, train.LOSSES)]
+    generator = chainrule.random.default_generator()
+    state = generator.bit_generator.state
+    yield
+    for registry, saved in registries:
+        registry.clear()
+        registry.update(saved)
+    generator.bit_generator.state = state
+    chainrule.random._default = generator
+
+
 def _page_id(path: Path) -> str:
     return str(path.relative_to(DOCS))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
-def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, library_as_shipped: None) -> None:
     """Run a page's python and bash blocks in order; a failure names the page and the line."""
     blocks = code_blocks(page)
     runnable = [b for b in blocks if b[1] in RUN or b[3] == "file"]

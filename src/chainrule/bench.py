@@ -7,7 +7,8 @@ Four runners train the same multi-layer perceptrons with plain SGD in float32:
 - ``torch``: idiomatic PyTorch on the CPU (``torch.nn.Sequential``, ``torch.optim.SGD``),
   with as many threads as NumPy's BLAS uses.
 - ``sklearn``: scikit-learn's ``MLPClassifier`` (solver "sgd", momentum 0, no L2
-  penalty); time per step is its fit time divided by the steps it took.
+  penalty, ``max_iter`` = epochs); time per step is its fit time divided by the
+  steps it took.
 - ``numpy``: a hand-fused NumPy MLP (:class:`FusedMLP`): forward, hand-derived
   backward and in-place update with preallocated buffers. It is the floor for an
   engine built on NumPy: whatever an engine adds on top of it is overhead.
@@ -17,11 +18,12 @@ same batches in the same order (:func:`batch_plan` shuffles as ``cr.fit`` does),
 so their final training losses agree closely: a check that every runner computes
 the same thing. scikit-learn draws its own initial weights and batch order.
 
-Timing: one process, repetitions alternating between runners (the order rotates
-each repetition) after one untimed warm-up epoch per runner; each repetition
-trains a freshly built model for the whole workload. Reported: the median time
-per step over repetitions with its min and max, and the ratio of medians against
-PyTorch and against the NumPy floor.
+Timing: one process. Each repetition trains a freshly built model per runner
+through the whole workload, the runners taking turns epoch by epoch (the order
+rotates every epoch), so that load from elsewhere on the machine falls on all of
+them alike; an untimed warm-up epoch comes first. Reported: the median over
+repetitions of the time per step, with its min and max, and the ratio of medians
+against PyTorch and against the NumPy floor.
 
 Peak memory: each (runner, workload) trains for one epoch in a fresh Python
 subprocess. After the libraries are imported, warmed up on a tiny problem and
@@ -269,9 +271,9 @@ class FusedMLP:
 class Runner:
     """A way to train and run an MLP: ``make_trainer`` and ``make_predictor`` build fresh models.
 
-    ``make_trainer(w, weights, X, y, plan)`` returns ``(run, get_weights)``: ``run()``
-    trains through every batch of ``plan`` (one list of index arrays per epoch),
-    ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
+    ``make_trainer(w, weights, X, y, plan)`` returns ``(run_epoch, get_weights)``:
+    ``run_epoch(e)`` trains through the batches of epoch ``e`` of ``plan`` (one list
+    of index arrays per epoch), ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
     weights, X)`` returns ``predict()``, which computes outputs for every row of X
     in chunks of ``w.infer_batch`` without recording gradients.
     """
@@ -305,17 +307,16 @@ def _chainrule_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndar
 
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
-    batches = [idx for epoch in plan for idx in epoch]
 
-    def run() -> None:
-        for idx in batches:
+    def run_epoch(e: int) -> None:
+        for idx in plan[e]:
             xb, yb = cr.tensor(X[idx]), cr.tensor(y[idx])
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+    return run_epoch, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
 
 def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
@@ -326,10 +327,10 @@ def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
 
-    def run() -> None:
-        cr.fit(model, F.cross_entropy, opt, X, y, epochs=len(plan), batch_size=w.batch_size, seed=0, progress=False)
+    def run_epoch(e: int) -> None:  # epoch e of a fit: shuffled with the seed (0, e), as batch_plan does
+        cr.fit(model, F.cross_entropy, opt, X, y, epochs=e + 1, initial_epoch=e, batch_size=w.batch_size, seed=0, progress=False)
 
-    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+    return run_epoch, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
 
 def _chainrule_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -388,17 +389,17 @@ def _torch_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray,
     opt = torch.optim.SGD(model.parameters(), lr=w.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    batches = [torch.from_numpy(idx) for epoch in plan for idx in epoch]
+    batches = [[torch.from_numpy(idx) for idx in epoch] for epoch in plan]
 
-    def run() -> None:
-        for idx in batches:
+    def run_epoch(e: int) -> None:
+        for idx in batches[e]:
             xb, yb = Xt[idx], yt[idx]
             loss = loss_fn(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    return run, lambda: _torch_weights(model)
+    return run_epoch, lambda: _torch_weights(model)
 
 
 def _torch_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -416,7 +417,7 @@ def _torch_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
     return predict
 
 
-def _sklearn_model(w: Workload, epochs: int) -> Any:
+def _sklearn_model(w: Workload, epochs: int, seed: int = 0) -> Any:
     from sklearn.neural_network import MLPClassifier
 
     return MLPClassifier(
@@ -431,9 +432,9 @@ def _sklearn_model(w: Workload, epochs: int) -> Any:
         nesterovs_momentum=False,
         max_iter=epochs,
         shuffle=True,
-        random_state=0,
+        random_state=seed,
         tol=0.0,
-        n_iter_no_change=epochs + 1,  # never stop early: train all epochs, as the others do
+        n_iter_no_change=10**9,  # never stop early: train every epoch, as the others do
         early_stopping=False,
     )
 
@@ -447,12 +448,16 @@ def _sklearn_fit(clf: Any, X: np.ndarray, y: np.ndarray) -> None:
 
 
 def _sklearn_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
-    clf = _sklearn_model(w, len(plan))  # its own Glorot initialisation and shuffling
+    # Its own Glorot initialisation and shuffling. One fit() trains every epoch (max_iter):
+    # stopping it after each epoch would pay fit's input checks again every epoch (5-10% of
+    # an epoch on digits), so the whole fit runs in scikit-learn's turn of the first epoch.
+    clf = _sklearn_model(w, len(plan))
 
-    def run() -> None:
-        _sklearn_fit(clf, X, y)
+    def run_epoch(e: int) -> None:
+        if e == 0:
+            _sklearn_fit(clf, X, y)
 
-    return run, lambda: list(zip(clf.coefs_, clf.intercepts_))
+    return run_epoch, lambda: list(zip(clf.coefs_, clf.intercepts_))
 
 
 def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -472,16 +477,15 @@ def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callabl
 
 def _numpy_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
     net = FusedMLP(weights, w.activation)
-    batches = [idx for epoch in plan for idx in epoch]
     lr = np.float32(w.lr)
     step = net.step
 
-    def run() -> None:
+    def run_epoch(e: int) -> None:
         with np.errstate(over="ignore"):
-            for idx in batches:
+            for idx in plan[e]:
                 step(X[idx], y[idx], lr)
 
-    return run, net.weights
+    return run_epoch, net.weights
 
 
 def _numpy_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -547,11 +551,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0, progress: Callable | None = None) -> dict:
-    """Time per training step of each runner on workload ``w``, repetitions alternating between runners.
+    """Time per training step of each runner on workload ``w``, interleaved epoch by epoch.
 
-    Each repetition builds a fresh model from the same initial weights and
-    trains it through every batch of the workload; the runner order rotates
-    from one repetition to the next. An untimed one-epoch warm-up comes first.
+    Each repetition builds a fresh model per runner from the same initial
+    weights and trains them all through the whole workload, one epoch of each
+    runner in turn (the order rotates every epoch), so that a burst of load from
+    elsewhere on the machine falls on every runner alike. An untimed one-epoch
+    warm-up comes first. A repetition's time per step is a runner's time summed
+    over its epochs, divided by the steps. (scikit-learn runs its whole fit in
+    its turn of the first epoch.)
     """
     runners = [r for r in runners if r.workloads is None or w.name in r.workloads]
     X, y = load_data(w, seed)
@@ -561,19 +569,23 @@ def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed:
     times: dict = {r.name: [] for r in runners}
     trained: dict = {}
     for rep in range(-1, repeats):
-        k = rep % len(runners) if rep >= 0 else 0
-        for r in list(runners[k:]) + list(runners[:k]):
-            run_plan = plan if rep >= 0 else plan[:1]
-            run, get_weights = r.make_trainer(w, weights, X, y, run_plan)
-            gc.collect()
-            t0 = time.perf_counter()
-            run()
-            dt = time.perf_counter() - t0
-            if rep >= 0:
-                times[r.name].append(dt / steps)
-                trained[r.name] = get_weights
-        if progress is not None and rep >= 0:
-            progress(f"{w.name}: repetition {rep + 1}/{repeats}")
+        run_plan = plan if rep >= 0 else plan[:1]
+        trainers = {r.name: r.make_trainer(w, weights, X, y, run_plan) for r in runners}
+        elapsed = dict.fromkeys(trainers, 0.0)
+        gc.collect()
+        for e in range(len(run_plan)):
+            k = (rep + e) % len(runners)
+            for r in list(runners[k:]) + list(runners[:k]):
+                run_epoch = trainers[r.name][0]
+                t0 = time.perf_counter()
+                run_epoch(e)
+                elapsed[r.name] += time.perf_counter() - t0
+        if rep >= 0:
+            for name, seconds in elapsed.items():
+                times[name].append(seconds / steps)
+                trained[name] = trainers[name][1]
+            if progress is not None:
+                progress(f"{w.name}: repetition {rep + 1}/{repeats}")
     rows = {}
     for r in runners:
         loss, acc = evaluate_weights(trained[r.name](), w.activation, X, y)
@@ -643,8 +655,8 @@ def _warm_up_library(runner: Runner) -> None:
     pools, kernel caches) happens before the baseline, not during the measured training."""
     tiny = Workload("tiny", (4, 3, 2), "relu", batch_size=2, epochs=1, lr=0.1, data="synthetic", n_samples=4)
     X, y = np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1])
-    run, _ = runner.make_trainer(tiny, initial_weights(tiny), X, y, batch_plan(len(X), 2, 1))
-    run()
+    run_epoch, _ = runner.make_trainer(tiny, initial_weights(tiny), X, y, batch_plan(len(X), 2, 1))
+    run_epoch(0)
 
 
 def _release_free_memory() -> None:
@@ -679,8 +691,8 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         base = _proc_status()["VmRSS"]
-        run, _ = runner.make_trainer(w, weights, X, y, plan)
-        run()
+        run_epoch, _ = runner.make_trainer(w, weights, X, y, plan)
+        run_epoch(0)
         peak = _proc_status()["VmHWM"]
     else:
         import resource
@@ -688,8 +700,8 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
         method = "ru_maxrss"
         scale = 1 if sys.platform == "darwin" else 1024
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        run, _ = runner.make_trainer(w, weights, X, y, plan)
-        run()
+        run_epoch, _ = runner.make_trainer(w, weights, X, y, plan)
+        run_epoch(0)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     return {"baseline_bytes": base, "peak_bytes": peak, "increase_bytes": max(peak - base, 0), "method": method}
 

@@ -38,7 +38,7 @@ def gradcheck(
         True when every entry agrees.
 
     Raises:
-        GradcheckError naming the input, the element, the analytic and the numeric value.
+        GradcheckError: an entry disagrees; the message names the input, the element, the analytic and the numeric value.
 
     Example:
         >>> x = cr.tensor([[0.5, -1.0]], requires_grad=True, dtype="float64")

@@ -4,10 +4,21 @@ A :class:`TrainConfig` names every setting of a run; :func:`run` loads the
 dataset, builds the MLP, optimizer and loss, trains with :func:`chainrule.fit`
 and, given a folder, writes the run record:
 
-    model.safetensors   the trained model (``cr.load`` reads it)
-    config.json         every setting; ``TrainConfig.from_json`` repeats the run exactly
-    metrics.json        per-epoch history and the final train and test metrics
-    *.png               loss and metric curves, confusion matrix (classes), fit (functions)
+    model.safetensors       the trained model (``cr.load`` reads it)
+    config.json             every setting; ``TrainConfig.from_json`` repeats the run exactly
+    metrics.json            "status", per-epoch history, the final train and test metrics and,
+                            with ``monitor_every``, the gradient-flow "diagnostics" (per epoch
+                            and layer: grad_norm, update_ratio, saturated_fraction, dead_fraction, ...)
+    checkpoint.safetensors  while training, with ``checkpoint_every`` (see :mod:`chainrule.checkpoint`);
+                            removed when the run finishes
+    *.png                   loss and metric curves, confusion matrix (classes), fit (functions),
+                            gradient_norms.png and unit_health.png (diagnostics)
+
+A run that diverges (its loss becomes NaN or infinite) or is interrupted
+(Ctrl-C, with ``interruptible=True``) leaves config.json, metrics.json with
+the epochs done ("status": "diverged" or "interrupted") and its last
+checkpoint; :func:`resume` continues an interrupted or killed run from its
+checkpoint and ends with the same weights, bit for bit, as a run never stopped.
 
 ``run`` never prints, so the command line, the lab, sweeps and the dashboard
 all share it; the same config gives the same weights, batches and metrics.
@@ -19,14 +30,19 @@ import dataclasses
 import functools
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ChainruleError, ModelFileError
+from .checkpoint import FILENAME as CHECKPOINT_FILE
+from .checkpoint import format_interval, parse_interval
+from .errors import ChainruleError, DivergenceError, ModelFileError
 
 # Losses each task can train with; the first is the default.
 LOSSES_FOR_TASK = {
@@ -39,6 +55,10 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 # Label smoothing when none is given, with cross-entropy (it adds about 1.4 points of
 # digits accuracy on a validation split held out of the training set).
 DEFAULT_LABEL_SMOOTHING = 0.1
+# Rows of the training set the diagnostics Monitor measures unit health on, once per epoch.
+PROBE_ROWS = 128
+# Pictures of the diagnostics (chainrule.report.diagnostics_plots.write_diagnostic_plots).
+DIAGNOSTIC_PLOTS = ("gradient_norms.png", "unit_health.png", "signal_propagation.png")
 
 
 def _name(field_name: str, value: Any, valid: Sequence[str]) -> str:
@@ -116,8 +136,11 @@ class TrainConfig:
         batch_size, epochs: rows per step, passes over the training set.
         seed: the weights and the batch order; data_seed: generated data and the split.
         device: "cpu" (the GPU path is not wired into runs yet).
-        monitor_every, checkpoint_every: reserved for the diagnostics and checkpoint
-            features (0 = off); run() records them and does not act on them itself.
+        monitor_every: watch gradient flow with :class:`chainrule.diagnostics.Monitor`,
+            measuring every N-th step (0: off; ``chainrule train`` turns it on).
+        checkpoint_every: with a run folder, save a checkpoint every N steps (an int,
+            or a string of digits) or every N epochs (``"Ne"``, such as ``"2e"``); 0: off.
+            Neither changes the trained weights.
 
     Example:
         >>> cfg = TrainConfig(dataset="spirals", layers=(64, 64), epochs=50)
@@ -142,7 +165,7 @@ class TrainConfig:
     data_seed: int = 0
     device: str = "cpu"
     monitor_every: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every: int | str = 0
 
     def __post_init__(self) -> None:
         from .backend import normalize_device
@@ -182,7 +205,7 @@ class TrainConfig:
         s("data_seed", _integer("data_seed", self.data_seed, 0))
         s("device", normalize_device(self.device))
         s("monitor_every", _integer("monitor_every", self.monitor_every, 0))
-        s("checkpoint_every", _integer("checkpoint_every", self.checkpoint_every, 0))
+        s("checkpoint_every", format_interval(*parse_interval(self.checkpoint_every)))
 
     @property
     def task(self) -> str:
@@ -247,7 +270,10 @@ class RunResult:
 
     ``metrics`` is ``{"train": {...}, "test": {...}}`` measured after training
     on the whole of each split; ``confusion`` is the test confusion matrix
-    (counts ``[true, predicted]``) for classes, else None.
+    (counts ``[true, predicted]``) for classes, else None. ``diagnostics`` is
+    the gradient-flow record (``Monitor.to_dict()``: "initial", per-epoch
+    "epochs" with per-layer rows, "warnings") when ``monitor_every`` is set.
+    ``seconds`` is the training time, over every session of a resumed run.
     """
 
     config: TrainConfig
@@ -259,6 +285,8 @@ class RunResult:
     confusion: np.ndarray | None = None
     out: Path | None = None
     files: list = field(default_factory=list)
+    diagnostics: dict | None = None
+    resumed_from: int | None = None
 
 
 def targets_for(config: TrainConfig, y: np.ndarray, num_outputs: int) -> np.ndarray:
@@ -307,6 +335,16 @@ def _check_out(out: Path) -> None:
         raise ChainruleError(f"run folder {str(out)!r} is a file, not a folder")
 
 
+def _check_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ChainruleError(
+            "writing TensorBoard files needs the tensorboardX package: pip install tensorboardX "
+            "(or pip install 'chainrule[tensorboard]')"
+        )
+
+
 def run(
     config: TrainConfig | dict | None = None,
     out: str | Path | None = None,
@@ -315,69 +353,265 @@ def run(
     quiet: bool = True,
     plots: bool = True,
     threads: int | None = 1,
+    tensorboard: str | Path | None = None,
+    interruptible: bool = False,
 ) -> RunResult:
     """Train the MLP that ``config`` describes and, given ``out``, write its run folder.
 
     Args:
         config: a TrainConfig, a dict of settings, or None for the defaults
             (the deep MLP on the digits).
-        out: folder for the run record (created; files in it are replaced atomically).
-            Nothing is written when training fails.
+        out: folder for the run record (created; files in it are replaced atomically,
+            and those of a run it held before are removed). A run that fails before
+            training writes nothing; one that diverges or is interrupted leaves
+            config.json, metrics.json of the epochs done and its last checkpoint.
         progress: show fit's progress bar (on a terminal only), unless ``quiet``.
         callbacks: passed to :func:`chainrule.fit` (``on_train_begin``,
-            ``on_step_end``, ``on_epoch_end``, ``on_train_end``), e.g. diagnostics.
+            ``on_step_end``, ``on_epoch_end``, ``on_train_end``), before the
+            diagnostics Monitor and the checkpoints.
         quiet: True hides the progress bar even when ``progress`` is set; run
             itself never prints.
         plots: draw the PNGs into ``out`` (a sweep of many runs may skip them).
         threads: BLAS threads while training and measuring. One by default: the
             products of these small networks gain little from more, the numbers
-            then do not depend on the machine's core count, and threaded BLAS
+            then do not depend on the machine's core count (and a resumed run
+            repeats an uninterrupted one bit for bit), and threaded BLAS
             slows down many times over when other work shares the cores
             (measured: the default digits run took 60 s with two threads on a
             busy 2-core machine, 3.3 s with one). None leaves NumPy's setting.
+        tensorboard: a folder to write the diagnostics and the training curves
+            to in TensorBoard's format (needs tensorboardX; checked before training).
+        interruptible: with ``out``, Ctrl-C (SIGINT) stops training after the
+            current step, saves a checkpoint and raises
+            :class:`chainrule.checkpoint.TrainingInterrupted` (a second Ctrl-C
+            stops at once). Only in the main thread.
 
     Returns:
-        RunResult with the resolved config, model, History, final metrics and seconds.
+        RunResult with the resolved config, model, History, final metrics, seconds and diagnostics.
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite; the message names the
+            step and, with ``out``, what the run folder keeps.
 
     Example:
-        >>> result = run(TrainConfig(epochs=5), out="runs/digits")
+        >>> result = run(TrainConfig(epochs=5, checkpoint_every="1e"), out="runs/digits")
         >>> result.metrics["test"]["accuracy"]
     """
-    from .bench import limit_threads
-    from .data import load_dataset
-    from .metrics import confusion_matrix
-    from .train import evaluate, fit, predict
-
     if config is None:
         config = TrainConfig()
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     elif not isinstance(config, TrainConfig):
         raise ChainruleError(f"run() needs a TrainConfig or a dict of settings, got {type(config).__name__}")
-    if config.device != "cpu":
-        raise ChainruleError(f"device {config.device!r} is not supported by runs yet; use device 'cpu'")
     out = Path(out) if out is not None else None
     if out is not None:
         _check_out(out)
+    return _train(config.resolved(), out, None, progress, callbacks, quiet, plots, threads, tensorboard, interruptible)
 
-    config = config.resolved()
+
+def find_checkpoint(path: str | Path) -> Any:
+    """The checkpoint of a run folder, read and checked; a clear error when there is none to resume.
+
+    Example:
+        >>> find_checkpoint("runs/digits").step
+    """
+    from .checkpoint import load_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise ChainruleError(f"run folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise ChainruleError(f"{str(path)!r} is not a run folder (expected a folder with {CHECKPOINT_FILE})")
+    file = path / CHECKPOINT_FILE
+    if not file.exists():
+        if (path / "model.safetensors").exists():
+            raise ChainruleError(f"run {str(path)!r} has finished (model.safetensors holds its result): there is no checkpoint to resume from")
+        raise ChainruleError(
+            f"run folder {str(path)!r} has no {CHECKPOINT_FILE} to resume from "
+            "(checkpoints are saved with --checkpoint-every, and on Ctrl-C)"
+        )
+    return load_checkpoint(file)
+
+
+def resume(
+    path: str | Path,
+    progress: bool = False,
+    callbacks: Sequence = (),
+    quiet: bool = True,
+    plots: bool = True,
+    threads: int | None = 1,
+    tensorboard: str | Path | None = None,
+    interruptible: bool = False,
+    monitor_every: int | None = None,
+    checkpoint_every: int | str | None = None,
+) -> RunResult:
+    """Continue the run in folder ``path`` from its checkpoint, with the run's own settings.
+
+    The weights, optimizer state, history and position come from
+    ``path/checkpoint.safetensors``; training goes on from the next batch and
+    the run folder is completed as :func:`run` would have. The final weights
+    are bitwise identical to those of the same run never stopped.
+    ``monitor_every`` and ``checkpoint_every`` may be changed (they do not
+    change the weights); the other arguments are :func:`run`'s.
+
+    Raises:
+        ChainruleError: no checkpoint in ``path`` (or the run had finished).
+        ModelFileError: the checkpoint is truncated, corrupt or does not fit its own settings.
+
+    Example:
+        >>> result = resume("runs/digits")
+    """
+    path = Path(path)
+    ck = find_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ck.config)
+    except ChainruleError as e:
+        raise ModelFileError(f"checkpoint {str(ck.path)!r} holds settings that are not valid: {e}") from None
+    overrides = {k: v for k, v in (("monitor_every", monitor_every), ("checkpoint_every", checkpoint_every)) if v is not None}
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    return _train(config.resolved(), path, ck, progress, callbacks, quiet, plots, threads, tensorboard, interruptible)
+
+
+@contextmanager
+def _stop_on_sigint(checkpointer: Any):
+    """While training: the first Ctrl-C asks ``checkpointer`` to stop after the step; a second one stops at once."""
+    if checkpointer is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        checkpointer.request_stop()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _merge_warnings(saved: list, now: list) -> list:
+    """Warnings of an earlier session followed by this one's: one per kind, the latest message."""
+    merged: dict = {}
+    for w in [*saved, *now]:
+        old = merged.get(w["kind"])
+        if old is None:
+            merged[w["kind"]] = dict(w)
+            continue
+        old.update({k: w[k] for k in ("message", "value", "threshold") if k in w})
+        old["epochs"] = [*old.get("epochs", []), *[e for e in w.get("epochs", []) if e not in old.get("epochs", [])]]
+        old["layers"] = sorted(set(old.get("layers") or []) | set(w.get("layers") or []))
+    return list(merged.values())
+
+
+class _Watch:
+    """The diagnostics Monitor of a run, with what an earlier session of it recorded."""
+
+    def __init__(self, config: TrainConfig, ds: Any, y_train: Any, ck: Any, histograms: bool):
+        from .diagnostics import Monitor
+
+        self.monitor = Monitor(
+            probe=(ds.X_train[:PROBE_ROWS], y_train[:PROBE_ROWS]),
+            monitor_every=config.monitor_every,
+            histograms=histograms,
+            attach_to_history=False,  # the records go to metrics.json's "diagnostics", not into each epoch
+        )
+        saved = (ck.diagnostics if ck is not None else None) or {}
+        self.saved_warnings = saved.get("warnings") or []
+        self.restored = len(saved.get("epochs") or [])
+        if ck is not None:
+            self.monitor.steps = ck.step
+            self.monitor.records = list(saved.get("epochs") or [])
+            self.monitor.initial = saved.get("initial")
+
+    def data(self) -> dict:
+        data = self.monitor.to_dict()
+        data["warnings"] = _merge_warnings(self.saved_warnings, data["warnings"])
+        return data
+
+    def tensorboard(self, logdir: Path, history: Any) -> None:
+        from types import SimpleNamespace
+
+        from .diagnostics import write_tensorboard
+
+        data = self.data()
+        histograms = [{}] * self.restored + list(self.monitor.histograms or [])
+        write_tensorboard(SimpleNamespace(to_dict=lambda: data, records=data["epochs"], histograms=histograms), logdir, histories=history.history)
+
+
+def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callbacks: Sequence, quiet: bool, plots: bool,
+           threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
+    """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
+    from .bench import limit_threads
+    from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
+    from .data import load_dataset
+    from .io import describe, write_atomic
+    from .metrics import confusion_matrix
+    from .train import History, evaluate, fit, predict
+
+    if config.device != "cpu":
+        raise ChainruleError(f"device {config.device!r} is not supported by runs yet; use device 'cpu'")
+    if tensorboard is not None:
+        _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
     model = build_model(config, ds.num_features, ds.num_outputs)
     config = dataclasses.replace(config, init=model.init)
+    if ck is not None:
+        if describe(ck.model) != describe(model):
+            raise ModelFileError(
+                f"checkpoint {str(ck.path)!r} holds a model {describe(ck.model)['config']} that its settings "
+                f"do not describe ({describe(model)['config']})"
+            )
+        model = ck.model
     optimizer = build_optimizer(config, model.parameters())
+    if ck is not None:
+        restore_optimizer(optimizer, ck)
     loss_fn = loss_function(config)
     y_train = targets_for(config, ds.y_train, ds.num_outputs)
     y_test = targets_for(config, ds.y_test, ds.num_outputs)
+    history = History(ds.task)
+    for record in ck.history if ck is not None else ():
+        history.append(record)
+    history.steps = ck.step if ck is not None else 0
+    watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
+    checkpointer = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if ck is None:
+            _clear_run(out)
+        write_atomic(out / "config.json", _dump(config.to_dict()))
+        every, unit = parse_interval(config.checkpoint_every)
+        checkpointer = Checkpointer(
+            out / CHECKPOINT_FILE, config.to_dict(), every, unit, config.epochs,
+            seconds=ck.seconds if ck is not None else 0.0, diagnostics=watch.data if watch else None,
+        )
+    all_callbacks = [*callbacks, *([watch.monitor] if watch else []), *([checkpointer] if checkpointer else [])]
+    before = ck.seconds if ck is not None else 0.0
 
     # overflow on the way to a NaN loss is reported once, by fit's DivergenceError, not as NumPy warnings
     with limit_threads(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         start = time.perf_counter()
-        history = fit(
-            model, loss_fn, optimizer, ds.X_train, y_train,
-            epochs=config.epochs, batch_size=config.batch_size, validation=(ds.X_test, y_test),
-            seed=config.seed, callbacks=callbacks, progress=progress and not quiet, task=ds.task,
-        )
-        seconds = time.perf_counter() - start
+        try:
+            with _stop_on_sigint(checkpointer if interruptible else None):
+                history = fit(
+                    model, loss_fn, optimizer, ds.X_train, y_train,
+                    epochs=config.epochs, batch_size=config.batch_size, validation=(ds.X_test, y_test),
+                    seed=config.seed, callbacks=all_callbacks, progress=progress and not quiet, task=ds.task,
+                    initial_epoch=ck.epoch if ck is not None else 0, initial_batch=ck.batch if ck is not None else 0,
+                    history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
+                )
+        except (DivergenceError, TrainingInterrupted) as e:
+            if out is None:
+                raise
+            seconds = before + time.perf_counter() - start
+            diverged = isinstance(e, DivergenceError)
+            diagnostics = watch.data() if watch else None
+            _write_stopped(out, config, ds, history, seconds, "diverged" if diverged else "interrupted", str(e), diagnostics, plots)
+            if not diverged:
+                raise
+            raise _diverged(e, out, history, checkpointer, ck, diagnostics) from None
+        seconds = before + time.perf_counter() - start
         metrics = {
             "train": evaluate(model, loss_fn, ds.X_train, y_train, task=ds.task),
             "test": evaluate(model, loss_fn, ds.X_test, y_test, task=ds.task),
@@ -385,10 +619,42 @@ def run(
         confusion = None
         if ds.task == "multiclass":
             confusion = confusion_matrix(ds.y_test, predict(model, ds.X_test).argmax(axis=1), ds.num_outputs)
-    result = RunResult(config, model, history, metrics, seconds, ds, confusion)
+    result = RunResult(config, model, history, metrics, seconds, ds, confusion,
+                       diagnostics=watch.data() if watch else None, resumed_from=ck.step if ck is not None else None)
+    if tensorboard is not None:
+        if watch:
+            watch.tensorboard(Path(tensorboard), history)
+        else:
+            from .diagnostics import write_tensorboard
+
+            write_tensorboard([], tensorboard, histories=history.history)
     if out is not None:
         write_run(result, out, plots=plots)
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: model.safetensors is its result
     return result
+
+
+def _diverged(error: Exception, out: Path, history: Any, checkpointer: Any, ck: Any, diagnostics: dict | None) -> DivergenceError:
+    """The DivergenceError of a run with a folder: fit's message and what the folder keeps, on one line."""
+    step = checkpointer.saved_step if checkpointer is not None and checkpointer.saved_step is not None else (ck.step if ck is not None else None)
+    done = len(history.epochs)
+    kept = f"metrics.json ({done} epoch{'s' * (done != 1)} done)"
+    if step is not None and (out / CHECKPOINT_FILE).exists():
+        kept += f" and the last good checkpoint (step {step}) are in {out}"
+    else:
+        kept += f" is in {out}; no checkpoint was saved before it (see --checkpoint-every)"
+    e = DivergenceError(f"{error}. {kept}")
+    warning = next((w for w in (diagnostics or {}).get("warnings", []) if w["kind"] == "nonfinite_loss"), None)
+    e.diagnosis = warning["message"] if warning else None
+    return e
+
+
+def _clear_run(out: Path) -> None:
+    """Remove the files of a run that ``out`` held before, so none of them is taken for the new run's."""
+    from .report.run_plots import RUN_PLOTS
+
+    for name in ("model.safetensors", "metrics.json", CHECKPOINT_FILE, *RUN_PLOTS, *DIAGNOSTIC_PLOTS):
+        (out / name).unlink(missing_ok=True)
 
 
 def json_ready(obj: Any) -> Any:
@@ -411,12 +677,13 @@ def _dump(data: Any) -> bytes:
 
 
 def metrics_record(result: RunResult) -> dict:
-    """The contents of metrics.json: per-epoch history and final metrics, as plain data."""
+    """The contents of metrics.json: status, per-epoch history, final metrics and diagnostics, as plain data."""
     from . import __version__
 
     h = result.history
     record = {
         "chainrule": __version__,
+        "status": "finished",
         "dataset": result.config.dataset,
         "task": h.task,
         "names": list(result.dataset.names),
@@ -426,9 +693,41 @@ def metrics_record(result: RunResult) -> dict:
         "final": result.metrics,
         "history": h.epochs,
     }
+    if result.resumed_from is not None:
+        record["resumed_from_step"] = result.resumed_from
     if result.confusion is not None:
         record["confusion_matrix"] = result.confusion
+    if result.diagnostics is not None:
+        record["diagnostics"] = result.diagnostics
     return record
+
+
+def _write_stopped(out: Path, config: TrainConfig, ds: Any, history: Any, seconds: float, status: str, message: str,
+                   diagnostics: dict | None, plots: bool) -> None:
+    """metrics.json (and the diagnostics plots) of a run that diverged or was interrupted."""
+    from . import __version__
+    from .io import write_atomic
+
+    record = {
+        "chainrule": __version__,
+        "status": status,
+        "error": message,
+        "dataset": config.dataset,
+        "task": history.task,
+        "names": list(ds.names),
+        "epochs_run": len(history.epochs),
+        "steps": history.steps,
+        "seconds": seconds,
+        "final": None,
+        "history": history.epochs,
+    }
+    if diagnostics is not None:
+        record["diagnostics"] = diagnostics
+    write_atomic(out / "metrics.json", _dump(record))
+    if plots and diagnostics is not None and diagnostics.get("epochs"):
+        from .report.diagnostics_plots import write_diagnostic_plots
+
+        write_diagnostic_plots(diagnostics, out)
 
 
 def write_run(result: RunResult, out: str | Path, plots: bool = True) -> list:
@@ -448,7 +747,11 @@ def write_run(result: RunResult, out: str | Path, plots: bool = True) -> list:
     files.append(out / "metrics.json")
     if plots:
         files += plot_run(result, out)
-    for stale in set(RUN_PLOTS) - {p.name for p in files}:  # pictures of a run this one replaced
+        if result.diagnostics is not None and result.diagnostics.get("epochs"):
+            from .report.diagnostics_plots import write_diagnostic_plots
+
+            files += write_diagnostic_plots(result.diagnostics, out)
+    for stale in set(RUN_PLOTS + DIAGNOSTIC_PLOTS) - {p.name for p in files}:  # pictures of a run this one replaced
         (out / stale).unlink(missing_ok=True)
     result.out, result.files = out, files
     return files
@@ -533,11 +836,13 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "evaluate_run",
+    "find_checkpoint",
     "json_ready",
     "load_run",
     "loss_function",
     "metrics_record",
     "parse_layers",
+    "resume",
     "run",
     "targets_for",
     "write_run",

@@ -19,7 +19,7 @@ from . import functional as F
 from .autograd import Tensor, _leaf, no_grad
 from .errors import DivergenceError
 from .metrics import task_metrics
-from .validation import as_array, check_features, check_finite, check_positive_int, check_targets
+from .validation import as_array, check_features, check_finite, check_not_empty, check_positive_int, check_targets, check_validation
 
 LOSSES = {
     "cross_entropy": F.cross_entropy,
@@ -90,6 +90,10 @@ class TrainState:
     """What callbacks see: the model, optimizer, position in training and the last batch's loss.
 
     A callback may set ``stop = True`` to end training after the current step.
+    ``epoch_loss_sum``, ``epoch_seen`` and ``epoch_outputs`` (``[(outputs, row
+    indices)]`` per batch) are the current epoch's running totals, from which
+    its training metrics are computed; a checkpoint keeps them so that a
+    resumed epoch reports what an uninterrupted one would.
     """
 
     def __init__(self, model: Any, optimizer: Any, loss_fn: Callable, history: History):
@@ -107,6 +111,9 @@ class TrainState:
         self.output: Any = None
         self.record: dict = {}
         self.stop = False
+        self.epoch_loss_sum = 0.0
+        self.epoch_seen = 0
+        self.epoch_outputs: list = []
 
 
 def _call(callbacks: Sequence, hook: str, state: TrainState) -> None:
@@ -148,22 +155,20 @@ def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = No
     """Checked float32 X and fitting y for ``model`` and ``loss_fn`` (raising chainrule's errors)."""
     X = as_array(f"X{name}", X)
     y = as_array(f"y{name}", y)
-    if len(X) == 0:
-        from .errors import DataError
-
-        raise DataError(f"X{name} is empty: expected at least one sample")
-    if len(X) != len(y):
+    check_features(f"X{name}", X, _model_in_features(model))
+    check_not_empty(f"X{name}", X)
+    if y.ndim == 0 or len(X) != len(y):
         from .errors import ShapeError
 
-        raise ShapeError(f"X{name} and y{name} must have one row per sample, got {len(X)} rows of X and {len(y)} of y")
-    check_features(f"X{name}", X, _model_in_features(model))
+        rows_y = f"{len(y)} of y" if y.ndim else "a single number as y"
+        raise ShapeError(f"X{name} and y{name} must have one row per sample, got {len(X)} rows of X and {rows_y}")
     check_finite(f"X{name}", X)
     dtype = _model_dtype(model)
     if X.dtype != dtype:
         X = X.astype(dtype)
         check_finite(f"X{name} (as {dtype})", X)
     task = task or infer_task(loss_fn, y)
-    y = check_targets(task, y, _model_out_features(model))
+    y = check_targets(task, y, _model_out_features(model), name=f"y{name}")
     if task == "regression" and y.ndim == 1 and _model_out_features(model) == 1:
         y = y.reshape(-1, 1)
     return X, y, task
@@ -187,6 +192,7 @@ def fit(
     initial_epoch: int = 0,
     initial_batch: int = 0,
     history: History | None = None,
+    partial_epoch: tuple | None = None,
 ) -> History:
     """Train ``model`` by mini-batch gradient descent and return its History.
 
@@ -206,10 +212,18 @@ def fit(
         progress: show a progress bar (only when the output is a terminal).
         task: "multiclass", "multilabel" or "regression"; inferred from the loss by default.
         scheduler: a learning-rate schedule, stepped after each epoch.
-        initial_epoch, initial_batch: where to start (resuming from a checkpoint).
+        initial_epoch, initial_batch: where to start (resuming from a checkpoint):
+            the 0-based epoch and its first batch still to run.
+        history: the History to continue (resuming); a new one by default.
+        partial_epoch: ``(loss_sum, rows_seen, [(outputs, row_indices), ...])`` of
+            the batches of ``initial_epoch`` already done before a resume, so that
+            epoch's training metrics equal an uninterrupted run's
+            (:mod:`chainrule.checkpoint` keeps and restores them).
 
     Raises:
-        DivergenceError: the loss became NaN or infinite (training stops at that step).
+        DivergenceError: the loss became NaN or infinite (training stops at that
+            step, before its backward pass; callbacks with ``on_divergence(state,
+            error)`` are told first).
 
     Example:
         >>> model = nn.MLP([64, 128, 10])
@@ -221,13 +235,22 @@ def fit(
     X, y, task = prepare(model, loss_fn, X, y, task)
     epochs = check_positive_int("epochs", epochs, allow_zero=True)
     batch_size = check_positive_int("batch_size", batch_size)
+    seed = check_positive_int("seed", seed, allow_zero=True)
     if validation is not None:
-        Xv, yv, _ = prepare(model, loss_fn, validation[0], validation[1], task, name="_val")
+        Xv, yv = check_validation(validation)
+        Xv, yv, _ = prepare(model, loss_fn, Xv, yv, task, name="_val")
     history = history or History(task)
     state = TrainState(model, optimizer, loss_fn, history)
     n = len(X)
     nb = (n + batch_size - 1) // batch_size
+    initial_epoch = check_positive_int("initial_epoch", initial_epoch, allow_zero=True)
+    initial_batch = check_positive_int("initial_batch", initial_batch, allow_zero=True)
+    if initial_batch > nb:
+        from .errors import ChainruleError
+
+        raise ChainruleError(f"initial_batch must be in [0, {nb}] (batches per epoch), got {initial_batch}")
     state.batches_per_epoch = nb
+    state.epoch = initial_epoch
     state.step = initial_epoch * nb + initial_batch
     bar = _progress_bar(progress, epochs - initial_epoch, nb)
     if hasattr(model, "train"):
@@ -240,6 +263,9 @@ def fit(
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
             total_loss, outputs, seen = 0.0, [], 0
             first = initial_batch if epoch == initial_epoch else 0
+            if first and partial_epoch is not None:
+                total_loss, seen, outputs = float(partial_epoch[0]), int(partial_epoch[1]), list(partial_epoch[2])
+            state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs = total_loss, seen, outputs
             for b in range(first, nb):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 xb, yb = _leaf(X[idx]), _leaf(y[idx])
@@ -247,10 +273,15 @@ def fit(
                 loss = loss_fn(out, yb)
                 value = float(loss.data)
                 if not math.isfinite(value):
-                    raise DivergenceError(
+                    error = DivergenceError(
                         f"the loss became {value} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
                         f"the learning rate ({getattr(optimizer, 'lr', '?')}) is likely too large: try a smaller one"
                     )
+                    state.loss, state.batch_index = value, b
+                    for cb in callbacks:
+                        if hasattr(cb, "on_divergence"):
+                            cb.on_divergence(state, error)
+                    raise error
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -260,6 +291,7 @@ def fit(
                 total_loss += value * len(idx)
                 seen += len(idx)
                 outputs.append((out.data, idx))
+                state.epoch_loss_sum, state.epoch_seen = total_loss, seen
                 _call(callbacks, "on_step_end", state)
                 if bar is not None:
                     bar.update(epoch, b + 1, value)
@@ -294,9 +326,17 @@ def fit(
 
 
 def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
-    """The model's outputs (logits for classifiers) on X, in batches, with no graph recorded."""
+    """The model's outputs (logits for classifiers) on X, in batches, with no graph recorded.
+
+    Raises DataError or ShapeError (naming X, what was expected and what came)
+    for non-numeric, empty, NaN or infinite input and a wrong feature count.
+
+    Example:
+        >>> logits = cr.predict(model, X_test)      # (samples, outputs)
+    """
     X = as_array("X", X)
     check_features("X", X, _model_in_features(model))
+    check_not_empty("X", X)
     check_finite("X", X)
     batch_size = check_positive_int("batch_size", batch_size)
     if X.dtype != _model_dtype(model):
@@ -314,7 +354,13 @@ def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
 
 
 def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, task: str | None = None, _checked: bool = False) -> dict:
-    """Loss and task metrics of ``model`` on (X, y): {"loss": ..., "accuracy": ...} and so on."""
+    """Loss and task metrics of ``model`` on (X, y): {"loss": ..., "accuracy": ...} and so on.
+
+    X and y are checked as :func:`fit` checks them (chainrule's errors, before any work).
+
+    Example:
+        >>> cr.evaluate(model, "cross_entropy", X_test, y_test)["accuracy"]
+    """
     loss_fn = get_loss(loss_fn)
     if not _checked:
         X, y, task = prepare(model, loss_fn, X, y, task)

@@ -1,4 +1,10 @@
-"""Checks where data enters: each failure names the argument, what was expected and what came."""
+"""Checks where data enters: each failure names the argument, what was expected and what came.
+
+``cr.fit``, ``cr.evaluate``, ``cr.predict``, the optimizers and the command line
+call these before any work, so a mistake is refused with one of chainrule's
+errors (``DataError`` or ``ShapeError``, both ValueErrors) instead of failing
+deep inside a training step.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,12 @@ from .errors import DataError, ShapeError
 
 
 def as_array(name: str, value: Any, dtype: Any = None) -> np.ndarray:
-    """``value`` as a NumPy array of numbers, refusing non-numeric data."""
+    """``value`` as a NumPy array of numbers, refusing non-numeric data.
+
+    Example:
+        >>> as_array("X", [[1, 2]]).shape
+        (1, 2)
+    """
     from .autograd import Tensor
 
     if isinstance(value, Tensor):
@@ -25,61 +36,97 @@ def as_array(name: str, value: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
+def check_not_empty(name: str, arr: np.ndarray) -> None:
+    """Refuse an array with no samples (zero rows)."""
+    if arr.ndim and len(arr) == 0:
+        raise DataError(f"{name} must hold at least one sample, got an empty array of shape {arr.shape}")
+
+
 def check_finite(name: str, arr: np.ndarray) -> None:
+    """Refuse NaN and infinite values, naming the first one's index."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise DataError(f"{name} must be finite, got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
 
 
 def check_features(name: str, X: np.ndarray, expected: int | None) -> None:
+    """Refuse X that is not (samples, features) or whose feature count is not the model's."""
     if X.ndim < 2:
         raise ShapeError(f"{name} must have shape (samples, features), got shape {X.shape}")
     if expected is not None and X.shape[-1] != expected:
         raise ShapeError(f"{name} has {X.shape[-1]} features per sample but the model expects {expected}")
 
 
-def check_targets(task: str, y: np.ndarray, num_outputs: int | None) -> np.ndarray:
-    """Refuse targets that do not fit the loss; returns y in the dtype training uses."""
-    check_finite("y", y)
+def check_targets(task: str, y: np.ndarray, num_outputs: int | None, name: str = "y") -> np.ndarray:
+    """Refuse targets that do not fit the loss; returns y in the dtype training uses.
+
+    - "multiclass" (cross-entropy): integer class labels in [0, outputs - 1], shape (N,),
+      or non-negative class probabilities (N, outputs);
+    - "multilabel" (binary cross-entropy): a (N, outputs) matrix with values in [0, 1];
+    - "regression": any finite numbers.
+
+    Example:
+        >>> check_targets("multiclass", np.array([0.0, 2.0]), 3)
+        array([0, 2])
+    """
+    check_finite(name, y)
     if task == "multiclass":
         if y.ndim == 1:
             if y.dtype.kind == "f":
                 if not np.all(np.mod(y, 1) == 0):
-                    raise DataError(f"y for cross-entropy must be integer class labels, got non-integer values such as {y[np.mod(y, 1) != 0][0]}")
+                    raise DataError(f"{name} for cross-entropy must be integer class labels, got non-integer values such as {y[np.mod(y, 1) != 0][0]}")
                 y = y.astype(np.int64)
             if y.dtype.kind == "b":
                 y = y.astype(np.int64)
             if len(y) and (y.min() < 0 or (num_outputs is not None and y.max() >= num_outputs)):
                 hi = "?" if num_outputs is None else num_outputs - 1
-                raise DataError(f"y for cross-entropy must hold class labels in [0, {hi}], got values from {y.min()} to {y.max()}")
+                raise DataError(f"{name} for cross-entropy must hold class labels in [0, {hi}], got values from {y.min()} to {y.max()}")
             return y
         if y.ndim == 2:
             if num_outputs is not None and y.shape[1] != num_outputs:
-                raise ShapeError(f"y of class probabilities must have {num_outputs} columns, got {y.shape[1]}")
+                raise ShapeError(f"{name} of class probabilities must have {num_outputs} columns, got {y.shape[1]}")
             if (y < 0).any():
-                raise DataError("y of class probabilities must be non-negative, got negative values")
+                raise DataError(f"{name} of class probabilities must be non-negative, got values down to {y.min()}")
             return y.astype(np.float32) if y.dtype.kind != "f" else y
-        raise ShapeError(f"y for cross-entropy must be labels (N,) or probabilities (N, C), got shape {y.shape}")
+        raise ShapeError(f"{name} for cross-entropy must be labels (N,) or probabilities (N, C), got shape {y.shape}")
     if task == "multilabel":
         if y.ndim != 2:
-            raise ShapeError(f"y for binary cross-entropy must be a (samples, labels) matrix, got shape {y.shape}")
+            raise ShapeError(f"{name} for binary cross-entropy must be a (samples, labels) matrix, got shape {y.shape}")
         if (y < 0).any() or (y > 1).any():
-            raise DataError(f"y for binary cross-entropy must lie in [0, 1], got values from {y.min()} to {y.max()}")
+            raise DataError(f"{name} for binary cross-entropy must lie in [0, 1], got values from {y.min()} to {y.max()}")
         if num_outputs is not None and y.shape[1] != num_outputs:
-            raise ShapeError(f"y has {y.shape[1]} labels but the model has {num_outputs} outputs")
+            raise ShapeError(f"{name} has {y.shape[1]} labels but the model has {num_outputs} outputs")
         return y.astype(np.float32) if y.dtype.kind != "f" else y
     return y.astype(np.float32) if y.dtype.kind != "f" else y
 
 
+def check_validation(validation: Any) -> tuple:
+    """``validation`` as a pair (X_val, y_val), refusing anything else by what it is."""
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        got = f"a {type(validation).__name__} of {len(validation)}" if isinstance(validation, (tuple, list)) else type(validation).__name__
+        raise DataError(f"validation must be a pair (X_val, y_val), got {got}")
+    return validation[0], validation[1]
+
+
 def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    """``value`` as an int >= 1 (>= 0 with ``allow_zero``); bools and floats are refused.
+
+    Example:
+        >>> check_positive_int("batch_size", 0)
+        Traceback (most recent call last):
+        chainrule.errors.DataError: batch_size must be an integer >= 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
         raise DataError(f"{name} must be an integer {'>= 0' if allow_zero else '>= 1'}, got {value!r}")
     return int(value)
 
 
 def check_lr(value: Any) -> float:
+    """A learning rate: a finite number > 0 (the optimizers check theirs with it)."""
     try:
         v = float(value)
+        if isinstance(value, bool):
+            raise TypeError
     except (TypeError, ValueError):
         v = math.nan
     if not math.isfinite(v) or v <= 0:

@@ -2,7 +2,7 @@
 ReLUs while a network trains, explained in plain words.
 
     from chainrule.diagnostics import Monitor, health_table
-    monitor = Monitor(probe=(X_train[:256], y_train[:256]))
+    monitor = Monitor(probe=(X_train[:64], y_train[:64]))
     cr.fit(model, F.cross_entropy, opt, X_train, y_train, callbacks=[monitor])
     for w in monitor.warnings():
         print(w.message)

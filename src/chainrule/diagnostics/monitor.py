@@ -33,10 +33,13 @@ propagation (forward activation variance and backward gradient variance layer
 by layer) before any training.
 
 Cost: the training steps run the model untouched. A monitored step reads the
-gradients and weights after ``optimizer.step()``: per layer a few dot
-products, one subtraction and one copy into a preallocated buffer. The
-pre-activations are seen only in the probe pass at the end of each epoch,
-where each Linear's ``forward`` is wrapped for that one call.
+gradients after ``optimizer.step()``: per layer a dot product for the weight
+gradient and one for the bias gradient. The update comes from the optimizer's
+rule for SGD (``lr * grad``, or ``lr * velocity`` with momentum); for other
+optimizers, from a copy of the weights taken before the step, on one step in
+four. The pre-activations are seen only in the probe pass at the end of each
+epoch, where the layers' forwards are wrapped for that one call. Per-step
+values are kept as raw squared norms and summarized at the epoch's end.
 ``monitor_every=N`` measures every N-th step.
 """
 
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -55,15 +57,17 @@ from ..optim.sgd import SGD
 from ..validation import check_positive_int
 from . import advice
 from .layers import SATURATING, SATURATION_LEVEL, find_layers, host, like_weights, local_derivative
-from .signal import signal_propagation, wrapped_forward
+from .signal import signal_propagation
 
-PROBE_SIZE = 128  # rows in the probe batch taken from training data when none is given
+PROBE_SIZE = 64  # rows in the probe batch taken from training data when none is given (it runs once per epoch)
 STEP_LOG_LENGTH = 64  # monitored steps kept in step_log (for the diagnosis of a divergence)
 HISTOGRAM_BINS = 30
-PENDING_STEPS = 256  # monitored steps whose bias gradients are kept before being read in bulk
 # Optimizers other than SGD (Adam, ...): the update, which needs a copy of the weights from
 # before the step, is measured on one step in COPY_UPDATE_EVERY (at least), exactly.
 COPY_UPDATE_EVERY = 4
+# The weight norm in an update ratio's denominator is recomputed when the updates since its
+# last exact value could have moved it by this fraction: the ratio is exact to within 1%.
+NORM_DRIFT = 0.01
 
 
 def _sq(a: Any) -> float:
@@ -71,13 +75,6 @@ def _sq(a: Any) -> float:
     if type(a) is np.ndarray:
         return float(np.vdot(a, a))
     return float((a * a).sum())
-
-
-def _stack(pairs: list) -> Any:
-    """Stack device arrays with their own library (CuPy), found from the array's type."""
-    import cupy
-
-    return cupy.stack([g for _, g in pairs])
 
 
 def _buffer_like(w: Any) -> Any:
@@ -97,10 +94,6 @@ def _buffer_like(w: Any) -> Any:
     buf = raw[start : start + w.size].reshape(w.shape)
     buf[...] = w
     return buf
-
-
-def _mean_or_none(total: float, count: int) -> float | None:
-    return total / count if count else None
 
 
 def _histogram(a: Any) -> dict:
@@ -156,13 +149,13 @@ class Monitor:
             "grad_norm_bias": [...], "update_ratio": [...]}``, one value per layer.
 
     Example, with ``cr.fit``:
-        >>> monitor = Monitor(probe=(X_train[:128], y_train[:128]))
+        >>> monitor = Monitor(probe=(X_train[:64], y_train[:64]))
         >>> cr.fit(model, F.cross_entropy, opt, X_train, y_train, epochs=10, callbacks=[monitor])
         >>> for w in monitor.warnings(): print(w.message)
 
     Example, in a hand-written loop (call ``step`` after ``optimizer.step()``,
     while the gradients are still on the parameters):
-        >>> monitor = Monitor(probe=(X[:128], y[:128]), loss_fn=F.cross_entropy)
+        >>> monitor = Monitor(probe=(X[:64], y[:64]), loss_fn=F.cross_entropy)
         >>> monitor.begin(model, optimizer=opt)   # optimizer: optional; with SGD it spares a weight copy
         >>> for epoch in range(10):
         ...     for xb, yb in batches:
@@ -209,6 +202,7 @@ class Monitor:
         self.epoch = 0
         self._warnings: dict = {}
         self._active = False
+        self._diverged = False
         self._probe_rows: list = []
         self._probe_target_rows: list = []
 
@@ -229,8 +223,8 @@ class Monitor:
         self.end()
 
     def on_divergence(self, state: Any, error: Any = None) -> None:
-        """For a fit loop that tells its callbacks about a NaN/inf loss before raising."""
-        self.divergence(error, loss=getattr(state, "loss", None))
+        """cr.fit tells its callbacks about a NaN/inf loss before raising: diagnose it."""
+        self.divergence(error, loss=getattr(state, "loss", None), step=getattr(state, "step", self.steps) + 1)
 
     # ---- the hand-written loop's calls -----------------------------------------------
     def begin(self, model: Any = None, loss_fn: Any = None, optimizer: Any = None) -> "Monitor":
@@ -258,6 +252,7 @@ class Monitor:
         self._relu = [k for k, layer in enumerate(self.layers) if layer.activation == "relu" and layer.linear.bias is not None]
         self._prev = [None] * n  # weights before the next monitored step
         self._prev_sq = [math.nan] * n  # squared norms of the weights at the last snapshot
+        self._drift = [0.0] * n  # sum of update norms since prev_sq was exact
         self._snapshot_step = -1
         self._snapshot_rule = ""
         self._reset_epoch()
@@ -339,13 +334,17 @@ class Monitor:
         self._init_params = None
         self._active = False
 
-    def divergence(self, error: Any = None, loss: float | None = None, step: int | None = None, finish: bool = True) -> "advice.HealthWarning":
+    def divergence(
+        self, error: Any = None, loss: float | None = None, step: int | None = None, finish: bool = True
+    ) -> "advice.HealthWarning":
         """Diagnose a loss that became NaN or infinite; returns (and records) the warning.
 
-        Call it from the ``except DivergenceError`` around ``cr.fit``: it
-        explains what the last monitored steps show (growing gradient norms,
-        updates as large as the weights), closes the unfinished epoch's record
-        (marked ``"partial": True``) and stops watching (``finish=False`` keeps watching).
+        ``cr.fit`` calls it (through ``on_divergence``) before it raises
+        DivergenceError; calling it again, from the ``except`` around
+        ``cr.fit``, returns the same warning. It explains what the last
+        monitored steps show (growing gradient norms, updates as large as the
+        weights), closes the unfinished epoch's record (marked ``"partial":
+        True``) and stops watching (``finish=False`` keeps watching).
 
         Example:
             >>> try:
@@ -353,11 +352,14 @@ class Monitor:
             ... except cr.DivergenceError as e:
             ...     print(monitor.divergence(e).message)
         """
-        step = step if step is not None else self.steps + 1
-        if loss is None and error is not None:
-            loss = _loss_in_message(str(error))
-        warning = advice.divergence_warning(self.step_log, step, loss, self.layers, self.epoch + 1)
-        self._add_warning(warning)
+        warning = self._warnings.get(advice.NONFINITE_LOSS) if self._diverged else None
+        if warning is None:  # the first call; later ones (cr.fit's on_divergence, then the caller's) reuse it
+            step = step if step is not None else self.steps + 1
+            if loss is None and error is not None:
+                loss = _loss_in_message(str(error))
+            warning = advice.divergence_warning(self.step_log, step, loss, self.layers, self.epoch + 1)
+            self._add_warning(warning)
+            self._diverged = True
         if finish and self._active:
             if self._rows:
                 self.end_epoch(partial=True)
@@ -379,7 +381,6 @@ class Monitor:
         """The last monitored steps (up to STEP_LOG_LENGTH), oldest first:
         ``{"step", "loss", "grad_norm": [per layer], "grad_norm_bias": [...], "update_ratio": [...]}``
         (None where unknown)."""
-        self._flush()
         out = []
         for t, loss, raw in self._log:
             table = _table([raw], len(self.layers))
@@ -413,7 +414,6 @@ class Monitor:
     # ---- internals -------------------------------------------------------------------
     def _reset_epoch(self) -> None:
         self._rows: list = []  # one raw row per monitored step, see _measure
-        self._pending: list = []  # (row, bias gradients) not yet read, see _flush
         self._row_steps: list = []
         # per ReLU unit: did its bias get a non-zero gradient in a monitored batch of the epoch?
         self._alive = {k: np.zeros(self.layers[k].linear.out_features, dtype=bool) for k in self._relu}
@@ -445,6 +445,7 @@ class Monitor:
         for k, layer in enumerate(self.layers):
             w = layer.linear.weight.data
             self._prev_sq[k] = _sq(w)
+            self._drift[k] = 0.0
             if rule == "copy":
                 self._copy_weights(k, w)
         self._snapshot_step = t
@@ -463,8 +464,9 @@ class Monitor:
         The raw row is ``[lr, then per layer: ||dW||^2, ||db||^2, ||W_before||^2,
         ||W_after - W_before||^2]``, the last NaN under the "grad" rule (it is
         lr^2 ||dW||^2, worked out at the epoch's end) and where not measured.
-        Per layer: one dot product for the gradient, and with ``snapshot``
-        one for the weights (the next step's "before");
+        Per layer: one dot product each for the gradient and the bias gradient,
+        and with ``snapshot`` one for the weights (the next step's "before";
+        under "grad" and "velocity" only when the last exact value may be 1% off);
         one more for the velocity with momentum; under the "copy" rule, on the
         steps that measure it, a subtraction, a copy and one more dot product,
         in place on a kept buffer.
@@ -475,14 +477,17 @@ class Monitor:
         velocity = self.optimizer.velocity if rule == "velocity" else None
         lr = self.optimizer.lr if rule != "copy" else nan
         row = [lr]
-        prev_all, prev_sq, index = self._prev, self._prev_sq, self._opt_index
+        prev_all, prev_sq, index, drift = self._prev, self._prev_sq, self._opt_index, self._drift
         for k, (weight, bias) in enumerate(self._params):
             w, g = weight.data, weight.grad
             numpy = type(w) is np.ndarray
+            gb = bias.grad if bias is not None else None
             if numpy:
                 gsq = float(vdot(g, g)) if g is not None else 0.0
+                bsq = float(vdot(gb, gb)) if gb is not None else nan
             else:
                 gsq = _sq(g) if g is not None else 0.0
+                bsq = _sq(gb) if gb is not None else nan
             usq = nan
             if velocity is not None:
                 v = velocity[index[k]]
@@ -491,43 +496,33 @@ class Monitor:
                 prev = prev_all[k]
                 np.subtract(w, prev, out=prev)  # prev now holds the update
                 usq = _sq(prev)
-            row += (gsq, nan, prev_sq[k] if have_prev else nan, usq)  # ||db||^2: filled in by _flush
+            row += (gsq, bsq, prev_sq[k] if have_prev else nan, usq)
             if snapshot:
-                prev_sq[k] = float(vdot(w, w)) if numpy else _sq(w)
+                # The next step's "before" norm. Under "grad" and "velocity" the update's norm
+                # bounds how far ||W|| moved (triangle inequality), so the last exact value is
+                # kept until the updates since add up to NORM_DRIFT of it.
+                un = lr * math.sqrt(gsq) if rule == "grad" else math.sqrt(usq) if rule == "velocity" else nan
+                moved = drift[k] + un
+                if have_prev and moved <= NORM_DRIFT * math.sqrt(prev_sq[k]):
+                    drift[k] = moved
+                else:
+                    prev_sq[k] = float(vdot(w, w)) if numpy else _sq(w)
+                    drift[k] = 0.0
                 if rule == "copy":
                     self._copy_weights(k, w)
         self._snapshot_step = t if snapshot else -1
         self._snapshot_rule = rule
-        # the bias gradients (small, fresh arrays each step) are kept and read in bulk by _flush
-        self._pending.append((row, [b.grad if b is not None else None for _, b in self._params]))
-        if len(self._pending) >= PENDING_STEPS:
-            self._flush()
+        alive = self._alive
+        for k in self._relu:
+            gb = self._params[k][1].grad
+            if gb is not None:  # a unit whose bias got a non-zero gradient was active on some sample
+                np.logical_or(alive[k], gb if type(gb) is np.ndarray else host(gb != 0), out=alive[k])
         self._rows.append(row)
         self._row_steps.append(t)
         self._log.append((t, loss, row))
 
-    def _flush(self) -> None:
-        """Read the kept bias gradients: their squared norms into the rows, and which ReLU units got any."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        for k, (_, bias) in enumerate(self._params):
-            if bias is None:
-                continue
-            grads = [(row, g[k]) for row, g in pending if g[k] is not None]
-            if not grads:
-                continue
-            stacked = host(np.stack([g for _, g in grads]) if type(grads[0][1]) is np.ndarray else _stack(grads))
-            stacked = stacked.reshape(len(grads), -1)
-            sq = np.einsum("ij,ij->i", stacked, stacked, dtype=np.float64)
-            for (row, _), v in zip(grads, sq.tolist()):
-                row[2 + 4 * k] = v
-            if k in self._alive:
-                np.logical_or(self._alive[k], (stacked != 0).any(axis=0), out=self._alive[k])
-
     def _step_table(self) -> dict:
         """The epoch's raw rows as per-step, per-layer arrays; warns about non-finite gradients."""
-        self._flush()
         steps = _table(self._rows, len(self.layers))
         bad = ~np.isfinite(steps["grad_norm"])
         if bad.any():
@@ -541,24 +536,33 @@ class Monitor:
         """Each layer's (pre-activation, activation output) on ``X``: one forward pass with no
         graph, during which the Linear and activation modules' forwards are wrapped to keep their outputs."""
         kept: dict = {}
+        wrapped = []
 
-        def keep(key: tuple) -> Any:
-            def wrap(forward: Any) -> Any:
-                def run(x: Tensor) -> Tensor:
-                    out = forward(x)
-                    kept[key] = out.data
-                    return out
+        def keep(module: Any, key: tuple) -> None:
+            forward = module.forward
+            had = module.__dict__.get("forward")
 
-                return run
+            def run(x: Tensor) -> Tensor:
+                out = forward(x)
+                kept[key] = out.data
+                return out
 
-            return wrap
+            object.__setattr__(module, "forward", run)
+            wrapped.append((module, had))
 
-        with ExitStack() as stack, no_grad():
+        try:
             for k, layer in enumerate(self.layers):
-                stack.enter_context(wrapped_forward(layer.linear, keep((k, 0))))
+                keep(layer.linear, (k, 0))
                 if layer.act_module is not None:
-                    stack.enter_context(wrapped_forward(layer.act_module, keep((k, 1))))
-            self.model(_leaf(like_weights(X, self.layers[0])))
+                    keep(layer.act_module, (k, 1))
+            with no_grad():
+                self.model(_leaf(like_weights(X, self.layers[0])))
+        finally:
+            for module, had in reversed(wrapped):
+                if had is None:
+                    del module.__dict__["forward"]
+                else:
+                    object.__setattr__(module, "forward", had)
         return [(kept.get((k, 0)), kept.get((k, 1))) for k in range(len(self.layers))]
 
     def _probe_stats(self, X: np.ndarray) -> list:
@@ -672,15 +676,15 @@ def _table(rows: list, n: int) -> dict:
     if not rows:
         empty = np.zeros((0, n))
         return {"grad_norm": empty, "bias_norm": empty, "update_ratio": empty}
-    a = np.asarray(rows, dtype=np.float64)
-    lr = a[:, :1]
-    q = a[:, 1:].reshape(len(rows), n, 4)
+    a = np.array(rows, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gn = np.sqrt(q[..., 0])
-        update = np.where(np.isnan(q[..., 3]), lr * gn, np.sqrt(q[..., 3]))
-        before = np.sqrt(q[..., 2])
+        norms = np.sqrt(a[:, 1:].reshape(len(rows), n, 4))  # gradient, bias gradient, weights before, update
+        gn, before, update = norms[..., 0], norms[..., 2], norms[..., 3]
+        unknown = np.isnan(update)
+        if unknown.any():  # the "grad" rule: the update is lr * grad
+            update = np.where(unknown, a[:, :1] * gn, update)
         ratio = np.where(before > 0, update / before, np.nan)
-    return {"grad_norm": gn, "bias_norm": np.sqrt(q[..., 1]), "update_ratio": ratio}
+    return {"grad_norm": gn, "bias_norm": norms[..., 1], "update_ratio": ratio}
 
 
 def _summarize(steps: dict) -> list:
@@ -690,11 +694,11 @@ def _summarize(steps: dict) -> list:
     if not len(gn):
         return [dict.fromkeys(("grad_norm", "grad_norm_bias", "update_ratio", "update_ratio_max")) for _ in range(n)]
     known = np.isfinite(ur)
-    counts = known.sum(axis=0)
+    counts = known.sum(axis=0).tolist()
     with np.errstate(invalid="ignore", divide="ignore"):
-        ur_mean = np.where(known, ur, 0.0).sum(axis=0) / counts
-    ur_max = np.where(known, ur, -np.inf).max(axis=0)
-    g, b = gn.mean(axis=0), bn.mean(axis=0)
+        ur_mean = (np.where(known, ur, 0.0).sum(axis=0) / np.maximum(counts, 1)).tolist()
+    ur_max = np.where(known, ur, -np.inf).max(axis=0).tolist()
+    g, b = gn.mean(axis=0).tolist(), bn.mean(axis=0).tolist()
     return [
         {
             "grad_norm": _finite(g[k]),
@@ -706,9 +710,8 @@ def _summarize(steps: dict) -> list:
     ]
 
 
-def _finite(v: Any) -> float | None:
+def _finite(v: float) -> float | None:
     """A float for metrics.json; None for NaN or infinity (which JSON cannot hold)."""
-    v = float(v)
     return v if math.isfinite(v) else None
 
 

@@ -89,7 +89,8 @@ def plot_unit_health(source: Any, path: str | Path) -> Path:
         raise ValueError("no epochs recorded yet: train with the Monitor as a callback first")
     initial = data.get("initial")
     records = ([{"epoch": "init", "layers": initial["layers"]}] if initial else []) + list(epochs)
-    fig, axes = new_figure(ncols=2, width=max(4.0, 1.8 + 0.25 * len(records)), height=max(2.6, 1.2 + 0.32 * len(epochs[0]["layers"])))
+    width = max(4.0, 1.8 + 0.25 * len(records))
+    fig, axes = new_figure(ncols=2, width=width, height=max(2.6, 1.2 + 0.32 * len(epochs[0]["layers"])))
     for ax, field, title, kinds in (
         (axes[0, 0], "dead_fraction", "dead ReLU units", "ReLU"),
         (axes[0, 1], "saturated_fraction", "saturated units", "sigmoid or tanh"),

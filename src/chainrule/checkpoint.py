@@ -1,0 +1,431 @@
+"""Checkpoints: everything training needs to go on exactly where it stopped, in one file.
+
+A checkpoint is one safetensors file (``checkpoint.safetensors`` in a run
+folder), written atomically (temporary file, fsync, rename: a crash at any
+moment leaves the previous checkpoint whole) and read with the same checks as
+a model file (:func:`chainrule.io.read_safetensors`, then every name, shape and
+value). Nothing in it is ever executed.
+
+Arrays:
+
+    model.<name>              every parameter, as in a model file (``model.0.weight`` ...)
+    optimizer.<buffer>.<i>    the optimizer's buffer for parameter i: SGD's ``velocity``,
+                              Adam's ``m`` and ``v`` (absent while still empty)
+    epoch.outputs             the model's outputs on the current epoch's batches so far
+    epoch.indices             the rows they belong to (both only mid-epoch; the epoch's
+                              training loss and accuracy are computed from them)
+
+Metadata (JSON strings):
+
+    format         "chainrule-checkpoint/1"
+    architecture   the model, as in a model file
+    checkpoint     {"config": the run's settings,
+                    "position": {"epoch": e, "batch": b, "step": s},   training goes on
+                        with batch b (0-based) of epoch e (0-based); s steps are done
+                    "epoch_so_far": {"loss_sum": ..., "seen": rows},
+                    "optimizer": {"type": "Adam", "lr": ..., "steps": t, "buffers": {"m": n, ...}},
+                    "history": the per-epoch records so far, "seconds": training time so far,
+                    "diagnostics": the Monitor's records so far (or null),
+                    "rng": how the batch order is drawn, "reason": "steps", "epochs" or "interrupt"}
+
+Random state: training draws random numbers only for the batch order, and
+``cr.fit`` draws epoch e's order from a generator seeded with (seed, e), so
+the seed and the position fix it; the weights' initialization is replaced by
+the saved weights. So a run resumed from a checkpoint ends with weights
+bitwise identical to a run that was never stopped (on the same machine and
+NumPy, with BLAS on one thread, as runs use).
+
+Example:
+    >>> save_checkpoint("ck.safetensors", model, opt, config={}, epoch=2, batch=5, step=91, history=hist.epochs)
+    >>> ck = load_checkpoint("ck.safetensors")
+    >>> ck.model, ck.epoch, ck.batch
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ChainruleError, ModelFileError
+
+FORMAT = "chainrule-checkpoint/1"
+FILENAME = "checkpoint.safetensors"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on request (Ctrl-C) after a step, with a checkpoint saved to resume from.
+
+    A KeyboardInterrupt, so ``except Exception`` does not swallow it.
+    Attributes: ``path`` (the checkpoint), ``epoch`` (1-based), ``step`` (steps done).
+    """
+
+    def __init__(self, path: Path, epoch: int, step: int):
+        super().__init__(f"interrupted after step {step} (epoch {epoch}); checkpoint saved in {path}")
+        self.path, self.epoch, self.step = Path(path), epoch, step
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back by :func:`load_checkpoint`.
+
+    ``epoch`` and ``batch`` (0-based) are where training goes on; ``step`` is
+    the number of steps done. ``partial_epoch`` is ``(loss_sum, rows_seen,
+    [(outputs, row_indices)])`` for ``cr.fit``'s argument of that name.
+    ``optimizer`` is an ``Optimizer.state_dict()`` plus its "type".
+    """
+
+    path: Path
+    model: Any
+    optimizer: dict
+    config: dict
+    epoch: int
+    batch: int
+    step: int
+    history: list
+    seconds: float = 0.0
+    partial_epoch: tuple = (0.0, 0, [])
+    diagnostics: dict | None = None
+    reason: str = "steps"
+    info: dict = field(default_factory=dict)
+
+
+def _plain(obj: Any) -> Any:
+    """json.dumps' fallback for NumPy scalars and arrays."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON data")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Any,
+    optimizer: Any,
+    *,
+    config: dict,
+    epoch: int,
+    batch: int,
+    step: int,
+    history: list,
+    seconds: float = 0.0,
+    partial_epoch: tuple | None = None,
+    diagnostics: dict | None = None,
+    reason: str = "steps",
+) -> Path:
+    """Write a checkpoint of ``model`` and ``optimizer`` at a position in training, atomically.
+
+    Args:
+        path: the file to write (replaced as a whole; the old one stays whole until the rename).
+        model, optimizer: as training holds them (the weights and buffers are copied to disk as they are).
+        config: the run's settings (``TrainConfig.to_dict()``), plain JSON data.
+        epoch, batch: where training goes on (0-based); step: steps done so far.
+        history: the per-epoch records so far (``History.epochs``).
+        seconds: training time so far.
+        partial_epoch: ``(loss_sum, rows_seen, [(outputs, row_indices)])`` of the epoch's batches
+            done so far, when stopping mid-epoch.
+        diagnostics: the diagnostics Monitor's ``to_dict()``, if one watches.
+        reason: "steps", "epochs" or "interrupt" (kept for the record).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> save_checkpoint("runs/x/checkpoint.safetensors", model, opt, config=cfg.to_dict(),
+        ...                 epoch=3, batch=0, step=129, history=hist.epochs)
+    """
+    from .io import describe, write_safetensors
+
+    arrays = {f"model.{name}": a for name, a in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    counts = {}
+    for name, buffers in opt_state["buffers"].items():
+        counts[name] = len(buffers)
+        for i, b in enumerate(buffers):
+            if b is not None:
+                arrays[f"optimizer.{name}.{i}"] = b
+    loss_sum, seen, parts = partial_epoch if partial_epoch is not None else (0.0, 0, [])
+    if seen:
+        arrays["epoch.outputs"] = np.concatenate([np.asarray(o) for o, _ in parts])
+        arrays["epoch.indices"] = np.concatenate([np.asarray(i) for _, i in parts]).astype(np.int64)
+    info = {
+        "config": config,
+        "position": {"epoch": int(epoch), "batch": int(batch), "step": int(step)},
+        "epoch_so_far": {"loss_sum": float(loss_sum), "seen": int(seen)},
+        "optimizer": {"type": type(optimizer).__name__, "lr": float(opt_state["lr"]), "steps": int(opt_state["steps"]), "buffers": counts},
+        "history": history,
+        "seconds": float(seconds),
+        "diagnostics": diagnostics,
+        "rng": {"batch_order": "numpy.random.default_rng([seed, epoch]).permutation(rows), drawn afresh each epoch", "seed": config.get("seed")},
+        "reason": reason,
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    # NaN and infinities are kept as JSON's NaN/Infinity tokens: the file is read back by Python only
+    meta = {"format": FORMAT, "architecture": json.dumps(describe(model)), "checkpoint": json.dumps(info, default=_plain)}
+    path = Path(path)
+    write_safetensors(path, arrays, meta)
+    return path
+
+
+def _bad(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"checkpoint {str(path)!r} {what}")
+
+
+def _int(info: dict, key: str, path: Path, where: str) -> int:
+    v = info.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _bad(path, f"has a bad {where}{key}: expected an integer >= 0, got {v!r}")
+    return v
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`, checking every part.
+
+    A missing, truncated or corrupt file, a parameter or buffer whose name or
+    shape does not fit the architecture, non-finite values, or metadata that
+    is not what a checkpoint holds each raise ModelFileError naming the file
+    and the part.
+
+    Example:
+        >>> ck = load_checkpoint("runs/digits/checkpoint.safetensors")
+        >>> ck.step, ck.model
+    """
+    from .io import model_from, read_safetensors
+
+    path = Path(path)
+    arrays, meta = read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        raise _bad(path, f"is not a chainrule checkpoint: format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        info = json.loads(meta.get("checkpoint", ""))
+    except json.JSONDecodeError as e:
+        raise _bad(path, f"has unreadable metadata: {e}") from None
+    if not isinstance(info, dict):
+        raise _bad(path, f"has metadata of type {type(info).__name__}, expected a JSON object")
+    unknown = [k for k in arrays if not k.startswith(("model.", "optimizer.", "epoch."))]
+    if unknown:
+        raise _bad(path, f"holds arrays that are not part of a checkpoint: {unknown[:5]}")
+    model = model_from(arrays, meta, str(path), prefix="model.")
+    params = model.parameters()
+
+    config = info.get("config")
+    if not isinstance(config, dict):
+        raise _bad(path, f"has no config: expected a JSON object of settings, got {type(config).__name__}")
+    position = info.get("position")
+    if not isinstance(position, dict):
+        raise _bad(path, "has no position (epoch, batch, step)")
+    epoch, batch, step = (_int(position, k, path, "position ") for k in ("epoch", "batch", "step"))
+    history = info.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise _bad(path, "has no history: expected a list of per-epoch records")
+    if len(history) != epoch:
+        raise _bad(path, f"is inconsistent: position epoch {epoch} but {len(history)} epochs in its history")
+
+    opt = info.get("optimizer")
+    if not isinstance(opt, dict) or not isinstance(opt.get("type"), str) or not isinstance(opt.get("buffers"), dict):
+        raise _bad(path, "has no optimizer state (type, lr, steps, buffers)")
+    lr = opt.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise _bad(path, f"has a bad optimizer lr: expected a finite number > 0, got {lr!r}")
+    buffers = {}
+    for name, count in opt["buffers"].items():
+        if count != len(params):
+            raise _bad(path, f"has {count!r} optimizer {name!r} buffers for a model of {len(params)} parameters")
+        buffers[name] = []
+        for i, p in enumerate(params):
+            a = arrays.get(f"optimizer.{name}.{i}")
+            if a is not None:
+                if a.shape != p.data.shape:
+                    raise _bad(path, f"has optimizer buffer '{name}.{i}' of shape {a.shape}; its parameter has shape {p.data.shape}")
+                if a.dtype.kind != "f" or not np.isfinite(a).all():
+                    raise _bad(path, f"has optimizer buffer '{name}.{i}' with non-finite or non-float values")
+            buffers[name].append(a)
+    extra = [k for k in arrays if k.startswith("optimizer.") and k.split(".")[1] not in buffers]
+    if extra:
+        raise _bad(path, f"holds optimizer buffers its metadata does not list: {extra[:5]}")
+    optimizer = {"type": opt["type"], "lr": float(lr), "steps": _int(opt, "steps", path, "optimizer "), "buffers": buffers}
+
+    so_far = info.get("epoch_so_far") or {}
+    seen = _int(so_far, "seen", path, "epoch_so_far ") if so_far else 0
+    loss_sum = so_far.get("loss_sum", 0.0)
+    if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)):
+        raise _bad(path, f"has a bad epoch_so_far loss_sum: expected a number, got {loss_sum!r}")
+    parts: list = []
+    outputs, indices = arrays.get("epoch.outputs"), arrays.get("epoch.indices")
+    if seen:
+        if outputs is None or indices is None or len(outputs) != seen or indices.shape != (seen,) or indices.dtype != np.int64:
+            raise _bad(path, f"has epoch outputs that do not match the {seen} rows seen so far in the epoch")
+        parts = [(outputs, indices)]
+    elif outputs is not None or indices is not None:
+        raise _bad(path, "has epoch outputs but no rows seen in the epoch")
+    if seen and batch == 0:
+        raise _bad(path, "is inconsistent: rows seen in an epoch whose first batch is still to run")
+
+    diagnostics = info.get("diagnostics")
+    if diagnostics is not None and not (isinstance(diagnostics, dict) and isinstance(diagnostics.get("epochs"), list)):
+        raise _bad(path, "has diagnostics that are not a Monitor's records")
+    seconds = info.get("seconds", 0.0)
+    return Checkpoint(
+        path=path,
+        model=model,
+        optimizer=optimizer,
+        config=config,
+        epoch=epoch,
+        batch=batch,
+        step=step,
+        history=history,
+        seconds=float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0,
+        partial_epoch=(float(loss_sum), seen, parts),
+        diagnostics=diagnostics,
+        reason=str(info.get("reason", "")),
+        info=info,
+    )
+
+
+def restore_optimizer(optimizer: Any, checkpoint: Checkpoint) -> None:
+    """Load a checkpoint's optimizer state into ``optimizer`` (built for the checkpoint's model).
+
+    Raises ModelFileError when the optimizer's type or parameters differ from the saved one's.
+    """
+    state = checkpoint.optimizer
+    if type(optimizer).__name__ != state["type"]:
+        raise _bad(checkpoint.path, f"holds the state of a {state['type']} optimizer, not of {type(optimizer).__name__}")
+    own = set(optimizer._buffers())
+    if set(state["buffers"]) != own:
+        raise _bad(checkpoint.path, f"holds optimizer buffers {sorted(state['buffers'])}; {type(optimizer).__name__} here keeps {sorted(own)}")
+    try:
+        optimizer.load_state_dict(state)
+    except ChainruleError as e:
+        raise _bad(checkpoint.path, f"does not fit the optimizer: {e}") from None
+
+
+class Checkpointer:
+    """A ``cr.fit`` callback that saves checkpoints every N steps or N epochs, and when asked to stop.
+
+    Args:
+        path: the checkpoint file (each save replaces it atomically).
+        config: the run's settings, stored in each checkpoint.
+        every: the interval (0: only on request); unit: "steps" or "epochs".
+        total_epochs: the run's epochs (no checkpoint is written after the last step).
+        seconds: training time before this session (a resumed run's).
+        diagnostics: a function returning the diagnostics to store (or None).
+
+    ``request_stop()`` (from a Ctrl-C handler) makes the next ``on_step_end``
+    save a checkpoint after that step and raise :class:`TrainingInterrupted`.
+
+    Example:
+        >>> ck = Checkpointer("runs/x/checkpoint.safetensors", cfg.to_dict(), every=100)
+        >>> cr.fit(model, loss, opt, X, y, epochs=30, callbacks=[ck])
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config: dict,
+        every: int = 0,
+        unit: str = "steps",
+        total_epochs: int | None = None,
+        seconds: float = 0.0,
+        diagnostics: Callable[[], dict | None] | None = None,
+    ):
+        if unit not in ("steps", "epochs"):
+            raise ChainruleError(f"checkpoint unit must be 'steps' or 'epochs', got {unit!r}")
+        self.path = Path(path)
+        self.config = config
+        self.every = int(every)
+        self.unit = unit
+        self.total_epochs = total_epochs
+        self.seconds = seconds
+        self.diagnostics = diagnostics
+        self.stop_requested = False
+        self.saved_step: int | None = None  # the step of the last checkpoint written by this object
+        self._start = time.perf_counter()
+
+    def request_stop(self) -> None:
+        """Stop after the current step, with a checkpoint (call it from a signal handler)."""
+        self.stop_requested = True
+
+    def on_train_begin(self, state: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_step_end(self, state: Any) -> None:
+        b = state.batch_index + 1
+        last = self.total_epochs is not None and state.epoch + 1 == self.total_epochs and b == state.batches_per_epoch
+        if self.stop_requested:
+            self.save(state, state.epoch, b, state.history.epochs, (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs), "interrupt")
+            raise TrainingInterrupted(self.path, state.epoch + 1, state.step)
+        if self.unit == "steps" and self.every and state.step % self.every == 0 and not last:
+            self.save(state, state.epoch, b, state.history.epochs, (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs), "steps")
+
+    def on_epoch_end(self, state: Any) -> None:
+        done = state.epoch + 1
+        if self.unit == "epochs" and self.every and done % self.every == 0 and done != self.total_epochs:
+            # fit appends the record to the history after the callbacks: save it with the rest
+            self.save(state, done, 0, [*state.history.epochs, state.record], None, "epochs")
+
+    def save(self, state: Any, epoch: int, batch: int, history: list, partial: tuple | None, reason: str) -> Path:
+        """Write the checkpoint for a position; returns its path."""
+        diagnostics = self.diagnostics() if self.diagnostics is not None else None
+        save_checkpoint(
+            self.path,
+            state.model,
+            state.optimizer,
+            config=self.config,
+            epoch=epoch,
+            batch=batch,
+            step=state.step,
+            history=list(history),
+            seconds=self.seconds + time.perf_counter() - self._start,
+            partial_epoch=partial if batch else None,
+            diagnostics=diagnostics,
+            reason=reason,
+        )
+        self.saved_step = state.step
+        return self.path
+
+
+def parse_interval(value: Any) -> tuple:
+    """A checkpoint interval: ``N`` (steps), ``"N"`` or ``"Ne"`` (epochs); 0 is off. Returns (N, unit).
+
+    Example:
+        >>> parse_interval("200"), parse_interval("2e"), parse_interval(0)
+        ((200, 'steps'), (2, 'epochs'), (0, 'steps'))
+    """
+    text = str(value).strip().lower().replace(" ", "")
+    unit = "steps"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, str)):
+        text = ""
+    elif text.endswith("e"):
+        text, unit = text[:-1], "epochs"
+    if not text.isdigit():
+        raise ChainruleError(
+            f"checkpoint_every must be a number of steps (such as 500) or of epochs (such as 2e), or 0 for none; got {value!r}"
+        )
+    n = int(text)
+    return n, unit if n else "steps"
+
+
+def format_interval(n: int, unit: str) -> int | str:
+    """The canonical form of an interval: an int for steps, ``"Ne"`` for epochs."""
+    return f"{n}e" if unit == "epochs" and n else n
+
+
+__all__ = [
+    "FILENAME",
+    "FORMAT",
+    "Checkpoint",
+    "Checkpointer",
+    "TrainingInterrupted",
+    "format_interval",
+    "load_checkpoint",
+    "parse_interval",
+    "restore_optimizer",
+    "save_checkpoint",
+]
