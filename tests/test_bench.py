@@ -239,3 +239,11 @@ def test_engine_micro_benchmark_runs_and_agrees():
     assert out["max_abs_difference"] < 1e-5  # chainrule, numpy and torch compute the same loss and gradients
     assert out["ratios"]["chainrule/numpy"] > 0
     assert set(out["seconds_per_call"]) >= {"chainrule", "numpy"}
+
+
+def test_load_warning_names_the_load_and_the_remedy():
+    busy = {"cpu_count": 2, "threads": 2, "loadavg_start": [3.2, 1, 1], "loadavg_end": [0.4, 1, 1]}
+    text = bench.load_warning(busy)
+    assert "3.2 on 2 CPUs" in text and "--threads 1" in text
+    assert "--threads 1" not in bench.load_warning({**busy, "threads": 1})
+    assert bench.load_warning({"cpu_count": 2, "threads": 2, "loadavg_start": [0.9], "loadavg_end": [1.0]}) is None

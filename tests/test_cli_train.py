@@ -37,7 +37,7 @@ def in_process(monkeypatch, capsys, *args):
 def digits_run(tmp_path_factory):
     """A small digits run made by the command line, and what it printed as JSON."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    code, stdout, stderr = chainrule("train", "--layers", "32", "--epochs", "3", "--out", out, "--json")
+    code, stdout, stderr = chainrule("train", "--layers", "32", "--epochs", "3", "--out", out, "--json", "--no-plots")
     assert code == 0, stderr
     return out, json.loads(stdout)
 
@@ -63,7 +63,7 @@ def test_train_json_and_files_agree(digits_run):
 
 def test_repeating_from_config_json_gives_identical_metrics(digits_run, tmp_path):
     out, printed = digits_run
-    code, stdout, stderr = chainrule("train", "--config", out / "config.json", "--out", tmp_path / "again", "--json")
+    code, stdout, stderr = chainrule("train", "--config", out / "config.json", "--out", tmp_path / "again", "--json", "--no-plots")
     assert code == 0, stderr
     again = json.loads(stdout)
     assert again["config"] == printed["config"]
@@ -75,7 +75,7 @@ def test_repeating_from_config_json_gives_identical_metrics(digits_run, tmp_path
 
 def test_options_override_a_config_file(monkeypatch, capsys, digits_run, tmp_path):
     out, _ = digits_run
-    code, stdout, stderr = in_process(monkeypatch, capsys, "train", "--config", out, "--epochs", "1", "--optimizer", "sgd", "--out", tmp_path / "r", "--quiet")
+    code, stdout, stderr = in_process(monkeypatch, capsys, "train", "--config", out, "--epochs", "1", "--optimizer", "sgd", "--out", tmp_path / "r", "--quiet", "--no-plots")
     assert code == 0, stderr
     assert stdout.strip() == str(tmp_path / "r")
     config = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -147,7 +147,6 @@ def test_an_existing_run_is_not_overwritten_without_asking(digits_run):
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
         (["train", "--lr", "-1"], "lr must be a finite number > 0"),
         (["train", "-d", "objects", "--loss", "cross_entropy"], "does not fit the multilabel dataset"),
-        (["train", "--optimizer", "sgd", "--lr", "50", "--epochs", "1"], "the loss became nan"),
         (["train", "--config", "nowhere/config.json"], "config file 'nowhere/config.json' does not exist"),
         (["train", "--no-such-option"], "No such option"),
         (["evaluate", "no-such-run"], "run folder 'no-such-run' does not exist"),
@@ -206,3 +205,69 @@ def test_default_train_reaches_the_promised_accuracy(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("digits-")
     assert (runs[0] / "model.safetensors").is_file()
+
+
+# ---- gradient-flow diagnostics, shown by default -------------------------------------------------
+
+DEEP = ",".join(["32"] * 10)  # ten hidden layers
+
+
+@pytest.mark.slow
+def test_a_deep_sigmoid_run_prints_the_health_table_and_a_vanishing_gradient_warning(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, err = in_process(monkeypatch, capsys, "train", "--layers", DEEP, "--activation", "sigmoid", "--optimizer", "sgd",
+                                "--epochs", "2", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "Layer health after epoch 2" in out
+    assert "warning: vanishing gradients: layer 1's gradient norm is" in out and "try ReLU, He initialization or fewer layers" in out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    diagnostics = metrics["diagnostics"]
+    assert diagnostics["monitor_every"] == 10  # the command line's default
+    assert [r["epoch"] for r in diagnostics["epochs"]] == [1, 2]
+    for record in diagnostics["epochs"]:
+        assert [row["layer"] for row in record["layers"]] == list(range(1, 12))
+        for row in record["layers"]:
+            assert {"grad_norm", "update_ratio", "saturated_fraction", "dead_fraction"} <= set(row)
+            assert row["grad_norm"] > 0 and row["update_ratio"] > 0
+            assert (row["saturated_fraction"] is None) == (row["activation"] != "sigmoid")
+        # measured: 8.5e-7 after epoch 1 (7.9e-7 to 1.1e-6 over seeds 0-2); the warning is below 1e-3
+        assert record["grad_norm_ratio"] < 1e-5
+    assert [w["kind"] for w in diagnostics["warnings"]] == ["vanishing_gradients"]
+    for picture in ("gradient_norms.png", "unit_health.png", "signal_propagation.png"):
+        assert (tmp_path / "r" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_depth_with_relu_gets_no_vanishing_gradient_warning(monkeypatch, capsys, tmp_path):
+    code, out, err = in_process(monkeypatch, capsys, "train", "--layers", DEEP, "--activation", "relu", "--optimizer", "sgd",
+                                "--epochs", "1", "--out", tmp_path / "r", "--no-plots", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert not any("vanishing" in w for w in printed["warnings"])
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())["diagnostics"]["epochs"][0]
+    assert record["grad_norm_ratio"] > 0.1  # measured: 1.14 (1.1 to 2.1 over seeds 0-2)
+    assert all(row["dead_fraction"] is not None for row in record["layers"][:-1])
+    assert not list((tmp_path / "r").glob("*.png"))  # --no-plots
+
+
+def test_monitoring_can_be_turned_off(monkeypatch, capsys, tmp_path):
+    code, out, err = in_process(monkeypatch, capsys, "train", "-d", "xor", "--layers", "8", "--epochs", "2", "--monitor-every", "0",
+                                "--out", tmp_path / "r", "--no-plots")
+    assert code == 0, err
+    assert "Layer health" not in out and "run folder:" in out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "diagnostics" not in metrics and metrics["status"] == "finished"
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["monitor_every"] == 0
+
+
+@pytest.mark.slow  # about 3 s, most of it importing tensorboardX and protobuf
+def test_tensorboard_gets_the_diagnostics(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("tensorboardX")
+    code, out, err = in_process(monkeypatch, capsys, "train", "-d", "xor", "--layers", "8,8", "--epochs", "2", "--monitor-every", "1",
+                                "--out", tmp_path / "r", "--no-plots", "--tensorboard", tmp_path / "tb")
+    assert code == 0, err
+    assert f"tensorboard --logdir {tmp_path / 'tb'}" in out
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    raw = events[0].read_bytes()
+    for tag in (b"diagnostics/grad_norm/layer1", b"diagnostics/dead_fraction/layer2", b"histograms/layer1/weight", b"training/loss"):
+        assert tag in raw, tag

@@ -232,10 +232,64 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     # the API reference was rendered from the docstrings
     api = (site / "reference" / "training" / "index.html").read_text()
     assert "Train <code>model</code> by mini-batch gradient descent" in api
-    # nothing that a browser would fetch from the network: no Google fonts, no CDN
+    # nothing that a browser would fetch from the network: no Google fonts, no CDN script or style sheet
+    fetched = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=[\"'](?:https?:)?//", re.IGNORECASE)
     for page in site.rglob("*.html"):
         body = page.read_text()
-        assert "fonts.googleapis.com" not in body and "cdn.jsdelivr.net" not in body, page
+        assert not fetched.search(body), f"{page} loads {fetched.search(body).group(0)}"
+        assert "fonts.googleapis.com" not in body, page
     for nb in NOTEBOOKS:
         assert (site / "notebooks" / nb.name).is_file()
     print(f"mkdocs build --strict: {seconds:.1f} s")
+
+
+# ---- the build's own pieces ----------------------------------------------------------
+
+
+def _load_hook(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", DOCS / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstring_examples_render_as_code() -> None:
+    """The griffe extension turns doctest examples into fenced code and reST roles into code spans."""
+    rewrite = _load_hook("griffe_docstrings").rewrite
+    text = "Sum of squares.\n\nExample:\n    >>> f([1, 2])\n    5\n\nSee :func:`~chainrule.fit` and :class:`chainrule.nn.MLP`."
+    assert rewrite(text) == (
+        "Sum of squares.\n\nExample:\n    ```pycon\n    >>> f([1, 2])\n    5\n    ```\n\n"
+        "See `chainrule.fit` and `chainrule.nn.MLP`."
+    )
+    # a header that is no Google section becomes a titled admonition; an example after prose gets its own block
+    text = "Example, with cr.fit:\n    >>> fit(m)\n\nUsage:\n\nrun it, like this:\n    >>> run()"
+    out = rewrite(text)
+    assert out.startswith("Example: Example, with cr.fit\n    ```pycon\n    >>> fit(m)\n    ```")
+    assert out.endswith("run it, like this:\n\n```pycon\n>>> run()\n```")
+
+
+def test_lab_markers_are_checked(tmp_path: Path) -> None:
+    """A page naming an experiment the lab does not have stops the build with a message naming it."""
+    from mkdocs.exceptions import PluginError
+
+    hook = _load_hook("lab_figures")
+    (tmp_path / "page.md").write_text("<!-- lab-figure: activations/functions -->\n<!-- lab-checks: backprop -->\n")
+    assert hook._wanted(str(tmp_path)) == {"activations": {"functions"}, "backprop": set()}
+    (tmp_path / "bad.md").write_text("<!-- lab-checks: no-such-experiment -->\n")
+    with pytest.raises(PluginError, match="no-such-experiment"):
+        hook._wanted(str(tmp_path))
+
+
+def test_every_lab_marker_in_the_docs_names_a_real_figure() -> None:
+    """Cheap check, without running the lab: every figure the pages ask for is one its experiment draws."""
+    from chainrule import lab
+
+    hook = _load_hook("lab_figures")
+    wanted = hook._wanted(str(DOCS))
+    assert len(wanted) >= 8, sorted(wanted)
+    for name, figures in wanted.items():
+        source = (ROOT / "src" / "chainrule" / "lab" / f"{lab.EXPERIMENTS[name].module}.py").read_text()
+        for figure in figures:
+            assert f'add_figure("{figure}"' in source, f"{name} draws no figure {figure!r}"

@@ -225,3 +225,73 @@ def test_config_is_frozen_but_replaceable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3
     assert dataclasses.replace(cfg, dataset="sine").resolved().loss == "mse"
+
+
+# ---- diagnostics and checkpoints in the run folder ----------------------------------------------
+
+
+def test_a_monitored_run_writes_its_diagnostics_and_pictures(tmp_path):
+    result = run(TrainConfig(dataset="circles", layers=(8, 8), activation="tanh", epochs=2, monitor_every=3), out=tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "finished"
+    diagnostics = metrics["diagnostics"]
+    assert diagnostics == json.loads(json.dumps(result.diagnostics))
+    assert diagnostics["monitor_every"] == 3 and diagnostics["initial"]["layers"]
+    assert [r["epoch"] for r in diagnostics["epochs"]] == [1, 2]
+    rows = diagnostics["epochs"][-1]["layers"]
+    assert [r["activation"] for r in rows] == ["tanh", "tanh", "none"]
+    assert all(r["grad_norm"] > 0 and r["update_ratio"] > 0 and 0 <= r["saturated_fraction"] <= 1 for r in rows[:2])
+    nb = result.history.steps // 2  # steps per epoch
+    monitored = [sum(1 for t in range(e * nb + 1, (e + 1) * nb + 1) if (t - 1) % 3 == 0) for e in (0, 1)]  # steps 1, 4, 7, ...
+    assert [r["steps_monitored"] for r in diagnostics["epochs"]] == monitored
+    for picture in ("gradient_norms.png", "unit_health.png", "signal_propagation.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == PNG
+    # the same run without the monitor: same weights, and no stale diagnostics pictures
+    plain = run(TrainConfig(dataset="circles", layers=(8, 8), activation="tanh", epochs=2), out=tmp_path)
+    for (name, p), (_, q) in zip(plain.model.named_parameters(), result.model.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    assert not (tmp_path / "gradient_norms.png").exists() and plain.diagnostics is None
+    assert "diagnostics" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_a_new_run_in_a_folder_drops_the_old_runs_checkpoint(tmp_path):
+    from chainrule.checkpoint import FILENAME
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt:
+        def on_step_end(self, state):
+            if state.step == 12:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        run(TrainConfig(dataset="xor", layers=(4,), epochs=3, checkpoint_every=5), out=tmp_path, callbacks=[CrashAt()])
+    assert (tmp_path / FILENAME).exists() and not (tmp_path / "model.safetensors").exists()
+    with pytest.raises(Crash):
+        run(TrainConfig(dataset="xor", layers=(6,), epochs=3), out=tmp_path, callbacks=[CrashAt()])
+    assert not (tmp_path / FILENAME).exists()  # not the first run's, taken for the second's
+    assert TrainConfig.from_json(tmp_path).layers == (6,)  # config.json is written as training starts
+
+
+def test_resume_may_change_how_the_run_is_watched_only(tmp_path):
+    from chainrule.runs import resume
+
+    class Stop(Exception):
+        pass
+
+    class StopAt:
+        def on_step_end(self, state):
+            if state.step == 20:
+                raise Stop()
+
+    cfg = TrainConfig(dataset="xor", layers=(4,), epochs=3, checkpoint_every=8, monitor_every=0)
+    with pytest.raises(Stop):
+        run(cfg, out=tmp_path / "a", callbacks=[StopAt()], plots=False)
+    result = resume(tmp_path / "a", monitor_every=2, plots=False)
+    assert result.config.monitor_every == 2 and result.config.layers == (4,)
+    ck_epoch = 16 // (result.history.steps // 3)  # the checkpoint at step 16 is in this (0-based) epoch
+    assert [r["epoch"] for r in result.diagnostics["epochs"]] == list(range(ck_epoch + 1, 4))  # watched from where it resumed
+    whole = run(cfg, plots=False)
+    for (name, p), (_, q) in zip(whole.model.named_parameters(), result.model.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)

@@ -8,7 +8,7 @@ plots, the lab and the estimators load their libraries when first used.
 """
 
 from . import ops as _ops  # noqa: F401  (installs the Tensor operators)
-from . import functional, nn, optim
+from . import data, functional, nn, optim
 from .autograd import (
     Tensor,
     enable_grad,
@@ -43,6 +43,7 @@ __all__ = [
     "ShapeError",
     "Tensor",
     "concat",
+    "data",
     "enable_grad",
     "evaluate",
     "exp",

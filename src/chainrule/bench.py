@@ -18,12 +18,12 @@ same batches in the same order (:func:`batch_plan` shuffles as ``cr.fit`` does),
 so their final training losses agree closely: a check that every runner computes
 the same thing. scikit-learn draws its own initial weights and batch order.
 
-Timing: one process. Each repetition trains a freshly built model per runner
-through the whole workload, the runners taking turns epoch by epoch (the order
-rotates every epoch), so that load from elsewhere on the machine falls on all of
-them alike; an untimed warm-up epoch comes first. Reported: the median over
-repetitions of the time per step, with its min and max, and the ratio of medians
-against PyTorch and against the NumPy floor.
+Timing: one process, repetitions alternating between runners (the order rotates
+each repetition) after one untimed warm-up epoch per runner; each repetition
+trains a freshly built model through the whole workload, after a short sleep that
+lets the previous runner's idle threads stop spinning (:data:`SETTLE`). Reported:
+the median time per step over repetitions with its min and max, and the ratio of
+medians against PyTorch and against the NumPy floor.
 
 Peak memory: each (runner, workload) trains for one epoch in a fresh Python
 subprocess. After the libraries are imported, warmed up on a tiny problem and
@@ -271,9 +271,9 @@ class FusedMLP:
 class Runner:
     """A way to train and run an MLP: ``make_trainer`` and ``make_predictor`` build fresh models.
 
-    ``make_trainer(w, weights, X, y, plan)`` returns ``(run_epoch, get_weights)``:
-    ``run_epoch(e)`` trains through the batches of epoch ``e`` of ``plan`` (one list
-    of index arrays per epoch), ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
+    ``make_trainer(w, weights, X, y, plan)`` returns ``(run, get_weights)``: ``run()``
+    trains through every batch of ``plan`` (one list of index arrays per epoch),
+    ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
     weights, X)`` returns ``predict()``, which computes outputs for every row of X
     in chunks of ``w.infer_batch`` without recording gradients.
     """
@@ -307,16 +307,17 @@ def _chainrule_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndar
 
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
+    batches = [idx for epoch in plan for idx in epoch]
 
-    def run_epoch(e: int) -> None:
-        for idx in plan[e]:
+    def run() -> None:
+        for idx in batches:
             xb, yb = cr.tensor(X[idx]), cr.tensor(y[idx])
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    return run_epoch, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
 
 def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
@@ -327,10 +328,10 @@ def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
 
-    def run_epoch(e: int) -> None:  # epoch e of a fit: shuffled with the seed (0, e), as batch_plan does
-        cr.fit(model, F.cross_entropy, opt, X, y, epochs=e + 1, initial_epoch=e, batch_size=w.batch_size, seed=0, progress=False)
+    def run() -> None:  # fit shuffles epoch e with the seed (0, e), as batch_plan does
+        cr.fit(model, F.cross_entropy, opt, X, y, epochs=len(plan), batch_size=w.batch_size, seed=0, progress=False)
 
-    return run_epoch, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
+    return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
 
 def _chainrule_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -389,17 +390,17 @@ def _torch_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray,
     opt = torch.optim.SGD(model.parameters(), lr=w.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    batches = [[torch.from_numpy(idx) for idx in epoch] for epoch in plan]
+    batches = [torch.from_numpy(idx) for epoch in plan for idx in epoch]
 
-    def run_epoch(e: int) -> None:
-        for idx in batches[e]:
+    def run() -> None:
+        for idx in batches:
             xb, yb = Xt[idx], yt[idx]
             loss = loss_fn(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    return run_epoch, lambda: _torch_weights(model)
+    return run, lambda: _torch_weights(model)
 
 
 def _torch_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -448,16 +449,12 @@ def _sklearn_fit(clf: Any, X: np.ndarray, y: np.ndarray) -> None:
 
 
 def _sklearn_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
-    # Its own Glorot initialisation and shuffling. One fit() trains every epoch (max_iter):
-    # stopping it after each epoch would pay fit's input checks again every epoch (5-10% of
-    # an epoch on digits), so the whole fit runs in scikit-learn's turn of the first epoch.
-    clf = _sklearn_model(w, len(plan))
+    clf = _sklearn_model(w, len(plan))  # its own Glorot initialisation and shuffling
 
-    def run_epoch(e: int) -> None:
-        if e == 0:
-            _sklearn_fit(clf, X, y)
+    def run() -> None:
+        _sklearn_fit(clf, X, y)
 
-    return run_epoch, lambda: list(zip(clf.coefs_, clf.intercepts_))
+    return run, lambda: list(zip(clf.coefs_, clf.intercepts_))
 
 
 def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -477,15 +474,16 @@ def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callabl
 
 def _numpy_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
     net = FusedMLP(weights, w.activation)
+    batches = [idx for epoch in plan for idx in epoch]
     lr = np.float32(w.lr)
     step = net.step
 
-    def run_epoch(e: int) -> None:
+    def run() -> None:
         with np.errstate(over="ignore"):
-            for idx in plan[e]:
+            for idx in batches:
                 step(X[idx], y[idx], lr)
 
-    return run_epoch, net.weights
+    return run, net.weights
 
 
 def _numpy_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callable:
@@ -539,6 +537,13 @@ def available_runners(names: Sequence[str] | None = None) -> tuple:
 # ---- measuring --------------------------------------------------------------------
 
 
+# Seconds of sleep before each timed run. After a multi-threaded call, OpenBLAS's worker
+# threads keep spinning for about 0.1 s (measured here: 0.08-0.11 s of CPU used during a
+# sleep after a 512x512 product); on 2 cores a pool still spinning from the previous runner
+# would take a core from the next one.
+SETTLE = 0.15
+
+
 def _summary(values: list) -> dict:
     v = sorted(values)
     return {"median": float(np.median(v)), "min": float(v[0]), "max": float(v[-1]), "values": [float(x) for x in values]}
@@ -550,16 +555,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0, progress: Callable | None = None) -> dict:
-    """Time per training step of each runner on workload ``w``, interleaved epoch by epoch.
+def measure_training(
+    w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0, progress: Callable | None = None, settle: float = SETTLE
+) -> dict:
+    """Time per training step of each runner on workload ``w``, repetitions alternating between runners.
 
-    Each repetition builds a fresh model per runner from the same initial
-    weights and trains them all through the whole workload, one epoch of each
-    runner in turn (the order rotates every epoch), so that a burst of load from
-    elsewhere on the machine falls on every runner alike. An untimed one-epoch
-    warm-up comes first. A repetition's time per step is a runner's time summed
-    over its epochs, divided by the steps. (scikit-learn runs its whole fit in
-    its turn of the first epoch.)
+    Each repetition builds a fresh model per runner from the same initial weights
+    and trains it through every batch of the workload; the runners take turns,
+    their order rotating from one repetition to the next. An untimed one-epoch
+    warm-up comes first. Before each timed run the process sleeps ``settle``
+    seconds, so that the previous library's idle threads stop spinning (see
+    :data:`SETTLE`).
     """
     runners = [r for r in runners if r.workloads is None or w.name in r.workloads]
     X, y = load_data(w, seed)
@@ -569,23 +575,20 @@ def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed:
     times: dict = {r.name: [] for r in runners}
     trained: dict = {}
     for rep in range(-1, repeats):
-        run_plan = plan if rep >= 0 else plan[:1]
-        trainers = {r.name: r.make_trainer(w, weights, X, y, run_plan) for r in runners}
-        elapsed = dict.fromkeys(trainers, 0.0)
-        gc.collect()
-        for e in range(len(run_plan)):
-            k = (rep + e) % len(runners)
-            for r in list(runners[k:]) + list(runners[:k]):
-                run_epoch = trainers[r.name][0]
-                t0 = time.perf_counter()
-                run_epoch(e)
-                elapsed[r.name] += time.perf_counter() - t0
-        if rep >= 0:
-            for name, seconds in elapsed.items():
-                times[name].append(seconds / steps)
-                trained[name] = trainers[name][1]
-            if progress is not None:
-                progress(f"{w.name}: repetition {rep + 1}/{repeats}")
+        k = rep % len(runners) if rep >= 0 else 0
+        for r in list(runners[k:]) + list(runners[:k]):
+            run, get_weights = r.make_trainer(w, weights, X, y, plan if rep >= 0 else plan[:1])
+            gc.collect()
+            if rep >= 0:
+                time.sleep(settle)
+            t0 = time.perf_counter()
+            run()
+            dt = time.perf_counter() - t0
+            if rep >= 0:
+                times[r.name].append(dt / steps)
+                trained[r.name] = get_weights
+        if progress is not None and rep >= 0:
+            progress(f"{w.name}: repetition {rep + 1}/{repeats}")
     rows = {}
     for r in runners:
         loss, acc = evaluate_weights(trained[r.name](), w.activation, X, y)
@@ -602,7 +605,7 @@ def measure_training(w: Workload, runners: Sequence[Runner], repeats: int, seed:
     }
 
 
-def measure_inference(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0) -> dict:
+def measure_inference(w: Workload, runners: Sequence[Runner], repeats: int, seed: int = 0, settle: float = SETTLE) -> dict:
     """Samples per second of each runner's forward pass (no gradients) on workload ``w``'s network."""
     X, _ = load_data(w, seed)
     weights = initial_weights(w, seed)
@@ -617,6 +620,7 @@ def measure_inference(w: Workload, runners: Sequence[Runner], repeats: int, seed
         for r in list(runners[k:]) + list(runners[:k]):
             predict = predictors[r.name]
             gc.collect()
+            time.sleep(settle)
             t0 = time.perf_counter()
             for _ in range(w.infer_passes):
                 predict()
@@ -655,8 +659,8 @@ def _warm_up_library(runner: Runner) -> None:
     pools, kernel caches) happens before the baseline, not during the measured training."""
     tiny = Workload("tiny", (4, 3, 2), "relu", batch_size=2, epochs=1, lr=0.1, data="synthetic", n_samples=4)
     X, y = np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1])
-    run_epoch, _ = runner.make_trainer(tiny, initial_weights(tiny), X, y, batch_plan(len(X), 2, 1))
-    run_epoch(0)
+    run, _ = runner.make_trainer(tiny, initial_weights(tiny), X, y, batch_plan(len(X), 2, 1))
+    run()
 
 
 def _release_free_memory() -> None:
@@ -691,8 +695,8 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         base = _proc_status()["VmRSS"]
-        run_epoch, _ = runner.make_trainer(w, weights, X, y, plan)
-        run_epoch(0)
+        run, _ = runner.make_trainer(w, weights, X, y, plan)
+        run()
         peak = _proc_status()["VmHWM"]
     else:
         import resource
@@ -700,8 +704,8 @@ def memory_child(runner_name: str, workload_name: str, quick: bool = False, seed
         method = "ru_maxrss"
         scale = 1 if sys.platform == "darwin" else 1024
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        run_epoch, _ = runner.make_trainer(w, weights, X, y, plan)
-        run_epoch(0)
+        run, _ = runner.make_trainer(w, weights, X, y, plan)
+        run()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     return {"baseline_bytes": base, "peak_bytes": peak, "increase_bytes": max(peak - base, 0), "method": method}
 
@@ -920,6 +924,20 @@ def check_targets(result: dict) -> list:
 # ---- reports --------------------------------------------------------------------------
 
 
+def load_warning(env: dict) -> str | None:
+    """A warning when other processes kept the CPUs busy (load average above half the CPUs)."""
+    loads = [x for key in ("loadavg_start", "loadavg_end") for x in (env.get(key) or [])[:1]]
+    cpus = env.get("cpu_count") or 1
+    if not loads or max(loads) <= 0.5 * cpus:
+        return None
+    advice = " (consider --threads 1)" if (env.get("threads") or 1) > 1 else ""
+    return (
+        f"the load average was {max(loads):.1f} on {cpus} CPUs: other processes were running, so the "
+        f"timings are slower and noisier than on a quiet machine{advice}; "
+        "multi-threaded BLAS and PyTorch suffer most"
+    )
+
+
 def _time(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -958,6 +976,9 @@ def format_report(result: dict, markdown: bool = False) -> str:
             f"chainrule bench on {env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} threads), "
             f"{result['settings']['repeats']} repetitions{' (quick)' if result['settings']['quick'] else ''}"
         )
+    warning = load_warning(env)
+    if warning:
+        lines += ["", f"**{warning}**" if markdown else f"warning: {warning}"]
     for row in result["training"]:
         head = f"{row['workload']}: {row['description']}, {row['steps_per_run']} steps per run"
         lines += ["", f"### {head}", ""] if markdown else ["", head]
@@ -987,7 +1008,7 @@ def format_report(result: dict, markdown: bool = False) -> str:
         table = []
         for t in result["targets"]:
             status = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
-            table.append([t["target"], f"<= {t['limit']}", _x(t["ratio"]), status])
+            table.append([t["target"], f"<= {t['limit']}", "-" if t["ratio"] is None else f"{t['ratio']:.3f}x", status])
         lines += _table(["target", "limit", "measured", ""], table, markdown)
     for name, why in result.get("skipped", {}).items():
         lines.append(f"{'- ' if markdown else ''}skipped {name}: {why}")

@@ -26,7 +26,8 @@ Metadata (JSON strings):
                     "optimizer": {"type": "Adam", "lr": ..., "steps": t, "buffers": {"m": n, ...}},
                     "history": the per-epoch records so far, "seconds": training time so far,
                     "diagnostics": the Monitor's records so far (or null),
-                    "rng": how the batch order is drawn, "reason": "steps", "epochs" or "interrupt"}
+                    "rng": how the batch order is drawn,
+                    "reason": "steps", "epochs", "seconds", "minutes" or "interrupt"}
 
 Random state: training draws random numbers only for the batch order, and
 ``cr.fit`` draws epoch e's order from a generator seeded with (seed, e), so
@@ -57,6 +58,8 @@ from .errors import ChainruleError, ModelFileError
 
 FORMAT = "chainrule-checkpoint/1"
 FILENAME = "checkpoint.safetensors"
+UNITS = ("steps", "epochs", "seconds", "minutes")
+_SUFFIXES = {"e": "epochs", "s": "seconds", "m": "minutes"}
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -132,7 +135,7 @@ def save_checkpoint(
         partial_epoch: ``(loss_sum, rows_seen, [(outputs, row_indices)])`` of the epoch's batches
             done so far, when stopping mid-epoch.
         diagnostics: the diagnostics Monitor's ``to_dict()``, if one watches.
-        reason: "steps", "epochs" or "interrupt" (kept for the record).
+        reason: the interval's unit, or "interrupt" (kept for the record).
 
     Returns:
         The path written.
@@ -297,7 +300,7 @@ def restore_optimizer(optimizer: Any, checkpoint: Checkpoint) -> None:
     state = checkpoint.optimizer
     if type(optimizer).__name__ != state["type"]:
         raise _bad(checkpoint.path, f"holds the state of a {state['type']} optimizer, not of {type(optimizer).__name__}")
-    own = set(optimizer._buffers())
+    own = set(optimizer.state_dict()["buffers"])
     if set(state["buffers"]) != own:
         raise _bad(checkpoint.path, f"holds optimizer buffers {sorted(state['buffers'])}; {type(optimizer).__name__} here keeps {sorted(own)}")
     try:
@@ -312,7 +315,9 @@ class Checkpointer:
     Args:
         path: the checkpoint file (each save replaces it atomically).
         config: the run's settings, stored in each checkpoint.
-        every: the interval (0: only on request); unit: "steps" or "epochs".
+        every: the interval (0: only on request); unit: "steps", "epochs", "seconds"
+            or "minutes" (a timed checkpoint is written after the first step at
+            least that long after the previous one, or after the start).
         total_epochs: the run's epochs (no checkpoint is written after the last step).
         seconds: training time before this session (a resumed run's).
         diagnostics: a function returning the diagnostics to store (or None).
@@ -335,8 +340,8 @@ class Checkpointer:
         seconds: float = 0.0,
         diagnostics: Callable[[], dict | None] | None = None,
     ):
-        if unit not in ("steps", "epochs"):
-            raise ChainruleError(f"checkpoint unit must be 'steps' or 'epochs', got {unit!r}")
+        if unit not in UNITS:
+            raise ChainruleError(f"checkpoint unit must be one of {', '.join(UNITS)}, got {unit!r}")
         self.path = Path(path)
         self.config = config
         self.every = int(every)
@@ -346,23 +351,30 @@ class Checkpointer:
         self.diagnostics = diagnostics
         self.stop_requested = False
         self.saved_step: int | None = None  # the step of the last checkpoint written by this object
-        self._start = time.perf_counter()
+        self._interval = self.every * {"seconds": 1.0, "minutes": 60.0}.get(unit, 0.0)
+        self._start = self._last = time.perf_counter()
 
     def request_stop(self) -> None:
         """Stop after the current step, with a checkpoint (call it from a signal handler)."""
         self.stop_requested = True
 
     def on_train_begin(self, state: Any) -> None:
-        self._start = time.perf_counter()
+        self._start = self._last = time.perf_counter()
 
     def on_step_end(self, state: Any) -> None:
         b = state.batch_index + 1
-        last = self.total_epochs is not None and state.epoch + 1 == self.total_epochs and b == state.batches_per_epoch
+        partial = (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs)
         if self.stop_requested:
-            self.save(state, state.epoch, b, state.history.epochs, (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs), "interrupt")
+            self.save(state, state.epoch, b, state.history.epochs, partial, "interrupt")
             raise TrainingInterrupted(self.path, state.epoch + 1, state.step)
-        if self.unit == "steps" and self.every and state.step % self.every == 0 and not last:
-            self.save(state, state.epoch, b, state.history.epochs, (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs), "steps")
+        if not self.every or self.unit == "epochs":
+            return
+        if self.unit == "steps":
+            due = state.step % self.every == 0
+        else:
+            due = time.perf_counter() - self._last >= self._interval
+        if due and not (state.epoch + 1 == self.total_epochs and b == state.batches_per_epoch):  # not after the last step
+            self.save(state, state.epoch, b, state.history.epochs, partial, self.unit)
 
     def on_epoch_end(self, state: Any) -> None:
         done = state.epoch + 1
@@ -388,33 +400,36 @@ class Checkpointer:
             reason=reason,
         )
         self.saved_step = state.step
+        self._last = time.perf_counter()
         return self.path
 
 
 def parse_interval(value: Any) -> tuple:
-    """A checkpoint interval: ``N`` (steps), ``"N"`` or ``"Ne"`` (epochs); 0 is off. Returns (N, unit).
+    """A checkpoint interval from ``N`` or ``"N"`` (steps), ``"Ne"`` (epochs), ``"Ns"`` (seconds)
+    or ``"Nm"`` (minutes); 0 is off. Returns (N, unit).
 
     Example:
-        >>> parse_interval("200"), parse_interval("2e"), parse_interval(0)
-        ((200, 'steps'), (2, 'epochs'), (0, 'steps'))
+        >>> parse_interval("200"), parse_interval("2e"), parse_interval("10m"), parse_interval(0)
+        ((200, 'steps'), (2, 'epochs'), (10, 'minutes'), (0, 'steps'))
     """
     text = str(value).strip().lower().replace(" ", "")
     unit = "steps"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer, str)):
         text = ""
-    elif text.endswith("e"):
-        text, unit = text[:-1], "epochs"
-    if not text.isdigit():
+    elif text[-1:] in _SUFFIXES:
+        text, unit = text[:-1], _SUFFIXES[text[-1]]
+    if not (text.isascii() and text.isdigit()):
         raise ChainruleError(
-            f"checkpoint_every must be a number of steps (such as 500) or of epochs (such as 2e), or 0 for none; got {value!r}"
+            "checkpoint_every must be a number of steps (such as 500), of epochs (2e), of seconds (30s) "
+            f"or of minutes (10m), or 0 for none; got {value!r}"
         )
     n = int(text)
     return n, unit if n else "steps"
 
 
 def format_interval(n: int, unit: str) -> int | str:
-    """The canonical form of an interval: an int for steps, ``"Ne"`` for epochs."""
-    return f"{n}e" if unit == "epochs" and n else n
+    """The canonical form of an interval: an int for steps, ``"Ne"``, ``"Ns"`` or ``"Nm"`` otherwise."""
+    return n if unit == "steps" or not n else f"{n}{unit[0]}"
 
 
 __all__ = [

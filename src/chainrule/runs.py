@@ -139,8 +139,9 @@ class TrainConfig:
         monitor_every: watch gradient flow with :class:`chainrule.diagnostics.Monitor`,
             measuring every N-th step (0: off; ``chainrule train`` turns it on).
         checkpoint_every: with a run folder, save a checkpoint every N steps (an int,
-            or a string of digits) or every N epochs (``"Ne"``, such as ``"2e"``); 0: off.
-            Neither changes the trained weights.
+            or a string of digits), every N epochs (``"2e"``), or after the first step
+            N seconds or minutes after the last one (``"30s"``, ``"5m"``); 0: off.
+            Neither setting changes the trained weights.
 
     Example:
         >>> cfg = TrainConfig(dataset="spirals", layers=(64, 64), epochs=50)
@@ -484,7 +485,10 @@ def _stop_on_sigint(checkpointer: Any):
         checkpointer.request_stop()
         signal.signal(signal.SIGINT, previous)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # set outside Python
+        previous = signal.default_int_handler
+    signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
@@ -607,7 +611,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
             seconds = before + time.perf_counter() - start
             diverged = isinstance(e, DivergenceError)
             diagnostics = watch.data() if watch else None
-            _write_stopped(out, config, ds, history, seconds, "diverged" if diverged else "interrupted", str(e), diagnostics, plots)
+            # the diagnostics pictures show what led to a divergence; an interrupted run draws them when it finishes
+            _write_stopped(out, config, ds, history, seconds, "diverged" if diverged else "interrupted", str(e), diagnostics, plots and diverged)
             if not diverged:
                 raise
             raise _diverged(e, out, history, checkpointer, ck, diagnostics) from None
@@ -757,6 +762,14 @@ def write_run(result: RunResult, out: str | Path, plots: bool = True) -> list:
     return files
 
 
+def _status(path: Path) -> str:
+    """"finished", "diverged" or "interrupted" from a run folder's metrics.json; "running" without one."""
+    try:
+        return str(json.loads((path / "metrics.json").read_text(encoding="utf-8")).get("status", "finished"))
+    except (OSError, ValueError, AttributeError):
+        return "running"
+
+
 @dataclass
 class SavedRun:
     """A run folder read back: its config, model and metrics.json."""
@@ -785,6 +798,13 @@ def load_run(path: str | Path) -> SavedRun:
     if not (path / "config.json").is_file():
         raise ChainruleError(f"{str(path)!r} is not a run folder: it has no config.json")
     config = TrainConfig.from_json(path / "config.json")
+    if not (path / "model.safetensors").exists():
+        status = _status(path)
+        resumable = (path / CHECKPOINT_FILE).exists()
+        if status == "diverged":
+            raise ChainruleError(f"run {str(path)!r} has no model: its loss diverged (metrics.json says where); train it again with a smaller lr")
+        if status == "interrupted" or resumable:
+            raise ChainruleError(f"run {str(path)!r} has no model yet: it stopped before finishing; continue it with chainrule train --resume {path}")
     model = load(path / "model.safetensors")
     if not isinstance(model, MLP):
         raise ModelFileError(f"the model in run folder {str(path)!r} is a {type(model).__name__}; runs hold an MLP")

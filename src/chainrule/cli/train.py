@@ -1,9 +1,23 @@
 """``chainrule train``, ``chainrule evaluate RUN`` and ``chainrule predict RUN --input FILE``.
 
 train turns its options into a :class:`~chainrule.runs.TrainConfig`, runs it
-with :func:`~chainrule.runs.run` and prints a closing table; the run folder
-keeps the model, config.json, metrics.json and the plots. Every check happens
-before training starts and before anything is written.
+with :func:`~chainrule.runs.run` and prints a closing table and the per-layer
+gradient-flow health (with any warnings in plain words); the run folder keeps
+the model, config.json, metrics.json (with the diagnostics) and the plots.
+Every check of the options happens before training starts and before
+anything is written.
+
+Stopping and going on:
+
+- ``--checkpoint-every`` saves a checkpoint in the run folder every N steps
+  (``500``), N epochs (``2e``), N seconds (``30s``) or N minutes (``5m``, the
+  default); ``0`` saves none. ``--resume RUN`` continues RUN from its checkpoint
+  with RUN's own settings and ends with the weights an uninterrupted run has.
+- Ctrl-C stops after the current step, saves a checkpoint, prints the command
+  that resumes and exits with status 130.
+- Exit status 2: bad input (one line on stderr), and a loss that became NaN or
+  infinite (one line naming the step, with a hint; metrics.json of the epochs
+  done and the last checkpoint stay in the run folder).
 """
 
 from __future__ import annotations
@@ -17,7 +31,19 @@ import typer
 
 from . import app
 
-_TRAIN_HELP = "Train an MLP; with no options, a deep MLP on the bundled 8x8 digits (about 98.7% test accuracy)."
+_TRAIN_HELP = (
+    "Train an MLP; with no options, a deep MLP on the bundled 8x8 digits (about 98.7% test accuracy). "
+    "Prints each layer's gradient-flow health at the end; Ctrl-C stops with a checkpoint that --resume continues."
+)
+# Defaults of the command line where the API's are off. Measured on the default digits run
+# (30 epochs, medians of 8 interleaved runs, one BLAS thread): the monitor every 10th step adds
+# 3.7% CPU time to training (1.247 s against 1.203 s), most of it the once-per-epoch probe pass;
+# every step adds 7.1%. A timed checkpoint costs nothing on short runs; one per epoch cost
+# 60-75% of that 1.3 s run on a busy disk (15 ms a checkpoint, mostly fsync).
+DEFAULT_MONITOR_EVERY = 10
+DEFAULT_CHECKPOINT_EVERY = "5m"
+# Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED_STATUS = 130
 
 
 def _default_out(dataset: str) -> Path:
@@ -101,10 +127,27 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="Start from a config.json (or a run folder): repeats that run; options given override it."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs/DATASET-DATE-TIME", help="Run folder to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out if that folder is not empty."),
+    monitor_every: Optional[int] = typer.Option(
+        None, "--monitor-every", show_default=str(DEFAULT_MONITOR_EVERY),
+        help="Measure gradient flow every N steps (0: off): health table, warnings, metrics.json records and plots.",
+    ),
+    checkpoint_every: Optional[str] = typer.Option(
+        None, "--checkpoint-every", show_default=DEFAULT_CHECKPOINT_EVERY,
+        help="Save a checkpoint every N steps (500), N epochs (2e), N seconds (30s) or N minutes (5m); 0: none.",
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", metavar="RUN", help="Continue the run in folder RUN from its checkpoint, with RUN's own settings.",
+    ),
+    tensorboard: Optional[Path] = typer.Option(
+        None, "--tensorboard", metavar="DIR", help="Also write the diagnostics and curves for TensorBoard into DIR (needs tensorboardX).",
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the PNG pictures into the run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table: print only the run folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics and the run folder as JSON."),
 ) -> None:
-    from ..runs import TrainConfig, run
+    from ..checkpoint import TrainingInterrupted
+    from ..errors import DivergenceError
+    from ..runs import TrainConfig, resume as resume_run, run
     from . import fail
 
     given = {
@@ -113,29 +156,86 @@ def train(
         "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs, "seed": seed, "data_seed": data_seed,
     }
     given = {k: v for k, v in given.items() if v is not None}
-    settings = TrainConfig.from_json(config).to_dict() if config is not None else {}
-    # settings a config file derived from another one follow it when that one is overridden
-    for source, derived in (("dataset", ("loss", "label_smoothing")), ("optimizer", ("lr",)), ("activation", ("init",))):
-        if source in given and settings and str(given[source]).lower().replace("_", "-") != str(settings[source]).replace("_", "-"):
-            for key in derived:
-                settings.pop(key, None)
-    settings.update(given)
-    cfg = TrainConfig.from_dict(settings)
-    out = out or _default_out(cfg.dataset)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise fail(f"run folder {str(out)!r} already exists and is not empty; choose another --out or pass --overwrite")
+    show = not (quiet or as_json)
+    if resume is not None:
+        # the run goes on with the settings its checkpoint holds; only how it is watched may change
+        clash = [f"--{k.replace('_', '-')}" for k in given] + [name for name, v in (("--config", config), ("--out", out)) if v is not None]
+        if clash:
+            raise fail(f"--resume continues RUN with the settings in its checkpoint, so {', '.join(clash)} cannot be given with it")
+        out = resume
 
-    result = run(cfg, out=out, progress=not (quiet or as_json), quiet=quiet or as_json)
+        def train_it() -> Any:
+            return resume_run(
+                resume, progress=show, quiet=not show, plots=plots, tensorboard=tensorboard, interruptible=True,
+                monitor_every=monitor_every, checkpoint_every=checkpoint_every,
+            )
+    else:
+        settings = TrainConfig.from_json(config).to_dict() if config is not None else {}
+        # settings a config file derived from another one follow it when that one is overridden
+        for source, derived in (("dataset", ("loss", "label_smoothing")), ("optimizer", ("lr",)), ("activation", ("init",))):
+            if source in given and settings and str(given[source]).lower().replace("_", "-") != str(settings[source]).replace("_", "-"):
+                for key in derived:
+                    settings.pop(key, None)
+        settings.update(given)
+        # how the run is watched: the option, else the config file's, else the command line's default
+        for key, value, default in (("monitor_every", monitor_every, DEFAULT_MONITOR_EVERY), ("checkpoint_every", checkpoint_every, DEFAULT_CHECKPOINT_EVERY)):
+            if value is not None or key not in settings:
+                settings[key] = value if value is not None else default
+        cfg = TrainConfig.from_dict(settings)
+        out = out or _default_out(cfg.dataset)
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise fail(f"run folder {str(out)!r} already exists and is not empty; choose another --out or pass --overwrite")
+
+        def train_it() -> Any:
+            return run(cfg, out=out, progress=show, quiet=not show, plots=plots, tensorboard=tensorboard, interruptible=True)
+
+    try:
+        result = train_it()
+    except TrainingInterrupted as e:
+        typer.echo(
+            f"interrupted: stopped after step {e.step} (epoch {e.epoch}) and saved a checkpoint in {e.path}\n"
+            f"resume with: chainrule train --resume {out}",
+            err=True,
+        )
+        raise typer.Exit(INTERRUPTED_STATUS) from None
+    except DivergenceError as e:
+        if show and getattr(e, "diagnosis", None):
+            typer.echo(f"diagnosis: {e.diagnosis}")
+        raise
+    diagnostics = result.diagnostics or {}
+    warnings = [w["message"] for w in diagnostics.get("warnings", [])]
     if as_json:
-        typer.echo(json.dumps({"out": str(out), "config": result.config.to_dict(), "seconds": result.seconds, **result.metrics}))
+        typer.echo(json.dumps({
+            "out": str(out), "config": result.config.to_dict(), "seconds": result.seconds, **result.metrics,
+            "warnings": warnings, "resumed_from_step": result.resumed_from,
+        }))
         return
     if quiet:
         typer.echo(str(out))
         return
     c = result.config
+    if result.resumed_from is not None:
+        typer.echo(f"resumed {out} from its checkpoint at step {result.resumed_from}")
     typer.echo(f"{c.dataset}: MLP {'-'.join(map(str, result.model.sizes))} ({c.activation}), {c.loss}, {c.optimizer} lr {c.lr:g}")
     _print_table("chainrule train", result.metrics, result.dataset.task, {"epochs": len(result.history.epochs), "time": f"{result.seconds:.1f} s"})
-    typer.echo(f"run folder: {out}  (model.safetensors, config.json, metrics.json, {', '.join(p.name for p in result.files if p.suffix == '.png')})")
+    if diagnostics.get("epochs"):
+        _print_health(diagnostics, warnings)
+    pictures = [p.name for p in result.files if p.suffix == ".png"]
+    typer.echo(f"run folder: {out}  ({', '.join(['model.safetensors', 'config.json', 'metrics.json', *pictures])})")
+    if tensorboard is not None:
+        typer.echo(f"tensorboard: tensorboard --logdir {tensorboard}")
+
+
+def _print_health(diagnostics: dict, warnings: list) -> None:
+    """The per-layer health table of the diagnostics and each warning, in plain words."""
+    from rich.console import Console
+
+    from ..diagnostics import health_table
+
+    console = Console()
+    console.print(health_table(diagnostics))
+    for message in warnings:
+        console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
 
 
 @app.command()

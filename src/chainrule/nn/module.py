@@ -111,11 +111,13 @@ class Module:
             p.grad = None
 
     def train(self, mode: bool = True) -> "Module":
+        """Set training mode (``mode=True``) or evaluation mode on this module and every submodule; returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
     def eval(self) -> "Module":
+        """Evaluation mode, ``train(False)`` (``cr.predict`` and ``cr.evaluate`` switch to it); returns self."""
         return self.train(False)
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":

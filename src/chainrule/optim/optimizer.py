@@ -26,6 +26,7 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
+        """Update every parameter in place from its ``.grad`` (parameters whose grad is None are skipped)."""
         raise NotImplementedError
 
     # ---- checkpoints ----------------------------------------------------------
