@@ -247,3 +247,17 @@ def test_load_warning_names_the_load_and_the_remedy():
     assert "3.2 on 2 CPUs" in text and "--threads 1" in text
     assert "--threads 1" not in bench.load_warning({**busy, "threads": 1})
     assert bench.load_warning({"cpu_count": 2, "threads": 2, "loadavg_start": [0.9], "loadavg_end": [1.0]}) is None
+
+
+def test_every_epoch_is_a_sample_and_a_whole_fit_is_one():
+    w = bench.Workload("tiny", (8, 6, 3), "relu", batch_size=4, epochs=3, lr=0.1, data="synthetic", n_samples=12)
+    names = ["numpy", "chainrule-fit"] + (["sklearn"] if _has("sklearn") else [])
+    runners = [bench.RUNNERS[n] for n in names]
+    runners[1] = bench.Runner("chainrule-fit", "", None, bench.RUNNERS["chainrule-fit"].make_trainer, None)  # on any workload
+    row = bench.measure_training(w, runners, repeats=2, settle=0.0)
+    assert row["steps_per_run"] == 9
+    for name in ("numpy", "chainrule-fit"):  # 3 epochs x 2 repetitions
+        assert len(row["runners"][name]["seconds_per_step"]["values"]) == 6
+        assert len(row["runners"][name]["seconds_per_step_per_run"]) == 2
+    if "sklearn" in names:
+        assert len(row["runners"]["sklearn"]["seconds_per_step"]["values"]) == 2

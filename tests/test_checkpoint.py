@@ -149,6 +149,37 @@ def test_a_crashed_run_resumes_to_the_same_weights_and_history(tmp_path, optimiz
     assert not (tmp_path / "cut" / FILENAME).exists()
 
 
+def test_the_checkpointer_in_a_plain_fit_loop(tmp_path):
+    X, y = cr.data.load_digits()
+    X, y = X[:200], y[:200]
+
+    def train(callbacks=(), **resume_from):
+        m = nn.MLP([64, 16, 10], generator=1)
+        o = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        if resume_from:
+            ck = resume_from.pop("ck")
+            m = ck.model
+            o = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+            restore_optimizer(o, ck)
+            hist = cr.History("multiclass")
+            for record in ck.history:
+                hist.append(record)
+            resume_from = dict(initial_epoch=ck.epoch, initial_batch=ck.batch, history=hist, partial_epoch=ck.partial_epoch)
+        h = cr.fit(m, "cross_entropy", o, X, y, epochs=4, batch_size=16, progress=False, callbacks=callbacks, **resume_from)
+        return m, h
+
+    whole, whole_hist = train()
+    saver = Checkpointer(tmp_path / FILENAME, {"note": "plain fit"}, every=2, unit="epochs", total_epochs=4)
+    with pytest.raises(Crash):
+        train([saver, CrashAt(40)])  # 13 batches an epoch: the crash is in epoch 4, after the checkpoint of epoch 2
+    assert saver.saved_step == 26
+    ck = load_checkpoint(tmp_path / FILENAME)
+    assert (ck.epoch, ck.batch, ck.step, ck.config, ck.reason) == (2, 0, 26, {"note": "plain fit"}, "epochs")
+    again, again_hist = train(ck=ck)
+    assert same_weights(again, whole) and again_hist["loss"] == whole_hist["loss"]
+    assert again_hist["accuracy"] == whole_hist["accuracy"]
+
+
 def test_ctrl_c_in_process_stops_after_the_step_with_a_checkpoint(tmp_path):
     cfg = TrainConfig(dataset="xor", layers=(8,), epochs=4, optimizer="sgd")
 

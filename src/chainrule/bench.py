@@ -21,9 +21,10 @@ the same thing. scikit-learn draws its own initial weights and batch order.
 Timing: one process, repetitions alternating between runners (the order rotates
 each repetition) after one untimed warm-up epoch per runner; each repetition
 trains a freshly built model through the whole workload, after a short sleep that
-lets the previous runner's idle threads stop spinning (:data:`SETTLE`). Reported:
-the median time per step over repetitions with its min and max, and the ratio of
-medians against PyTorch and against the NumPy floor.
+lets the previous runner's idle threads stop spinning (:data:`SETTLE`). Each
+epoch gives one sample of the time per step (scikit-learn: each fit). Reported:
+the median of those samples with their min and max, and the ratio of medians
+against PyTorch and against the NumPy floor.
 
 Peak memory: each (runner, workload) trains for one epoch in a fresh Python
 subprocess. After the libraries are imported, warmed up on a tiny problem and
@@ -164,6 +165,8 @@ def evaluate_weights(weights: Sequence, activation: str, X: np.ndarray, y: np.nd
         a = a @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
         if i < len(weights) - 1:
             a = np.maximum(a, 0) if activation == "relu" else 1 / (1 + np.exp(-a))
+    if a.shape[1] == 1:  # scikit-learn's binary case: one logit for class 1
+        a = np.concatenate([np.zeros_like(a), a], axis=1)
     a = a - a.max(axis=1, keepdims=True)
     logp = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
     return float(-logp[np.arange(len(y)), y].mean()), float((a.argmax(axis=1) == y).mean())
@@ -272,8 +275,9 @@ class Runner:
     """A way to train and run an MLP: ``make_trainer`` and ``make_predictor`` build fresh models.
 
     ``make_trainer(w, weights, X, y, plan)`` returns ``(run, get_weights)``: ``run()``
-    trains through every batch of ``plan`` (one list of index arrays per epoch),
-    ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
+    trains through every batch of ``plan`` (one list of index arrays per epoch) and
+    returns the ``time.perf_counter()`` reading at the end of each epoch (or an empty
+    list when it cannot tell); ``get_weights()`` gives the trained [(W (in, out), b)]. ``make_predictor(w,
     weights, X)`` returns ``predict()``, which computes outputs for every row of X
     in chunks of ``w.infer_batch`` without recording gradients.
     """
@@ -307,15 +311,18 @@ def _chainrule_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndar
 
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
-    batches = [idx for epoch in plan for idx in epoch]
 
-    def run() -> None:
-        for idx in batches:
-            xb, yb = cr.tensor(X[idx]), cr.tensor(y[idx])
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    def run() -> list:
+        marks = []
+        for epoch in plan:
+            for idx in epoch:
+                xb, yb = cr.tensor(X[idx]), cr.tensor(y[idx])
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            marks.append(time.perf_counter())
+        return marks
 
     return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
@@ -328,8 +335,18 @@ def _chainrule_fit_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.
     model = _chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
 
-    def run() -> None:  # fit shuffles epoch e with the seed (0, e), as batch_plan does
-        cr.fit(model, F.cross_entropy, opt, X, y, epochs=len(plan), batch_size=w.batch_size, seed=0, progress=False)
+    class EpochMarks:  # a fit callback noting when each epoch ends
+        def __init__(self) -> None:
+            self.marks: list = []
+
+        def on_epoch_end(self, state: Any) -> None:
+            self.marks.append(time.perf_counter())
+
+    def run() -> list:  # fit shuffles epoch e with the seed (0, e), as batch_plan does
+        marks = EpochMarks()
+        cr.fit(model, F.cross_entropy, opt, X, y, epochs=len(plan), batch_size=w.batch_size, seed=0, progress=False,
+               callbacks=[marks])
+        return marks.marks
 
     return run, lambda: [(lin.weight.data, lin.bias.data) for lin in model.linears]
 
@@ -390,15 +407,19 @@ def _torch_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray,
     opt = torch.optim.SGD(model.parameters(), lr=w.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    batches = [torch.from_numpy(idx) for epoch in plan for idx in epoch]
+    batches = [[torch.from_numpy(idx) for idx in epoch] for epoch in plan]
 
-    def run() -> None:
-        for idx in batches:
-            xb, yb = Xt[idx], yt[idx]
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    def run() -> list:
+        marks = []
+        for epoch in batches:
+            for idx in epoch:
+                xb, yb = Xt[idx], yt[idx]
+                loss = loss_fn(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            marks.append(time.perf_counter())
+        return marks
 
     return run, lambda: _torch_weights(model)
 
@@ -451,8 +472,9 @@ def _sklearn_fit(clf: Any, X: np.ndarray, y: np.ndarray) -> None:
 def _sklearn_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
     clf = _sklearn_model(w, len(plan))  # its own Glorot initialisation and shuffling
 
-    def run() -> None:
+    def run() -> list:
         _sklearn_fit(clf, X, y)
+        return []  # one fit for every epoch: only its total time is known
 
     return run, lambda: list(zip(clf.coefs_, clf.intercepts_))
 
@@ -474,14 +496,17 @@ def _sklearn_predictor(w: Workload, weights: Sequence, X: np.ndarray) -> Callabl
 
 def _numpy_trainer(w: Workload, weights: Sequence, X: np.ndarray, y: np.ndarray, plan: list) -> tuple:
     net = FusedMLP(weights, w.activation)
-    batches = [idx for epoch in plan for idx in epoch]
     lr = np.float32(w.lr)
     step = net.step
 
-    def run() -> None:
+    def run() -> list:
+        marks = []
         with np.errstate(over="ignore"):
-            for idx in batches:
-                step(X[idx], y[idx], lr)
+            for epoch in plan:
+                for idx in epoch:
+                    step(X[idx], y[idx], lr)
+                marks.append(time.perf_counter())
+        return marks
 
     return run, net.weights
 
@@ -565,7 +590,10 @@ def measure_training(
     their order rotating from one repetition to the next. An untimed one-epoch
     warm-up comes first. Before each timed run the process sleeps ``settle``
     seconds, so that the previous library's idle threads stop spinning (see
-    :data:`SETTLE`).
+    :data:`SETTLE`). Every epoch of every repetition gives one sample of the time
+    per step (its time over its steps), so that a burst of load from elsewhere
+    spoils a few samples rather than a whole repetition; scikit-learn, which
+    trains all epochs in one ``fit``, gives one sample per repetition.
     """
     runners = [r for r in runners if r.workloads is None or w.name in r.workloads]
     X, y = load_data(w, seed)
@@ -573,6 +601,7 @@ def measure_training(
     plan = batch_plan(len(X), w.batch_size, w.epochs, seed)
     steps = sum(len(e) for e in plan)
     times: dict = {r.name: [] for r in runners}
+    per_run: dict = {r.name: [] for r in runners}
     trained: dict = {}
     for rep in range(-1, repeats):
         k = rep % len(runners) if rep >= 0 else 0
@@ -582,17 +611,27 @@ def measure_training(
             if rep >= 0:
                 time.sleep(settle)
             t0 = time.perf_counter()
-            run()
+            marks = run()
             dt = time.perf_counter() - t0
             if rep >= 0:
-                times[r.name].append(dt / steps)
+                per_run[r.name].append(dt / steps)
+                if len(marks) == len(plan):  # one sample per epoch
+                    ends = [t0] + list(marks)
+                    times[r.name] += [(b - a) / len(e) for a, b, e in zip(ends, ends[1:], plan)]
+                else:
+                    times[r.name].append(dt / steps)
                 trained[r.name] = get_weights
         if progress is not None and rep >= 0:
             progress(f"{w.name}: repetition {rep + 1}/{repeats}")
     rows = {}
     for r in runners:
         loss, acc = evaluate_weights(trained[r.name](), w.activation, X, y)
-        rows[r.name] = {"seconds_per_step": _summary(times[r.name]), "final_loss": loss, "final_accuracy": acc}
+        rows[r.name] = {
+            "seconds_per_step": _summary(times[r.name]),
+            "seconds_per_step_per_run": per_run[r.name],
+            "final_loss": loss,
+            "final_accuracy": acc,
+        }
     start_loss, start_acc = evaluate_weights(weights, w.activation, X, y)
     return {
         "workload": w.name,

@@ -165,7 +165,8 @@ def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = No
     check_finite(f"X{name}", X)
     dtype = _model_dtype(model)
     if X.dtype != dtype:
-        X = X.astype(dtype)
+        with np.errstate(over="ignore"):  # values beyond the dtype's range are refused just below, by name
+            X = X.astype(dtype)
         check_finite(f"X{name} (as {dtype})", X)
     task = task or infer_task(loss_fn, y)
     y = check_targets(task, y, _model_out_features(model), name=f"y{name}")
