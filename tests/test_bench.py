@@ -103,6 +103,7 @@ def test_quick_benchmark_on_digits_runs_every_runner_and_they_agree():
     json.dumps(result)  # plain data all the way down
 
 
+@pytest.mark.slow
 def test_quick_benchmark_deep_and_wide_with_two_runners():
     result = bench.run_benchmark(["deep", "wide"], runners=["numpy", "chainrule"], quick=True, repeats=2, memory=False, threads=1)
     assert [r["workload"] for r in result["training"]] == ["deep", "wide"]
@@ -250,12 +251,13 @@ def test_load_warning_names_the_load_and_the_remedy():
 
 
 def test_every_epoch_is_a_sample_and_a_whole_fit_is_one():
-    w = bench.Workload("tiny", (8, 6, 3), "relu", batch_size=4, epochs=3, lr=0.1, data="synthetic", n_samples=12)
+    w = bench.Workload("tiny", (8, 6, 3), "relu", batch_size=4, epochs=3, lr=0.1, data="synthetic", n_samples=16)
+    assert set(bench.load_data(w)[1]) == {0, 1, 2}
     names = ["numpy", "chainrule-fit"] + (["sklearn"] if _has("sklearn") else [])
     runners = [bench.RUNNERS[n] for n in names]
     runners[1] = bench.Runner("chainrule-fit", "", None, bench.RUNNERS["chainrule-fit"].make_trainer, None)  # on any workload
     row = bench.measure_training(w, runners, repeats=2, settle=0.0)
-    assert row["steps_per_run"] == 9
+    assert row["steps_per_run"] == 12
     for name in ("numpy", "chainrule-fit"):  # 3 epochs x 2 repetitions
         assert len(row["runners"][name]["seconds_per_step"]["values"]) == 6
         assert len(row["runners"][name]["seconds_per_step_per_run"]) == 2

@@ -1053,8 +1053,9 @@ def format_report(result: dict, markdown: bool = False) -> str:
         lines.append(f"{'- ' if markdown else ''}skipped {name}: {why}")
     if not markdown:
         lines.append("")
-        lines.append("per step: median over repetitions; ratios are of medians (lower is better); peak MiB: peak resident-memory")
-        lines.append("increase over the process before the model was built, one epoch in a fresh subprocess.")
+        lines.append("per step: median over epochs of all repetitions (sklearn: over fits); ratios are of medians (lower is")
+        lines.append("better); peak MiB: peak resident-memory increase over the process before the model was built, one")
+        lines.append("epoch in a fresh subprocess.")
     return "\n".join(lines)
 
 
@@ -1085,7 +1086,8 @@ def results_markdown(result: dict, title: str = "chainrule bench") -> str:
         "",
         "## Results",
         "",
-        "Per step: median over repetitions, with min - max; ratios are ratios of medians (lower is better).",
+        "Per step: median over the epochs of all repetitions (scikit-learn: over its fits), with min - max;",
+        "ratios are ratios of medians (lower is better).",
         "Peak MiB: peak resident-memory increase over the process just before the model was built,",
         "one epoch of training in a fresh subprocess (see benchmarks/README.md).",
         "",
