@@ -247,17 +247,23 @@ def _toposort(root: Tensor) -> list:
     recursion), then orders it by creation number, newest first: every node
     comes before the nodes it was computed from.
     """
+    if not root._parents:
+        return [root]
     nodes = [root]
+    leaves = []
     seen = {id(root)}
     stack = [root]
     while stack:
         for p in stack.pop()._parents:
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
-                nodes.append(p)
                 if p._parents:
+                    nodes.append(p)
                     stack.append(p)
+                else:
+                    leaves.append(p)  # no parents: they need no place in the order, only to come last
     nodes.sort(key=_seq_of, reverse=True)
+    nodes += leaves
     return nodes
 
 
@@ -374,8 +380,8 @@ def node(data: Any, parents: tuple, backward: Callable) -> Tensor:
     ``backward(g)`` returns one gradient (or None) per parent.
     """
     t = Tensor.__new__(Tensor)
-    if type(data) is not ndarray:
-        data = np.asarray(data)
+    if type(data) is not ndarray and isinstance(data, np.generic):
+        data = np.asarray(data)  # NumPy reductions give scalars; a tensor always holds an array
     t.data = data
     t.grad = None
     t._retain = False

@@ -151,6 +151,18 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     return _reduce((pred - target) ** 2, reduction)
 
 
+_ROWS: dict = {}
+
+
+def _rows(n: int) -> np.ndarray:
+    """``arange(n)``, made once per batch size (cross-entropy indexes with it every step)."""
+    r = _ROWS.get(n)
+    if r is None:
+        r = _ROWS[n] = np.arange(n)
+        r.flags.writeable = False
+    return r
+
+
 def _class_targets(logits: np.ndarray, target: Any) -> tuple:
     """(indices or None, probabilities or None) from class indices (N,) or probabilities (N, C)."""
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
@@ -163,7 +175,7 @@ def _class_targets(logits: np.ndarray, target: Any) -> tuple:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")
-        if t.size and (t.min() < 0 or t.max() >= c):
+        if t.size and (t.min() < 0 or t.max() >= c):  # (two reductions of a short vector: cheap)
             raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {t.min()} to {t.max()}")
         return t, None
     if t.shape != logits.shape:
@@ -198,39 +210,41 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
         raise ShapeError(f"cross_entropy needs logits of shape (N, C), got {z.shape}")
     idx, probs = _class_targets(z, target)
     n, c = z.shape
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
+    e = z - z.max(axis=1, keepdims=True)  # shifted logits, then their exponentials, in place
+    shifted_at_target = e[_rows(n), idx] if idx is not None else None
+    shifted = e.copy() if (idx is None or label_smoothing) else None
+    np.exp(e, out=e)
     s = e.sum(axis=1, keepdims=True)
-    logp = shifted - np.log(s)
-    rows = np.arange(n)
+    log_s = np.log(s)
     if idx is not None:
-        per = -logp[rows, idx]
+        per = log_s[:, 0] - shifted_at_target  # -log softmax at the target, without the full log-softmax
         if label_smoothing:
-            per = (1 - label_smoothing) * per - (label_smoothing / c) * logp.sum(axis=1)
+            per = (1 - label_smoothing) * per + (label_smoothing / c) * (c * log_s[:, 0] - shifted.sum(axis=1))
     else:
         q = probs if not label_smoothing else (1 - label_smoothing) * probs + label_smoothing / c
-        per = -(q * logp).sum(axis=1)
+        per = -(q * (shifted - log_s)).sum(axis=1)
     if reduction == "mean":
-        out, scale = per.mean(), 1.0 / max(n, 1)
+        scale = 1.0 / max(n, 1)
+        out = per.sum() * scale
     elif reduction == "sum":
         out, scale = per.sum(), 1.0
     else:
         out, scale = per, None
 
     def backward(g):
-        p = e / s
+        p = e / s  # softmax
         if idx is not None:
             if label_smoothing:
                 p -= label_smoothing / c
-                p[rows, idx] -= 1 - label_smoothing
+                p[_rows(n), idx] -= 1 - label_smoothing
             else:
-                p[rows, idx] -= 1
+                p[_rows(n), idx] -= 1
         else:
             # soft targets whose rows need not sum to 1: d/dz = p * sum(q) - q
-            p = p * q.sum(axis=1, keepdims=True) - q
-        if scale is None:
-            return (p * g[:, None],)
-        return (p * (g * scale),)
+            p *= q.sum(axis=1, keepdims=True)
+            p -= q
+        p *= g[:, None] if scale is None else g * scale
+        return (p,)
 
     return node(out, (logits,), backward)
 

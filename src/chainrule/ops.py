@@ -423,7 +423,10 @@ def sigmoid(a: Tensor) -> Tensor:
     np.reciprocal(out, out=out)
 
     def backward(g):
-        return (g * (out * (1 - out)),)
+        d = 1 - out
+        d *= out
+        d *= g
+        return (d,)
 
     return node(out, (a,), backward)
 
@@ -433,7 +436,9 @@ def tanh(a: Tensor) -> Tensor:
     out = np.tanh(a.data)
 
     def backward(g):
-        return (g * (1 - out * out),)
+        d = 1 - out * out
+        d *= g
+        return (d,)
 
     return node(out, (a,), backward)
 
