@@ -56,6 +56,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .threads import limit_threads
+
 # ---- workloads ----------------------------------------------------------------
 
 
@@ -826,25 +828,6 @@ def environment() -> dict:
 
 
 # ---- the whole benchmark ------------------------------------------------------------------
-
-
-class limit_threads:
-    """Context manager: NumPy's BLAS limited to ``threads`` (None: unchanged), through threadpoolctl."""
-
-    def __init__(self, threads: int | None):
-        self.threads = threads
-        self._ctx = None
-
-    def __enter__(self) -> "limit_threads":
-        if self.threads is not None:
-            from threadpoolctl import threadpool_limits
-
-            self._ctx = threadpool_limits(limits=int(self.threads), user_api="blas")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._ctx is not None:
-            self._ctx.restore_original_limits()
 
 
 def run_benchmark(

@@ -547,7 +547,7 @@ class _Watch:
 def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callbacks: Sequence, quiet: bool, plots: bool,
            threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
     """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
-    from .bench import limit_threads
+    from .threads import limit_threads
     from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
     from .data import load_dataset
     from .io import describe, write_atomic

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import ChainruleError
+from .threads import limit_threads
 
 __all__ = ["SweepResult", "expand", "load_sweep", "map_points", "run_point", "run_sweep"]
 
@@ -166,7 +167,7 @@ def run_point(settings: dict) -> dict:
         from .runs import TrainConfig, run
 
         # overflow on the way to a divergence is reported once, as the point's DivergenceError
-        with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
+        with limit_threads(1), np.errstate(over="ignore", invalid="ignore"):
             result = run(TrainConfig.from_dict(dict(settings)))
         row = {"status": "ok", **_final_metrics(result)}
         row["seconds"] = float(getattr(result, "seconds", time.perf_counter() - start))
@@ -193,20 +194,6 @@ def _final_metrics(result: Any) -> dict:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-class _one_blas_thread:
-    def __enter__(self) -> None:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            self.limits = None
-            return
-        self.limits = threadpool_limits(1)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.limits is not None:
-            self.limits.restore_original_limits()
 
 
 def map_points(fn: Callable, points: Sequence[dict], jobs: int = 1, dask: str | None = None, on_result: Callable | None = None) -> list:

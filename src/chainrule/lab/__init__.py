@@ -145,6 +145,12 @@ def get(name: str) -> Experiment:
 def run(name: str, quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
     """Run one experiment by name and return its Result.
 
+    Args:
+        name: an experiment's name (``chainrule lab --list``).
+        quick: the short version (fewer steps, sizes or seeds).
+        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
+        seed: base seed; the same seed gives the same numbers.
+
     Example:
         >>> r = lab.run("activations", quick=True)
         >>> r.verdict

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import autograd
 from .. import functional as F
-from .common import Result, fmt, new_figure
+from .common import Result, new_result, fmt, new_figure
 
 LEAKY_SLOPE = 0.01  # the registry default
 PRELU_SLOPE = 0.25  # PReLU's default starting slope (learned in training)
@@ -44,21 +44,8 @@ def value_and_derivative(name: str, x: np.ndarray) -> tuple:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``activations`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["activations"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``activations``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("activations", quick, seed)
     dense = np.linspace(-20, 20, 40_001 if quick else 400_001)  # contains 0 exactly
     grid = np.linspace(-6, 6, 1201)
     z = np.random.default_rng(seed).standard_normal(100_000)  # inputs centred on zero

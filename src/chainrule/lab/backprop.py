@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import autograd
 from .. import functional as F
-from .common import Result, fmt, new_figure
+from .common import Result, new_result, fmt, new_figure
 
 TOLERANCE = 1e-9
 
@@ -179,21 +179,8 @@ def gradient_by_paths(loss: autograd.Tensor, params: list) -> tuple:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``backprop`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["backprop"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``backprop``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("backprop", quick, seed)
     rng = np.random.default_rng(seed)
     sizes = (3, 4, 4, 1)
     p = _init_params(rng, sizes)

@@ -118,6 +118,14 @@ class Result:
         )
 
 
+
+def new_result(name: str, quick: bool, seed: int) -> "Result":
+    """An empty Result for the registered experiment ``name``, with its title and claim."""
+    from . import EXPERIMENTS
+
+    exp = EXPERIMENTS[name]
+    return Result(exp.name, exp.title, exp.claim, quick, seed)
+
 def jsonable(x: Any) -> Any:
     """``x`` with NumPy scalars and arrays made Python numbers and lists; inf and nan as strings."""
     if isinstance(x, dict):

@@ -15,7 +15,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn, optim
 from ..train import fit, predict
-from .common import Result, digits, fmt, new_figure
+from .common import Result, new_result, digits, fmt, new_figure
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -24,21 +24,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``digit-losses`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["digit-losses"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``digit-losses``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("digit-losses", quick, seed)
     epochs, n_pairs = (20, 40) if quick else (40, 100)
     r.settings = {"networks": "64 -> 64 -> 64 -> 1 (MSE on the value) and 64 -> 64 -> 64 -> 10 (cross-entropy), ReLU",
                   "optimizer": "Adam lr 1e-3, batch 32", "epochs": epochs, "blend_pairs": n_pairs}

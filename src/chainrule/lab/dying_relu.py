@@ -27,7 +27,7 @@ from .. import nn, optim
 from ..errors import DivergenceError
 from ..nn import PReLU
 from ..train import evaluate, fit
-from .common import Result, dead_fractions, digits, fmt, layer_grad_norms, new_figure, parallel_map
+from .common import Result, new_result, dead_fractions, digits, fmt, layer_grad_norms, new_figure, parallel_map
 
 ACTS = ("relu", "leaky_relu", "prelu", "elu")
 WIDTH = 64
@@ -103,21 +103,8 @@ def _first_layer_dead_mask(model, X) -> np.ndarray:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``dying-relu`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["dying-relu"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``dying-relu``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("dying-relu", quick, seed)
     epochs = 12 if quick else 15
     lr_epochs = 6 if quick else 10
     seeds = [seed] if quick else [seed, seed + 1, seed + 2]

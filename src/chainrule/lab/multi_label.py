@@ -24,7 +24,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..metrics import multilabel_scores
 from ..train import fit, predict
-from .common import Result, fmt, new_figure, parallel_map
+from .common import Result, new_result, fmt, new_figure, parallel_map
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
@@ -64,21 +64,8 @@ def train_head(head: str, n: int, epochs: int, seed: int) -> dict:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``multi-label`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["multi-label"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``multi-label``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("multi-label", quick, seed)
     n, epochs = (2000, 10) if quick else (6000, 20)
     r.settings = {"dataset": f"load_objects(n_samples={n}, seed={seed}), 75/25 split", "network": "144 -> 128 -> 128 -> 5, ReLU",
                   "optimizer": "Adam lr 1e-3, batch 32", "epochs": epochs,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autograd
-from .common import Result, fmt, new_figure
+from .common import Result, new_result, fmt, new_figure
 
 # learning rates as multiples of 1 / L'': smooth, oscillating, divergent
 LR_FACTORS = {"smooth": 0.4, "oscillating": 1.6, "diverging": 2.2}
@@ -43,21 +43,8 @@ def descend(w0: float, lr: float, steps: int, x: np.ndarray, y: np.ndarray) -> d
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``single-weight`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["single-weight"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``single-weight``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("single-weight", quick, seed)
     rng = np.random.default_rng(seed)
     n, steps = 64, (15 if quick else 30)
     x = rng.standard_normal(n)

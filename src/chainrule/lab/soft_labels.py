@@ -16,7 +16,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..metrics import expected_calibration_error
 from ..train import fit, predict
-from .common import Result, digits, fmt, new_figure, parallel_map
+from .common import Result, new_result, digits, fmt, new_figure, parallel_map
 
 BINS = 15
 MAIN_EPS = 0.1
@@ -43,21 +43,8 @@ def train_smoothed(eps: float, epochs: int, seed: int) -> dict:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``soft-labels`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["soft-labels"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``soft-labels``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("soft-labels", quick, seed)
     eps_list = [0.0, MAIN_EPS] if quick else [0.0, 0.05, MAIN_EPS, 0.2]
     seeds = [seed, seed + 1] if quick else [seed, seed + 1, seed + 2]
     epochs = 10 if quick else 30

@@ -28,7 +28,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..errors import DivergenceError
 from ..train import fit, predict
-from .common import Result, fmt, new_figure, parallel_map
+from .common import Result, new_result, fmt, new_figure, parallel_map
 
 K_TRAIN = 4
 
@@ -116,21 +116,8 @@ def _spearman(a: list, b: list) -> float:
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``universal-approximation`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["universal-approximation"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``universal-approximation``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("universal-approximation", quick, seed)
     sine_widths = [1, 2, 8, 32, 128] if quick else [1, 2, 4, 8, 16, 32, 64, 128]
     shallow_widths = [16, 64, 256] if quick else [8, 16, 32, 64, 128, 256]
     deep_widths = [2, 8, 16] if quick else [2, 4, 8, 16]

@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..errors import DivergenceError
 from ..train import fit
-from .common import Result, digits, fmt, layer_grad_norms, new_figure, parallel_map
+from .common import Result, new_result, digits, fmt, layer_grad_norms, new_figure, parallel_map
 
 ACTS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu")
 WIDTH = 32
@@ -66,21 +66,8 @@ def train_one(activation: str, depth: int, lr: float, epochs: int, seed: int, mo
 
 
 def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
-    """Measure the claim of ``vanishing-gradients`` (see the module docstring) and return the Result.
-
-    Args:
-        quick: the short version (fewer steps, sizes or seeds).
-        jobs: worker processes for the sweeps (joblib); the numbers do not depend on it.
-        seed: base seed; the same seed gives the same numbers.
-
-    Example:
-        >>> r = run(quick=True)
-        >>> r.verdict, [c.detail for c in r.checks]
-    """
-    from . import EXPERIMENTS
-
-    exp = EXPERIMENTS["vanishing-gradients"]
-    r = Result(exp.name, exp.title, exp.claim, quick, seed)
+    """Measure the claim of ``vanishing-gradients``; arguments as :func:`chainrule.lab.run` describes."""
+    r = new_result("vanishing-gradients", quick, seed)
     init_depths = [2, 5, 10, 15, 20] if quick else [2, 4, 6, 8, 10, 12, 15, 20]
     sweep_depths = [2, 10] if quick else [2, 5, 10, 15, 20]
     sweep_acts = ("sigmoid", "tanh", "relu") if quick else ACTS
