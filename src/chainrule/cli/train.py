@@ -233,6 +233,8 @@ def _print_health(diagnostics: dict, warnings: list) -> None:
     from ..diagnostics import health_table
 
     console = Console()
+    if not console.is_terminal:  # a pipe or a log file: no terminal width to fit, so do not squeeze the numbers
+        console = Console(width=120)
     console.print(health_table(diagnostics))
     for message in warnings:
         console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
