@@ -1,5 +1,4 @@
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -38,3 +37,21 @@ def _one_blas_thread():
         return
     with threadpool_limits(1):
         yield
+
+
+def torch_copy(torch, model):
+    """A float64 torch.nn.Sequential with the same layers and weights as a chainrule MLP or
+    Sequential of Linear and sigmoid/tanh/relu layers (chainrule's weight is (in, out): transposed)."""
+    from chainrule import nn
+
+    layers = []
+    for m in model:
+        if isinstance(m, nn.Linear):
+            lin = torch.nn.Linear(m.in_features, m.out_features).double()
+            with torch.no_grad():
+                lin.weight.copy_(torch.tensor(m.weight.data.T))
+                lin.bias.copy_(torch.tensor(m.bias.data))
+            layers.append(lin)
+        else:
+            layers.append({"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU}[type(m).__name__]())
+    return torch.nn.Sequential(*layers)

@@ -28,6 +28,7 @@ from chainrule.diagnostics import (
     write_tensorboard,
 )
 from chainrule.diagnostics import advice
+from conftest import torch_copy
 
 
 @pytest.fixture(scope="module")
@@ -150,25 +151,11 @@ def test_ten_sigmoid_layers_vanish_where_relu_with_he_init_does_not(digits, seed
 # ---- agreement with PyTorch ------------------------------------------------------------
 
 
-def _torch_copy(torch, model):
-    layers = []
-    for m in model:
-        if isinstance(m, nn.Linear):
-            lin = torch.nn.Linear(m.in_features, m.out_features).double()
-            with torch.no_grad():
-                lin.weight.copy_(torch.tensor(m.weight.data.T))  # chainrule's weight is (in, out)
-                lin.bias.copy_(torch.tensor(m.bias.data))
-            layers.append(lin)
-        else:
-            layers.append({"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU}[type(m).__name__]())
-    return torch.nn.Sequential(*layers)
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_per_layer_gradient_norms_agree_with_pytorch(torch, digits, activation):
     X, _, y, _ = digits
     model = nn.MLP([64, 48, 32, 24, 10], activation=activation, generator=3, dtype="float64")
-    ref = _torch_copy(torch, model)
+    ref = torch_copy(torch, model)
     xb, yb = X[:64].astype(np.float64), y[:64]
     monitor = Monitor(probe=(X[:128], y[:128]), loss_fn=F.cross_entropy).begin(model)
     loss = F.cross_entropy(model(_leaf(xb)), _leaf(yb))
@@ -187,7 +174,7 @@ def test_per_layer_gradient_norms_agree_with_pytorch(torch, digits, activation):
 def test_signal_propagation_agrees_with_pytorch(torch, digits):
     X, _, y, _ = digits
     model = nn.MLP([64, 40, 30, 10], activation="tanh", generator=1, dtype="float64")
-    ref = _torch_copy(torch, model)
+    ref = torch_copy(torch, model)
     xb, yb = X[:100].astype(np.float64), y[:100]
     sp = signal_propagation(model, xb, F.cross_entropy, yb)
     h = torch.tensor(xb)

@@ -9,22 +9,9 @@ import pytest
 import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
+from conftest import torch_copy
 
 SIZES = [6, 8, 8, 8, 3]
-
-
-def _torch_copy(torch, model):
-    layers = []
-    for m in model:
-        if isinstance(m, nn.Linear):
-            lin = torch.nn.Linear(m.in_features, m.out_features).double()
-            with torch.no_grad():
-                lin.weight.copy_(torch.tensor(m.weight.data.T))
-                lin.bias.copy_(torch.tensor(m.bias.data))
-            layers.append(lin)
-        else:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
 
 
 CASES = {
@@ -43,7 +30,7 @@ CASES = {
 def test_twenty_steps_equal_pytorch(torch, name):
     make, make_t = CASES[name]
     model = nn.MLP(SIZES, activation="tanh", generator=0, dtype="float64")
-    tmodel = _torch_copy(torch, model)
+    tmodel = torch_copy(torch, model)
     opt, topt = make(model.parameters()), make_t(torch, tmodel.parameters())
     rng = np.random.default_rng(1)
     for step in range(20):
