@@ -55,3 +55,27 @@ def torch_copy(torch, model):
         else:
             layers.append({"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU}[type(m).__name__]())
     return torch.nn.Sequential(*layers)
+
+
+# ---- array-API namespaces: array-api-strict arrays on a non-CPU device stand in for a GPU ----
+
+
+@pytest.fixture(scope="session")
+def strict():
+    """(array_api_strict, its non-CPU device): arrays there refuse NumPy conversion, as GPU arrays do."""
+    xp = pytest.importorskip("array_api_strict")
+    return xp, xp.Device("device1")
+
+
+def to_strict(strict, a):
+    """NumPy array (or nested list) ``a`` as an array-api-strict array on the stand-in device."""
+    xp, dev = strict
+    a = np.asarray(a)
+    return xp.asarray(a, dtype=getattr(xp, a.dtype.name), device=dev)
+
+
+def from_strict(a):
+    """An array-api-strict array back as NumPy (through its CPU device)."""
+    from chainrule.backend import to_numpy
+
+    return to_numpy(a)

@@ -1,7 +1,13 @@
-"""Which array namespace runs the numbers: NumPy on the CPU, CuPy on a GPU.
+"""Which array namespace runs the numbers: NumPy on the CPU, CuPy on a GPU, any array-API
+namespace in tests.
 
-The NumPy path calls NumPy directly (no wrapper per operation); this module is
-consulted only when data moves between devices.
+The namespace is chosen once per tensor, by its data: a ``numpy.ndarray`` is computed by
+NumPy, anything else by the module its ``__array_namespace__()`` names (CuPy for a
+``cupy.ndarray``; ``array_api_strict`` in the tests, whose arrays on a non-CPU device stand
+in for a GPU and refuse every NumPy call). Operations look the namespace up with
+:func:`namespace`, which answers NumPy after one type check, so the NumPy path adds no
+wrapper call per operation; NumPy-only speed-ups (``out=``, ``errstate``) run behind
+``xp is np``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,93 @@ from typing import Any
 import numpy as np
 
 from .errors import ChainruleError
+
+ndarray = np.ndarray
+
+
+def namespace(a: Any) -> Any:
+    """The array namespace of array ``a``: ``numpy`` for NumPy arrays, else ``a.__array_namespace__()``."""
+    if type(a) is ndarray:
+        return np
+    get = getattr(a, "__array_namespace__", None)
+    if get is None:
+        if isinstance(a, (np.ndarray, np.generic)):
+            return np
+        raise ChainruleError(f"expected an array (NumPy, CuPy or array-API), got {type(a).__name__}")
+    return get()
+
+
+def is_numpy(a: Any) -> bool:
+    return isinstance(a, (np.ndarray, np.generic))
+
+
+def device_of(a: Any) -> str:
+    """The device of array ``a`` as a string: "cpu" for NumPy, "cuda" (or "cuda:N") for CuPy,
+    ``str(a.device)`` for other namespaces."""
+    if isinstance(a, np.ndarray):
+        return "cpu"
+    dev = getattr(a, "device", None)
+    if type(a).__module__.split(".")[0] == "cupy":
+        n = getattr(dev, "id", 0)
+        return "cuda" if not n else f"cuda:{n}"
+    return str(dev) if dev is not None else type(a).__module__
+
+
+def check_same_device(op: str, *arrays: Any) -> None:
+    """Raise naming both devices when the arrays of one operation live on different devices
+    (or in different namespaces). Callers test ``type(a) is not type(b)`` first, so this
+    runs only on a mismatch."""
+    first = arrays[0]
+    for other in arrays[1:]:
+        if type(other) is not type(first) or (not isinstance(first, np.ndarray) and device_of(other) != device_of(first)):
+            raise ChainruleError(
+                f"{op}: its inputs are on different devices, {device_of(first)} ({type(first).__name__}) and "
+                f"{device_of(other)} ({type(other).__name__}); move them to one with .to(device) first"
+            )
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A host (NumPy) array with the values of ``a``: ``a`` itself when it is one already."""
+    if isinstance(a, np.ndarray):
+        return a
+    if isinstance(a, np.generic):
+        return np.asarray(a)
+    get = getattr(a, "get", None)  # CuPy
+    if get is not None and type(a).__module__.split(".")[0] == "cupy":
+        return get()
+    to_device = getattr(a, "to_device", None)
+    if to_device is not None:  # array-API arrays: move to the namespace's CPU device first
+        xp = namespace(a)
+        cpu = _cpu_device(xp)
+        if cpu is not None:
+            a = to_device(cpu)
+    return np.asarray(a)
+
+
+def _cpu_device(xp: Any) -> Any:
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return None
+    try:
+        return info().default_device()
+    except Exception:  # pragma: no cover - namespaces without a default device
+        return None
+
+
+def asarray(data: Any, like: Any, dtype: Any = None) -> Any:
+    """``data`` (NumPy, Python numbers) as an array in the namespace and on the device of ``like``."""
+    if type(like) is ndarray:
+        return np.asarray(data, dtype=dtype)
+    xp = namespace(like)
+    dt = None if dtype is None else _dtype(xp, dtype)
+    return xp.asarray(data, dtype=dt, device=like.device)
+
+
+def _dtype(xp: Any, dtype: Any) -> Any:
+    """A dtype given as NumPy dtype or name, in namespace ``xp``."""
+    if xp is np:
+        return np.dtype(dtype)
+    return getattr(xp, np.dtype(dtype).name)
 
 
 def cupy() -> Any:
@@ -24,6 +117,8 @@ def cupy() -> Any:
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise ChainruleError("device 'cuda' asked for, but CuPy finds no GPU on this machine")
+    except ChainruleError:
+        raise
     except Exception as e:  # CUDA driver missing
         raise ChainruleError(f"device 'cuda' asked for, but no usable GPU was found: {e}") from None
     return cupy
@@ -38,15 +133,20 @@ def normalize_device(device: Any) -> str:
     raise ChainruleError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
 
 
-def to_device(t: Any, device: Any) -> Any:
-    """A tensor's data moved to ``device`` (a no-op when it is there already)."""
-    from .autograd import Tensor
-
+def move(a: Any, device: Any) -> Any:
+    """Array ``a`` on ``device`` ("cpu" or "cuda"): itself when it is there already."""
     d = normalize_device(device)
     if d == "cpu":
-        data = t.data if isinstance(t.data, np.ndarray) else t.data.get()
-    else:
-        data = cupy().asarray(t.data)
+        return to_numpy(a)
+    cp = cupy()
+    return a if isinstance(a, cp.ndarray) else cp.asarray(to_numpy(a))
+
+
+def to_device(t: Any, device: Any) -> Any:
+    """A tensor's data moved to ``device`` (a no-op when it is there already), as a new leaf tensor."""
+    from .autograd import Tensor
+
+    data = move(t.data, device)
     out = Tensor.__new__(Tensor)
     out.data, out.grad, out.requires_grad = data, None, t.requires_grad
     out._parents, out._backward, out._retain, out.name = (), None, False, t.name
