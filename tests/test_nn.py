@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import chainrule as cr
+from chainrule import functional as F
 from chainrule import nn
+from chainrule.errors import ShapeError
 from test_ops_torch import compare
 
 
@@ -114,3 +116,78 @@ def test_prelu_module_learns_its_slope():
     np.testing.assert_allclose(act.weight.grad, [-1.0, -2.0, 0.0])
     with pytest.raises(cr.ChainruleError, match="PReLU"):
         act(cr.zeros(2, 4))
+
+
+# ---- the fused stack (F.fused_layers, used by Sequential and MLP) ----------------------
+
+
+def _stack(activation, rng, **kw):
+    act = lambda: nn.activation(activation, **(dict(kw, dtype="float64") if activation == "prelu" else kw))  # noqa: E731
+    model = nn.Sequential(
+        nn.Linear(6, 9, dtype="float64"), act(), nn.Linear(9, 9, dtype="float64"), act(), nn.Linear(9, 4, dtype="float64")
+    )
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.data.shape)
+    return model
+
+
+def _run(model, x_data, need_x, fused):
+    model.zero_grad()
+    x = cr.tensor(x_data, dtype="float64", requires_grad=need_x)
+    out = model(x) if fused else model.forward_layers(x)
+    ((out * out).sum() + out.sum()).backward()
+    return [out.data] + [p.grad for p in model.parameters()] + ([x.grad] if need_x else [])
+
+
+@pytest.mark.parametrize("activation, kw", [
+    ("relu", {}), ("sigmoid", {}), ("tanh", {}), ("identity", {}), ("leaky_relu", {"negative_slope": 0.2}),
+    ("elu", {"alpha": 0.7}), ("prelu", {}), ("prelu", {"num_parameters": 9, "init": 0.1}),
+])
+@pytest.mark.parametrize("need_x", [False, True])
+def test_fused_stack_equals_layer_by_layer(activation, kw, need_x):
+    rng = np.random.default_rng(0)
+    model = _stack(activation, rng, **kw)
+    assert model._fusion is not None
+    x = rng.standard_normal((7, 6))
+    x[0, :] = 0.0  # rows that put some units exactly at the kink
+    fused, layered = _run(model, x, need_x, True), _run(model, x, need_x, False)
+    assert len(fused) == len(layered)
+    for a, b in zip(fused, layered):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_stack_records_one_node_and_passes_gradcheck():
+    rng = np.random.default_rng(1)
+    model = _stack("tanh", rng)
+    x = cr.tensor(rng.standard_normal((3, 6)), dtype="float64", requires_grad=True)
+    out = model(x)
+    assert out._parents[0] is x and len(out._parents) == 1 + 6  # x and three (weight, bias) pairs
+    params = model.parameters()
+    assert cr.gradcheck(lambda x, *ps: F.fused_layers(x, [
+        ("linear", ps[0], ps[1]), ("tanh", None, None), ("linear", ps[2], ps[3]), ("tanh", None, None), ("linear", ps[4], ps[5]),
+    ]), x, *params)
+    with cr.no_grad():
+        assert not model(x).requires_grad
+
+
+def test_fused_stack_leaves_inputs_alone_and_falls_back_when_watched():
+    rng = np.random.default_rng(2)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    x = cr.tensor(rng.standard_normal((3, 4)))
+    before = x.data.copy()
+    model(x)
+    np.testing.assert_array_equal(x.data, before)
+    # a layer whose forward is replaced on the instance (as the diagnostics do) is called
+    seen = []
+    relu = model[1]
+    object.__setattr__(relu, "forward", lambda t: seen.append(t.shape) or F.relu(t))
+    model(x)
+    assert seen == [(3, 5)]
+    del relu.__dict__["forward"]
+    # a stack that cannot be fused still runs, layer by layer; a wrong input names the layer
+    assert nn.Sequential(nn.Linear(4, 5), nn.Softmax())._fusion is None
+    with pytest.raises(ShapeError, match=r"Linear\(4 -> 5\) got input of shape \(3, 3\)"):
+        model(cr.tensor(rng.standard_normal((3, 3))))
+    assert nn.Sequential(nn.Linear(4, 5), nn.Linear(6, 2))._fusion is None
+    assert model(cr.tensor(rng.standard_normal((2, 3, 4)))).shape == (2, 3, 2)  # batched input: layer by layer

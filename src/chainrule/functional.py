@@ -16,6 +16,7 @@ import numpy as np
 
 from . import ops
 from .autograd import Tensor, as_tensor, node
+from .backend import asarray, check_same_device, namespace
 from .errors import DataError, ShapeError
 
 # ---- activations -------------------------------------------------------------
@@ -67,12 +68,12 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     Fused for stability; gradient ``g - softmax(x) * sum(g)``.
     """
     z = x.data
-    m = z.max(axis=axis, keepdims=True)
-    shifted = z - m
-    out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    xp = namespace(z)
+    shifted = z - xp.max(z, axis=axis, keepdims=True)
+    out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
     def backward(g):
-        return (g - np.exp(out) * g.sum(axis=axis, keepdims=True),)
+        return (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
 
     return node(out, (x,), backward)
 
@@ -84,11 +85,12 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
         >>> F.softmax(cr.tensor([[1.0, 2.0, 3.0]]))   # [[0.090, 0.245, 0.665]]
     """
     z = x.data
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    out = e / e.sum(axis=axis, keepdims=True)
+    xp = namespace(z)
+    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
+    out = e / xp.sum(e, axis=axis, keepdims=True)
 
     def backward(g):
-        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+        return (out * (g - xp.sum(g * out, axis=axis, keepdims=True)),)
 
     return node(out, (x,), backward)
 
@@ -100,11 +102,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     ``x`` needs none (the first layer).
     """
     xd, w = x.data, weight.data
+    if type(xd) is not type(w):
+        check_same_device("linear", xd, w)
     out = xd @ w
     if bias is not None:
         out += bias.data
 
     def backward(g):
+        if type(g) is not np.ndarray:
+            return _linear_backward_generic(g, xd, w, x, weight, bias)
         gx = g @ w.T if x.requires_grad else None
         if xd.ndim == 2:
             gw = xd.T @ g if weight.requires_grad else None
@@ -117,6 +123,169 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return node(out, parents, backward)
+
+
+def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
+    xp = namespace(g)
+    gx = g @ xp.matrix_transpose(w) if x.requires_grad else None
+    x2, g2 = xp.reshape(xd, (-1, xd.shape[-1])), xp.reshape(g, (-1, g.shape[-1]))
+    gw = xp.matrix_transpose(x2) @ g2 if weight.requires_grad else None
+    gb = xp.sum(g2, axis=0) if bias is not None and bias.requires_grad else None
+    return gx, gw, gb
+
+
+# ---- a stack of layers as one node ---------------------------------------------
+
+#: The step kinds that :func:`fused_layers` runs.
+FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu")
+
+
+def fused_layers(x: Tensor, steps: Any) -> Tensor:
+    """A stack of fully connected layers and activations, computed as one graph node.
+
+    Equal, value for value and gradient for gradient, to applying :func:`linear`
+    and the activation functions one after another. Fused for speed: a small
+    network otherwise spends more time recording one node per layer than
+    computing; here each activation runs in place on its layer's output, the
+    derivative it needs is kept from the forward pass, and backward is one
+    closure. ``nn.Sequential`` (and so ``nn.MLP``) uses it when every layer is
+    a Linear or one of the activations below and no layer's ``forward`` has
+    been replaced (the diagnostics wrap them to watch each layer).
+
+    Args:
+        x: input of shape (N, in).
+        steps: sequence of ``(kind, a, b)``: ``("linear", weight, bias or None)``,
+            ``("leaky_relu", negative_slope, None)``, ``("elu", alpha, None)``,
+            ``("prelu", weight, None)``, or ``(kind, None, None)`` for
+            "identity", "relu", "sigmoid", "tanh". Derivatives at kinks as the
+            unfused functions: ReLU'(0) = 0, leaky and PReLU take the slope at 0,
+            ELU'(0) = alpha.
+
+    Example:
+        >>> F.fused_layers(x, [("linear", w1, b1), ("relu", None, None), ("linear", w2, b2)])
+    """
+    a = x.data
+    if a.ndim != 2:
+        raise ShapeError(f"fused_layers needs input of shape (N, features), got {a.shape}")
+    xp = namespace(a)
+    on_numpy = xp is np
+    parents = [x]
+    saved = []  # per step: what its backward needs
+    fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
+    for kind, p, q in steps:
+        if kind == "linear":
+            if type(p.data) is not type(a):
+                check_same_device("fused_layers", a, p.data)
+            z = a @ p.data
+            if q is not None:
+                z += q.data
+                parents += (p, q)
+            else:
+                parents.append(p)
+            saved.append(a)
+            a, fresh = z, True
+            continue
+        if kind == "identity":
+            saved.append(None)
+            continue
+        if kind in ("relu", "sigmoid", "tanh"):
+            if on_numpy:
+                out = a if fresh else np.empty_like(a)
+                if kind == "relu":
+                    np.maximum(a, 0, out=out)
+                elif kind == "tanh":
+                    np.tanh(a, out=out)
+                else:
+                    with np.errstate(over="ignore"):  # e^-z overflows to inf for z << 0: 1 / (1 + inf) = 0 is right
+                        np.negative(a, out=out)
+                        np.exp(out, out=out)
+                        out += 1
+                        np.reciprocal(out, out=out)
+                a = out
+            elif kind == "relu":
+                a = xp.maximum(a, xp.zeros((), dtype=a.dtype, device=a.device))
+            elif kind == "tanh":
+                a = xp.tanh(a)
+            else:
+                a = 1 / (1 + xp.exp(-a))
+            saved.append(a)  # the derivative comes from the output
+            fresh = False
+            continue
+        pos = a > 0
+        if kind == "leaky_relu":
+            d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
+            saved.append((d, None))
+            a = a * d
+        elif kind == "elu":
+            e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
+            d = xp.where(pos, xp.ones_like(a), e * p)
+            saved.append((d, None))
+            a = xp.where(pos, a, (e - 1) * p)
+        elif kind == "prelu":
+            parents.append(p)
+            d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
+            saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
+            a = a * d
+        else:
+            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+        fresh = True
+    kinds = [s[0] for s in steps]
+    need_x = x.requires_grad
+
+    def backward(g):
+        grads = []
+        owned = False  # whether g is our own array (else it may be shared: never write into it)
+        for i in range(len(kinds) - 1, -1, -1):
+            kind, s = kinds[i], saved[i]
+            last = i == 0 and not need_x
+            if kind == "linear":
+                weight, bias = steps[i][1], steps[i][2]
+                if on_numpy:
+                    if bias is not None:
+                        grads.append(g.sum(axis=0))
+                    grads.append(s.T @ g)
+                    if last:
+                        break
+                    g = g @ weight.data.T
+                else:
+                    if bias is not None:
+                        grads.append(xp.sum(g, axis=0))
+                    grads.append(xp.matrix_transpose(s) @ g)
+                    if last:
+                        break
+                    g = g @ xp.matrix_transpose(weight.data)
+                owned = True
+                continue
+            if kind == "identity":
+                if last:
+                    break
+                continue
+            if kind == "relu":
+                m = s > 0
+            elif kind == "sigmoid":
+                m = 1 - s
+                m *= s
+            elif kind == "tanh":
+                m = s * s
+                m = (np.subtract(1, m, out=m) if on_numpy else 1 - m)
+            else:
+                d, neg = s
+                if neg is not None:  # PReLU's slope: summed over the rows (and the units when it is shared)
+                    gw = xp.sum(g * neg, axis=0)
+                    w_shape = steps[i][1].data.shape
+                    grads.append(xp.reshape(xp.sum(gw), w_shape) if gw.shape != w_shape else gw)
+                m = d
+            if last:
+                break
+            if owned and on_numpy:
+                g *= m
+            else:
+                g = g * m
+                owned = True
+        grads.reverse()
+        return ((g if need_x else None), *grads)
+
+    return node(a, tuple(parents), backward)
 
 
 # ---- losses --------------------------------------------------------------------
@@ -163,27 +332,56 @@ def _rows(n: int) -> np.ndarray:
     return r
 
 
-def _class_targets(logits: np.ndarray, target: Any) -> tuple:
+def _target_array(target: Any, like: Any) -> Any:
+    """The target's array, in the namespace and on the device of ``like`` (host data is moved there)."""
+    t = target.data if isinstance(target, Tensor) else target
+    if type(t) is type(like):
+        return t
+    if type(like) is np.ndarray:
+        if not isinstance(t, (np.ndarray, np.generic, list, tuple, int, float)):
+            check_same_device("loss", like, t)
+        return np.asarray(t)
+    if isinstance(t, (np.ndarray, np.generic, list, tuple, int, float)):
+        return asarray(t, like)
+    check_same_device("loss", like, t)
+    return t
+
+
+def _class_targets(logits: Any, target: Any) -> tuple:
     """(indices or None, probabilities or None) from class indices (N,) or probabilities (N, C)."""
-    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    t = _target_array(target, logits)
     n, c = logits.shape[0], logits.shape[-1]
     if t.ndim == logits.ndim - 1:
-        if t.dtype.kind not in "iu":
-            if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
-                t = t.astype(np.int64)
-            else:
-                raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")
-        if t.size and (t.min() < 0 or t.max() >= c):  # (two reductions of a short vector: cheap)
-            raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {t.min()} to {t.max()}")
+        if type(t) is np.ndarray:
+            if t.dtype.kind not in "iu":
+                if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
+                    t = t.astype(np.int64)
+                else:
+                    raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
+            # one reduction checks both ends: seen as unsigned, a negative index is huge
+            if t.size and (t.view(f"u{t.itemsize}") if t.dtype.kind == "i" else t).max() >= c:
+                raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {t.min()} to {t.max()}")
+            return t, None
+        xp = namespace(t)
+        if not xp.isdtype(t.dtype, "integral"):
+            if xp.isdtype(t.dtype, "real floating") and bool(xp.all(t == xp.round(t))):
+                t = xp.astype(t, xp.int64)
+            else:
+                raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
+        if t.size and (bool(xp.min(t) < 0) or bool(xp.max(t) >= c)):
+            raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {int(xp.min(t))} to {int(xp.max(t))}")
         return t, None
     if t.shape != logits.shape:
         raise ShapeError(
             f"cross_entropy: logits of shape {logits.shape} need class indices of shape {logits.shape[:-1]} "
             f"or probabilities of shape {logits.shape}, got {t.shape}"
         )
-    return None, t.astype(logits.dtype, copy=False)
+    if type(t) is np.ndarray:
+        return None, t.astype(logits.dtype, copy=False)
+    xp = namespace(t)
+    return None, (t if t.dtype == logits.dtype else xp.astype(t, logits.dtype))
 
 
 def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
@@ -210,11 +408,13 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
         raise ShapeError(f"cross_entropy needs logits of shape (N, C), got {z.shape}")
     idx, probs = _class_targets(z, target)
     n, c = z.shape
-    e = z - z.max(axis=1, keepdims=True)  # shifted logits, then their exponentials, in place
+    if type(z) is not np.ndarray:
+        return _cross_entropy_generic(logits, idx, probs, label_smoothing, reduction)
+    e = z - np.maximum.reduce(z, axis=1, keepdims=True)  # shifted logits, then their exponentials, in place
     shifted_at_target = e[_rows(n), idx] if idx is not None else None
     shifted = e.copy() if (idx is None or label_smoothing) else None
     np.exp(e, out=e)
-    s = e.sum(axis=1, keepdims=True)
+    s = np.add.reduce(e, axis=1, keepdims=True)
     log_s = np.log(s)
     if idx is not None:
         per = log_s[:, 0] - shifted_at_target  # -log softmax at the target, without the full log-softmax
@@ -225,9 +425,9 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
         per = -(q * (shifted - log_s)).sum(axis=1)
     if reduction == "mean":
         scale = 1.0 / max(n, 1)
-        out = per.sum() * scale
+        out = np.add.reduce(per) * scale
     elif reduction == "sum":
-        out, scale = per.sum(), 1.0
+        out, scale = np.add.reduce(per), 1.0
     else:
         out, scale = per, None
 
@@ -249,6 +449,36 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
     return node(out, (logits,), backward)
 
 
+def _cross_entropy_generic(logits: Tensor, idx: Any, probs: Any, label_smoothing: float, reduction: str) -> Tensor:
+    """cross_entropy in any array-API namespace: class indices become one-hot rows."""
+    z = logits.data
+    xp = namespace(z)
+    n, c = z.shape
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = xp.sum(e, axis=1, keepdims=True)
+    if idx is not None:
+        q = xp.astype(xp.expand_dims(idx, axis=1) == xp.arange(c, device=z.device), z.dtype)
+    else:
+        q = probs
+    if label_smoothing:
+        q = (1 - label_smoothing) * q + label_smoothing / c
+    per = -xp.sum(q * (shifted - xp.log(s)), axis=1)
+    if reduction == "mean":
+        scale = 1.0 / max(n, 1)
+        out = xp.sum(per) * scale
+    elif reduction == "sum":
+        out, scale = xp.sum(per), 1.0
+    else:
+        out, scale = per, None
+
+    def backward(g):
+        d = (e / s) * xp.sum(q, axis=1, keepdims=True) - q  # softmax * sum(q) - q
+        return (d * (xp.expand_dims(g, axis=1) if scale is None else g * scale),)
+
+    return node(out, (logits,), backward)
+
+
 def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], one term per output.
 
@@ -258,23 +488,26 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     sigmoid); gradient ``sigmoid(x) - y``. "mean" averages over every element.
     """
     _check_reduction(reduction)
-    y = target.data if isinstance(target, Tensor) else np.asarray(target)
     x = logits.data
+    xp = namespace(x)
+    y = _target_array(target, x)
     if y.shape != x.shape:
         raise ShapeError(f"binary_cross_entropy_with_logits needs target of shape {x.shape}, got {y.shape}")
-    y = y.astype(x.dtype, copy=False)
-    e = np.exp(-np.abs(x))
-    per = np.maximum(x, 0) - x * y + np.log1p(e)
+    if y.dtype != x.dtype:
+        y = xp.astype(y, x.dtype)
+    e = xp.exp(-xp.abs(x))
+    per = xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(e)
     if reduction == "mean":
-        out, scale = per.mean(), 1.0 / max(per.size, 1)
+        scale = 1.0 / max(per.size, 1)
+        out = xp.sum(per) * scale
     elif reduction == "sum":
-        out, scale = per.sum(), 1.0
+        out, scale = xp.sum(per), 1.0
     else:
         out, scale = per, None
 
     def backward(g):
         r = 1 / (1 + e)
-        s = np.where(x >= 0, r, e * r)
+        s = xp.where(x >= 0, r, e * r)
         return ((s - y) * (g if scale is None else g * scale),)
 
     return node(out, (logits,), backward)

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from .. import functional as F
 from ..autograd import Tensor
+from .activations import ELU, Identity, LeakyReLU, PReLU, ReLU, Sigmoid, Tanh
+from .linear import Linear
 from .module import Module, register_module
+
+# Layer types that F.fused_layers can run, and the step kind each becomes.
+_FUSED_KIND = {
+    Linear: "linear",
+    Identity: "identity",
+    ReLU: "relu",
+    Sigmoid: "sigmoid",
+    Tanh: "tanh",
+    LeakyReLU: "leaky_relu",
+    ELU: "elu",
+    PReLU: "prelu",
+}
 
 
 @register_module
 class Sequential(Module):
     """Apply ``layers`` in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
+
+    A stack of Linear layers and activations (the usual MLP) runs as one fused
+    graph node, :func:`chainrule.functional.fused_layers`: the same values and
+    gradients, several times less bookkeeping per step. It runs layer by layer
+    instead when a layer's ``forward`` has been replaced on the instance (as the
+    diagnostics do to watch each layer), when the input is not a batch of rows,
+    or when a layer is of another type.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -23,8 +45,30 @@ class Sequential(Module):
                 raise TypeError(f"Sequential takes modules, got {type(layer).__name__} at position {i}")
             setattr(self, str(i), layer)
         object.__setattr__(self, "_layers", tuple(layers))
+        object.__setattr__(self, "_fusion", _fusion_plan(layers))
 
     def forward(self, x: Tensor) -> Tensor:
+        plan = self._fusion
+        if plan is not None and x.data.ndim == 2 and x.data.shape[1] == plan[0][1].in_features:
+            steps = []
+            for kind, m in plan:
+                if "forward" in m.__dict__:  # watched or patched: run it layer by layer
+                    return self.forward_layers(x)
+                if kind == "linear":
+                    steps.append((kind, m.weight, m.bias))
+                elif kind == "prelu":
+                    steps.append((kind, m.weight, None))
+                elif kind == "leaky_relu":
+                    steps.append((kind, m.negative_slope, None))
+                elif kind == "elu":
+                    steps.append((kind, m.alpha, None))
+                else:
+                    steps.append((kind, None, None))
+            return F.fused_layers(x, steps)
+        return self.forward_layers(x)
+
+    def forward_layers(self, x: Tensor) -> Tensor:
+        """The forward pass one layer (one module call, one graph node) at a time."""
         for layer in self._layers:
             x = layer(x)
         return x
@@ -41,3 +85,22 @@ class Sequential(Module):
     def get_config(self) -> dict:
         return {}
 
+
+def _fusion_plan(layers: Any) -> tuple | None:
+    """((kind, module), ...) when the layers can run as F.fused_layers: a Linear first, then
+    only Linear and known activations with matching widths; else None."""
+    if not layers or type(layers[0]) is not Linear:
+        return None
+    plan, width = [], None
+    for m in layers:
+        kind = _FUSED_KIND.get(type(m))
+        if kind is None:
+            return None
+        if kind == "linear":
+            if width is not None and m.in_features != width:
+                return None  # let the layer-by-layer path raise its clear shape error
+            width = m.out_features
+        elif kind == "prelu" and m.num_parameters not in (1, width):
+            return None
+        plan.append((kind, m))
+    return tuple(plan)
