@@ -140,6 +140,71 @@ def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor,
 FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu")
 
 
+def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
+    """fused_layers' forward pass: (output array, parent tensors, what each step's backward needs)."""
+    a = x.data
+    parents = [x]
+    saved = []
+    fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
+    for kind, p, q in steps:
+        if kind == "linear":
+            if type(p.data) is not type(a):
+                check_same_device("fused_layers", a, p.data)
+            z = a @ p.data
+            if q is not None:
+                z += q.data
+                parents += (p, q)
+            else:
+                parents.append(p)
+            saved.append(a)
+            a, fresh = z, True
+            continue
+        if kind == "identity":
+            saved.append(None)
+            continue
+        if kind in ("relu", "sigmoid", "tanh"):
+            if on_numpy:
+                out = a if fresh else np.empty_like(a)
+                if kind == "relu":
+                    np.maximum(a, 0, out=out)
+                elif kind == "tanh":
+                    np.tanh(a, out=out)
+                else:  # (under the caller's errstate) e^-z overflows to inf for z << 0, and 1 / (1 + inf) = 0 is right
+                    np.negative(a, out=out)
+                    np.exp(out, out=out)
+                    out += 1
+                    np.reciprocal(out, out=out)
+                a = out
+            elif kind == "relu":
+                a = xp.maximum(a, xp.zeros((), dtype=a.dtype, device=a.device))
+            elif kind == "tanh":
+                a = xp.tanh(a)
+            else:
+                a = 1 / (1 + xp.exp(-a))
+            saved.append(a)  # the derivative comes from the output
+            fresh = False
+            continue
+        pos = a > 0
+        if kind == "leaky_relu":
+            d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
+            saved.append((d, None))
+            a = a * d
+        elif kind == "elu":
+            e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
+            d = xp.where(pos, xp.ones_like(a), e * p)
+            saved.append((d, None))
+            a = xp.where(pos, a, (e - 1) * p)
+        elif kind == "prelu":
+            parents.append(p)
+            d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
+            saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
+            a = a * d
+        else:
+            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+        fresh = True
+    return a, parents, saved
+
+
 def fused_layers(x: Tensor, steps: Any) -> Tensor:
     """A stack of fully connected layers and activations, computed as one graph node.
 
@@ -169,67 +234,12 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         raise ShapeError(f"fused_layers needs input of shape (N, features), got {a.shape}")
     xp = namespace(a)
     on_numpy = xp is np
-    parents = [x]
-    saved = []  # per step: what its backward needs
-    fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
-    for kind, p, q in steps:
-        if kind == "linear":
-            if type(p.data) is not type(a):
-                check_same_device("fused_layers", a, p.data)
-            z = a @ p.data
-            if q is not None:
-                z += q.data
-                parents += (p, q)
-            else:
-                parents.append(p)
-            saved.append(a)
-            a, fresh = z, True
-            continue
-        if kind == "identity":
-            saved.append(None)
-            continue
-        if kind in ("relu", "sigmoid", "tanh"):
-            if on_numpy:
-                out = a if fresh else np.empty_like(a)
-                if kind == "relu":
-                    np.maximum(a, 0, out=out)
-                elif kind == "tanh":
-                    np.tanh(a, out=out)
-                else:
-                    with np.errstate(over="ignore"):  # e^-z overflows to inf for z << 0: 1 / (1 + inf) = 0 is right
-                        np.negative(a, out=out)
-                        np.exp(out, out=out)
-                        out += 1
-                        np.reciprocal(out, out=out)
-                a = out
-            elif kind == "relu":
-                a = xp.maximum(a, xp.zeros((), dtype=a.dtype, device=a.device))
-            elif kind == "tanh":
-                a = xp.tanh(a)
-            else:
-                a = 1 / (1 + xp.exp(-a))
-            saved.append(a)  # the derivative comes from the output
-            fresh = False
-            continue
-        pos = a > 0
-        if kind == "leaky_relu":
-            d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
-            saved.append((d, None))
-            a = a * d
-        elif kind == "elu":
-            e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
-            d = xp.where(pos, xp.ones_like(a), e * p)
-            saved.append((d, None))
-            a = xp.where(pos, a, (e - 1) * p)
-        elif kind == "prelu":
-            parents.append(p)
-            d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
-            saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
-            a = a * d
-        else:
-            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
-        fresh = True
     kinds = [s[0] for s in steps]
+    if on_numpy and "sigmoid" in kinds:
+        with np.errstate(over="ignore"):  # entered once for all sigmoid layers (it costs microseconds)
+            a, parents, saved = _fused_forward(x, steps, xp, True)
+    else:
+        a, parents, saved = _fused_forward(x, steps, xp, on_numpy)
     need_x = x.requires_grad
 
     def backward(g):
