@@ -114,7 +114,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         gx = g @ w.T if x.requires_grad else None
         if xd.ndim == 2:
             gw = xd.T @ g if weight.requires_grad else None
-            gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
+            gb = _column_sums(g) if bias is not None and bias.requires_grad else None
         else:
             x2, g2 = xd.reshape(-1, xd.shape[-1]), g.reshape(-1, g.shape[-1])
             gw = x2.T @ g2 if weight.requires_grad else None
@@ -123,6 +123,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return node(out, parents, backward)
+
+
+_ONES: dict = {}
+
+
+def _column_sums(g: np.ndarray) -> np.ndarray:
+    """``g.sum(axis=0)`` of a 2-D NumPy array as a vector-matrix product: BLAS does it in about
+    half the time of NumPy's reduction on the small batches that training uses (speed)."""
+    key = (g.shape[0], g.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(g.shape[0], dtype=g.dtype)
+        ones.flags.writeable = False
+    return ones @ g
 
 
 def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
@@ -252,7 +266,7 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 weight, bias = steps[i][1], steps[i][2]
                 if on_numpy:
                     if bias is not None:
-                        grads.append(g.sum(axis=0))
+                        grads.append(_column_sums(g))
                     grads.append(s.T @ g)
                     if last:
                         break
