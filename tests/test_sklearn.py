@@ -2,6 +2,7 @@
 checks, work in Pipeline / cross_val_score / GridSearchCV, and keep up with
 scikit-learn's own MLPClassifier on the digits."""
 
+import importlib.util
 import pickle
 import time
 import warnings
@@ -112,8 +113,11 @@ def test_clone_get_params_set_params():
         bad.fit(np.zeros((4, 2)), np.zeros(4))
     with pytest.raises(ValueError, match="learning_rate_init"):
         MLPClassifier(learning_rate_init=0).fit(np.zeros((4, 2)), [0, 1, 0, 1])
-    with pytest.raises(ValueError, match="device must be 'cpu'"):
-        MLPClassifier(device="cuda").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
+        MLPClassifier(device="tpu").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    if importlib.util.find_spec("cupy") is None:  # no GPU here: the error says what is missing
+        with pytest.raises(ValueError, match="CuPy"):
+            MLPClassifier(device="cuda").fit(np.zeros((4, 2)), [0, 1, 0, 1])
     with pytest.raises(NotFittedError):
         MLPClassifier().predict(np.zeros((1, 2)))
 

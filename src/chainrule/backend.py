@@ -55,7 +55,9 @@ def check_same_device(op: str, *arrays: Any) -> None:
     runs only on a mismatch."""
     first = arrays[0]
     for other in arrays[1:]:
-        if type(other) is not type(first) or (not isinstance(first, np.ndarray) and device_of(other) != device_of(first)):
+        if isinstance(first, np.ndarray) and isinstance(other, np.ndarray):
+            continue  # NumPy subclasses (memmap, matrix views) are on the CPU too
+        if type(other) is not type(first) or device_of(other) != device_of(first):
             raise ChainruleError(
                 f"{op}: its inputs are on different devices, {device_of(first)} ({type(first).__name__}) and "
                 f"{device_of(other)} ({type(other).__name__}); move them to one with .to(device) first"

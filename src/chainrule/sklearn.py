@@ -56,6 +56,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import functional as F
+from .backend import to_numpy
 from .diagnostics import Monitor
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
@@ -103,7 +104,7 @@ class _StopRule:
                 est._no_improvement_count = 0
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                self.best_state = {k: v.copy() for k, v in state.model.state_dict().items()}
+                self.best_state = {k: to_numpy(v).copy() for k, v in state.model.state_dict().items()}
         else:
             if loss > est.best_loss_ - est.tol:
                 est._no_improvement_count += 1
@@ -207,8 +208,8 @@ class _BaseMLP(BaseEstimator):
         number("momentum", 0.0, 1.0)
         number("validation_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
         integer("n_iter_no_change", 1)
-        if str(self.device).lower() != "cpu":
-            raise bad("device", "'cpu' (the estimators train on the CPU for now)")
+        if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
+            raise bad("device", "'cpu' or 'cuda'")
         return [int(s) for s in sizes], act
 
     # ---- the pieces each estimator supplies --------------------------------------
@@ -238,6 +239,7 @@ class _BaseMLP(BaseEstimator):
     def _build(self, n_features: int, n_outputs: int, rng: np.random.RandomState) -> None:
         sizes, act = self._check_params()
         self.model_ = MLP([n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)))
+        self.model_.to(self.device)  # the same weights on any device; fit moves each batch to them
         params = self.model_.parameters()
         if self.solver == "sgd":
             self._optimizer = SGD(params, lr=self.learning_rate_init, momentum=self.momentum)
@@ -368,7 +370,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             (stratified), stop on its accuracy and keep the best weights.
         label_smoothing: eps in [0, 1]; the one-hot target becomes
             ``(1 - eps) onehot + eps / C`` (multi-label: ``(1 - eps) y + eps / 2``).
-        device: "cpu".
+        device: "cpu" or "cuda" (CuPy and an NVIDIA GPU; the error says which is missing).
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (and
     ``feature_names_in_``), ``n_outputs_``, ``out_activation_`` ("softmax" or
