@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .backend import check_same_device, device_of, namespace, normalize_device, to_device, to_numpy
 from .errors import ChainruleError, ShapeError
 
 ndarray = np.ndarray
@@ -108,7 +109,7 @@ class Tensor:
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
         arr = _to_array(data, dtype)
-        if requires_grad and arr.dtype.type not in _FLOATS:
+        if requires_grad and not _is_float(arr):
             raise ChainruleError(
                 f"requires_grad=True needs a floating-point tensor, got dtype {arr.dtype}; "
                 "pass dtype='float32' or 'float64'"
@@ -129,7 +130,7 @@ class Tensor:
         return self.data.shape
 
     @property
-    def dtype(self) -> np.dtype:
+    def dtype(self) -> Any:
         return self.data.dtype
 
     @property
@@ -147,16 +148,22 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cpu" if isinstance(self.data, np.ndarray) else "cuda"
+        """Where the data lives: "cpu" for NumPy, "cuda" for CuPy, the namespace's device otherwise."""
+        return device_of(self.data)
 
     def __len__(self) -> int:
-        return len(self.data)
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
 
     def __repr__(self) -> str:
-        body = np.array2string(np.asarray(self.data), separator=", ", precision=4, threshold=20, prefix="tensor(")
+        host = to_numpy(self.data)
+        body = np.array2string(host, separator=", ", precision=4, threshold=20, prefix="tensor(")
         extra = ""
-        if self.data.dtype != np.float32:
-            extra += f", dtype={self.data.dtype}"
+        if host.dtype != np.float32:
+            extra += f", dtype={host.dtype}"
+        if type(self.data) is not ndarray:
+            extra += f", device={self.device!r}"
         if self.requires_grad:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
@@ -165,13 +172,11 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ShapeError(f"item() needs a tensor with one element, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return to_numpy(self.data).reshape(()).item()
 
     def numpy(self) -> np.ndarray:
-        """The data as a NumPy array (a copy on the GPU, the array itself on the CPU)."""
-        if isinstance(self.data, np.ndarray):
-            return self.data
-        return self.data.get()
+        """The data as a NumPy array (a copy from a GPU or another device, the array itself on the CPU)."""
+        return to_numpy(self.data)
 
     def tolist(self) -> Any:
         return self.numpy().tolist()
@@ -182,12 +187,10 @@ class Tensor:
 
     def to(self, device: str) -> "Tensor":
         """This tensor on ``device`` ("cpu" or "cuda"); itself when it is already there."""
-        from .backend import normalize_device, to_device
-
         return self if normalize_device(device) == self.device else to_device(self, device)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
-        if flag and self.data.dtype.type not in _FLOATS:
+        if flag and not _is_float(self.data):
             raise ChainruleError(f"requires_grad=True needs a floating-point tensor, got dtype {self.data.dtype}")
         self.requires_grad = bool(flag)
         return self
@@ -232,12 +235,29 @@ class Tensor:
                     f"backward() on a tensor of shape {self.shape} needs gradient= of that shape; "
                     "only a one-element (scalar) output can start backpropagation alone"
                 )
-            seed = np.ones(self.data.shape, dtype=self.data.dtype)
+            d = self.data
+            if type(d) is ndarray:
+                seed = np.ones(d.shape, dtype=d.dtype)
+            else:
+                seed = namespace(d).ones_like(d)
         else:
-            seed = np.array(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=self.data.dtype)
+            seed = _seed(gradient.data if isinstance(gradient, Tensor) else gradient, self.data)
             if seed.shape != self.shape:
                 raise ShapeError(f"backward(gradient) needs shape {self.shape}, got {seed.shape}")
         backpropagate(self, seed, retain_graph)
+
+
+def _seed(gradient: Any, like: Any) -> Any:
+    """``backward(gradient)``'s array: a copy of dtype and device of ``like``. Python data is
+    placed there; an array of another namespace or device is refused, as in every operation."""
+    if type(like) is ndarray:
+        if type(gradient) is not ndarray and _is_foreign(gradient):
+            check_same_device("backward(gradient)", like, gradient)
+        return np.array(gradient, dtype=like.dtype)
+    if hasattr(gradient, "__array_namespace__"):
+        if type(gradient) is not type(like) or gradient.device != like.device:
+            check_same_device("backward(gradient)", like, gradient)
+    return namespace(like).asarray(gradient, dtype=like.dtype, device=like.device, copy=True)
 
 
 def _toposort(root: Tensor) -> list:
@@ -290,7 +310,9 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             backward = node._backward
             if backward is None:  # a leaf: accumulate into .grad
                 if node.grad is None:
-                    if g.base is not None or id(g) in given or type(g) is not ndarray:
+                    if type(g) is not ndarray:
+                        g = _own_copy(g, node.data, id(g) in given)
+                    elif g.base is not None or id(g) in given:
                         g = np.array(g, dtype=node.data.dtype)
                     given.add(id(g))
                     node.grad = g
@@ -318,6 +340,18 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         raise
 
 
+def _own_copy(g: Any, like: Any, given: bool) -> Any:
+    """A gradient, not of type ``ndarray``, that a leaf may own (and later add to in place):
+    a NumPy scalar becomes an array; another namespace's array is copied unless it is known
+    to own its memory (CuPy's ``.base is None``) and was not handed out already.
+    array-api-strict has no ``.base``, so its arrays are always copied."""
+    if isinstance(g, np.generic):
+        return np.array(g, dtype=like.dtype)
+    if not given and getattr(g, "base", g) is None and g.dtype == like.dtype:
+        return g
+    return namespace(g).astype(g, like.dtype, copy=True)
+
+
 def unbroadcast(g: Any, shape: tuple) -> Any:
     """Sum ``g`` down to ``shape``: the gradient of NumPy broadcasting, in one place.
 
@@ -326,24 +360,28 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
     """
     if g.shape == shape:
         return g
+    xp = np if type(g) is ndarray else namespace(g)
     extra = g.ndim - len(shape)
     if extra > 0:
-        g = g.sum(axis=tuple(range(extra)))
+        axes = tuple(range(extra))
+        g = g.sum(axis=axes) if xp is np else xp.sum(g, axis=axes)
     if extra < 0 or any(n != m and m != 1 for n, m in zip(g.shape, shape)):
         # a gradient that is smaller than its input (a scalar standing for a constant array)
-        return np.broadcast_to(g, shape)
+        return xp.broadcast_to(g, shape)
     axes = tuple(i for i, (n, m) in enumerate(zip(g.shape, shape)) if m == 1 and n != 1)
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = g.sum(axis=axes, keepdims=True) if xp is np else xp.sum(g, axis=axes, keepdims=True)
     return g
 
 
 # ---- construction ----------------------------------------------------------
 
 
-def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
+def _to_array(data: Any, dtype: Any = None) -> Any:
     if isinstance(data, Tensor):
         data = data.data
+    if type(data) is not ndarray and _is_foreign(data):
+        return _foreign_array(data, dtype)  # CuPy, array-API: stays in its namespace, on its device
     if dtype is not None:
         dt = np.dtype(dtype)
         if isinstance(data, np.ndarray) and data.dtype == dt:
@@ -358,6 +396,52 @@ def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
     if arr.dtype.kind in "OUSV":
         raise ChainruleError(f"cannot make a tensor from data of dtype {arr.dtype}; expected numbers")
     return arr
+
+
+def _is_foreign(data: Any) -> bool:
+    """An array of a namespace other than NumPy (CuPy, array-API)."""
+    return hasattr(data, "__array_namespace__") and not isinstance(data, (np.ndarray, np.generic))
+
+
+def _foreign_array(data: Any, dtype: Any) -> Any:
+    """``data`` of another namespace with the dtype rules of NumPy data: ``dtype`` when given,
+    else float64 (and float16) become float32."""
+    xp = namespace(data)
+    if dtype is not None:
+        dt = dtype_in(xp, dtype)
+    elif data.dtype == xp.float64 or data.dtype == getattr(xp, "float16", xp.float64):
+        dt = xp.float32
+    else:
+        return data
+    return data if data.dtype == dt else xp.astype(data, dt)
+
+
+def dtype_in(xp: Any, dtype: Any) -> Any:
+    """``dtype`` (a name, a NumPy dtype or ``xp``'s own dtype) as a dtype of namespace ``xp``."""
+    if xp is np:
+        return np.dtype(dtype)
+    if isinstance(dtype, str):
+        return getattr(xp, dtype)
+    try:
+        return getattr(xp, np.dtype(dtype).name)
+    except TypeError:  # already one of xp's dtypes
+        return dtype
+
+
+def _is_float(arr: Any) -> bool:
+    """Whether ``arr`` holds real floating-point numbers (so that it can carry a gradient)."""
+    dt = arr.dtype
+    if isinstance(dt, np.dtype):
+        return dt.type in _FLOATS
+    return namespace(arr).isdtype(dt, "real floating")
+
+
+def _is_integral(arr: Any) -> bool:
+    """Whether ``arr`` holds integers or booleans."""
+    dt = arr.dtype
+    if isinstance(dt, np.dtype):
+        return dt.kind in "iub"
+    return namespace(arr).isdtype(dt, ("integral", "bool"))
 
 
 def _leaf(data: Any) -> Tensor:
@@ -406,29 +490,40 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if like is not None and isinstance(x, (int, float, bool)):
-        return _leaf(np.asarray(x, dtype=like.data.dtype))
+        d = like.data
+        if type(d) is ndarray:
+            return _leaf(np.asarray(x, dtype=d.dtype))
+        return _leaf(namespace(d).asarray(x, dtype=d.dtype, device=d.device))
     arr = _to_array(x)
-    if like is not None and arr.dtype.kind in "iub" and like.data.dtype.kind == "f":
-        arr = arr.astype(like.data.dtype)  # integers meeting floats take the float dtype, as in PyTorch
+    if like is not None and _is_integral(arr) and _is_float(like.data):
+        # integers meeting floats take the float dtype, as in PyTorch
+        arr = arr.astype(like.data.dtype) if type(arr) is ndarray else namespace(arr).astype(arr, like.data.dtype)
     return _leaf(arr)
 
 
-def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None) -> Tensor:
     """Make a tensor from a number, a (nested) list or an array.
 
     Floating-point data becomes float32 unless ``dtype`` is given (for example
     ``dtype="float64"`` for gradient checks); integers stay integers (labels).
+    An array of another namespace (a CuPy array on the GPU) stays in it, on its
+    device, unless ``device`` ("cpu" or "cuda") says where the tensor goes.
 
     Example:
         >>> x = cr.tensor([[1.0, 2.0]], requires_grad=True)
         >>> x.dtype
         dtype('float32')
+        >>> cr.tensor([1.0, 2.0], device="cuda")  # needs CuPy and an NVIDIA GPU
     """
-    if device not in ("cpu", None):
-        from .backend import to_device
+    t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    return t if device is None else _placed(t, device)
 
-        return to_device(Tensor(data, requires_grad=requires_grad, dtype=dtype), device)
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+def _placed(t: Tensor, device: Any) -> Tensor:
+    """``t`` on ``device`` ("cpu" or "cuda"): ``t`` itself when it is there already."""
+    if device == "cpu" and type(t.data) is ndarray:
+        return t
+    return t if normalize_device(device) == t.device else to_device(t, device)
 
 
 def _shape(shape: Sequence) -> tuple:
@@ -437,19 +532,21 @@ def _shape(shape: Sequence) -> tuple:
     return tuple(shape)
 
 
-def zeros(*shape: int, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
-    """A tensor of zeros: ``cr.zeros(2, 3)`` or ``cr.zeros((2, 3))``."""
-    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+def zeros(*shape: int, dtype: Any = "float32", requires_grad: bool = False, device: str = "cpu") -> Tensor:
+    """A tensor of zeros: ``cr.zeros(2, 3)`` or ``cr.zeros((2, 3), device="cuda")``."""
+    return _placed(Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad), device)
 
 
-def ones(*shape: int, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+def ones(*shape: int, dtype: Any = "float32", requires_grad: bool = False, device: str = "cpu") -> Tensor:
     """A tensor of ones: ``cr.ones(2, 3)``."""
-    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+    return _placed(Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad), device)
 
 
-def full(shape: Sequence[int], value: float, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+def full(
+    shape: Sequence[int], value: float, dtype: Any = "float32", requires_grad: bool = False, device: str = "cpu"
+) -> Tensor:
     """A tensor filled with ``value``."""
-    return Tensor(np.full(tuple(shape), value, dtype=dtype), requires_grad=requires_grad)
+    return _placed(Tensor(np.full(tuple(shape), value, dtype=dtype), requires_grad=requires_grad), device)
 
 
 def _rng(generator: Any) -> np.random.Generator:
@@ -460,28 +557,43 @@ def _rng(generator: Any) -> np.random.Generator:
     return np.random.default_rng(generator)
 
 
-def randn(*shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+def randn(
+    *shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False, device: str = "cpu"
+) -> Tensor:
     """Standard normal samples; ``generator`` is a seed or a ``numpy.random.Generator``.
+
+    The samples are drawn on the CPU and then moved to ``device``, so one seed
+    gives the same numbers on every device.
 
     Example:
         >>> w = cr.randn(64, 10, generator=0)
     """
     data = _rng(generator).standard_normal(_shape(shape)).astype(dtype)
-    return Tensor(data, requires_grad=requires_grad)
+    return _placed(Tensor(data, requires_grad=requires_grad), device)
 
 
-def rand(*shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False) -> Tensor:
+def rand(
+    *shape: int, generator: Any = None, dtype: Any = "float32", requires_grad: bool = False, device: str = "cpu"
+) -> Tensor:
     """Uniform samples in [0, 1); ``generator`` is a seed or a ``numpy.random.Generator``."""
     data = _rng(generator).random(_shape(shape)).astype(dtype)
-    return Tensor(data, requires_grad=requires_grad)
+    return _placed(Tensor(data, requires_grad=requires_grad), device)
 
 
-def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    return Tensor(np.zeros_like(t.data), requires_grad=requires_grad)
+def zeros_like(t: Tensor, requires_grad: bool = False, device: str | None = None) -> Tensor:
+    """Zeros of ``t``'s shape and dtype, on ``t``'s device unless ``device`` is given."""
+    d = t.data
+    data = np.zeros_like(d) if type(d) is ndarray else namespace(d).zeros_like(d)
+    out = Tensor(data, requires_grad=requires_grad, dtype=d.dtype)
+    return out if device is None else _placed(out, device)
 
 
-def ones_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    return Tensor(np.ones_like(t.data), requires_grad=requires_grad)
+def ones_like(t: Tensor, requires_grad: bool = False, device: str | None = None) -> Tensor:
+    """Ones of ``t``'s shape and dtype, on ``t``'s device unless ``device`` is given."""
+    d = t.data
+    data = np.ones_like(d) if type(d) is ndarray else namespace(d).ones_like(d)
+    out = Tensor(data, requires_grad=requires_grad, dtype=d.dtype)
+    return out if device is None else _placed(out, device)
 
 
 def parameters_of(tensors: Iterable[Tensor]) -> list:

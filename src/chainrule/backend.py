@@ -22,15 +22,76 @@ ndarray = np.ndarray
 
 
 def namespace(a: Any) -> Any:
-    """The array namespace of array ``a``: ``numpy`` for NumPy arrays, else ``a.__array_namespace__()``."""
+    """The array namespace of array ``a``: ``numpy`` for NumPy arrays, CuPy's (see
+    :class:`CuPyNamespace`) for CuPy arrays, else ``a.__array_namespace__()``."""
     if type(a) is ndarray:
         return np
+    if _is_cupy(a):
+        return _cupy_namespace()
     get = getattr(a, "__array_namespace__", None)
     if get is None:
         if isinstance(a, (np.ndarray, np.generic)):
             return np
         raise ChainruleError(f"expected an array (NumPy, CuPy or array-API), got {type(a).__name__}")
     return get()
+
+
+def _is_cupy(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+class CuPyNamespace:
+    """CuPy's module, with the few array-API names that some CuPy versions lack or spell
+    differently filled in: creation functions take ``device=`` (CuPy places arrays on the
+    current device, so the call runs inside that device's context), and ``concat``,
+    ``permute_dims``, ``matrix_transpose``, ``astype`` and ``isdtype`` exist. Everything else
+    is CuPy's own function."""
+
+    _CREATION = ("asarray", "zeros", "ones", "empty", "full", "arange", "eye", "linspace")
+
+    def __init__(self, cp: Any):
+        self._cp = cp
+        for name in self._CREATION:
+            setattr(self, name, self._on_device(getattr(cp, name)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cp, name)
+
+    @staticmethod
+    def _on_device(fn: Any) -> Any:
+        def create(*args: Any, device: Any = None, **kwargs: Any) -> Any:
+            if device is None:
+                return fn(*args, **kwargs)
+            with device:
+                return fn(*args, **kwargs)
+
+        return create
+
+    def concat(self, arrays: Any, axis: int = 0) -> Any:
+        return self._cp.concatenate(arrays, axis=axis)
+
+    def permute_dims(self, x: Any, axes: Any) -> Any:
+        return self._cp.transpose(x, axes)
+
+    def matrix_transpose(self, x: Any) -> Any:
+        return self._cp.swapaxes(x, -1, -2)
+
+    def astype(self, x: Any, dtype: Any, copy: bool = True) -> Any:
+        return x.astype(dtype, copy=copy)
+
+    def isdtype(self, dtype: Any, kind: Any) -> bool:
+        return np.isdtype(np.dtype(dtype), kind)
+
+
+_CUPY_NS: list = []
+
+
+def _cupy_namespace() -> CuPyNamespace:
+    if not _CUPY_NS:
+        import cupy
+
+        _CUPY_NS.append(CuPyNamespace(cupy))
+    return _CUPY_NS[0]
 
 
 def is_numpy(a: Any) -> bool:
@@ -43,7 +104,7 @@ def device_of(a: Any) -> str:
     if isinstance(a, np.ndarray):
         return "cpu"
     dev = getattr(a, "device", None)
-    if type(a).__module__.split(".")[0] == "cupy":
+    if _is_cupy(a):
         n = getattr(dev, "id", 0)
         return "cuda" if not n else f"cuda:{n}"
     return str(dev) if dev is not None else type(a).__module__
@@ -70,9 +131,8 @@ def to_numpy(a: Any) -> np.ndarray:
         return a
     if isinstance(a, np.generic):
         return np.asarray(a)
-    get = getattr(a, "get", None)  # CuPy
-    if get is not None and type(a).__module__.split(".")[0] == "cupy":
-        return get()
+    if _is_cupy(a):
+        return a.get()
     to_device = getattr(a, "to_device", None)
     if to_device is not None:  # array-API arrays: move to the namespace's CPU device first
         xp = namespace(a)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from .autograd import Tensor
+from .backend import asarray, namespace
 from .errors import ChainruleError
 
 
@@ -32,7 +33,8 @@ def gradcheck(
     Args:
         fn: function of tensors returning a tensor.
         inputs: tensors; those with ``requires_grad=True`` are checked. They
-            are copied to float64 first (the originals are not changed).
+            are copied to float64 first (the originals are not changed), in
+            their own namespace and on their device, where backward() runs.
 
     Returns:
         True when every entry agrees.
@@ -45,39 +47,50 @@ def gradcheck(
         >>> cr.gradcheck(lambda t: (t.sigmoid() * t).sum(), x)
         True
     """
-    xs = [
-        Tensor(np.array(t.data, dtype=np.float64), requires_grad=t.requires_grad, dtype=np.float64)
-        if isinstance(t, Tensor)
-        else t
-        for t in inputs
-    ]
+    xs = [_float64_copy(t) if isinstance(t, Tensor) else t for t in inputs]
     checked = [i for i, t in enumerate(xs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise GradcheckError("gradcheck needs at least one input tensor with requires_grad=True")
     out = fn(*xs)
-    r = np.random.default_rng(seed).standard_normal(out.shape)
+    # the weights r live where the output does, so that backward() runs in its namespace
+    r = asarray(np.random.default_rng(seed).standard_normal(out.shape), like=out.data)
 
     def scalar() -> float:
-        return float(np.sum(r * np.asarray(fn(*xs).data, dtype=np.float64)))
+        d = fn(*xs).data
+        if type(d) is np.ndarray:
+            return float(np.sum(r * np.asarray(d, dtype=np.float64)))
+        xp = namespace(d)
+        return float(xp.sum(r * xp.astype(d, xp.float64)))
 
     (out * Tensor(r, dtype=np.float64)).sum().backward()
     for i in checked:
         x = xs[i]
-        analytic = np.zeros_like(x.data) if x.grad is None else x.grad
-        flat = x.data.reshape(-1)
-        for j in range(flat.size):
-            old = flat[j]
-            flat[j] = old + eps
+        analytic = x.grad
+        for j in range(x.size):
+            # entries are set through a multi-index: the array API has no writable flat view
+            where = tuple(int(k) for k in np.unravel_index(j, x.shape))
+            old = float(x.data[where])
+            x.data[where] = old + eps
             up = scalar()
-            flat[j] = old - eps
+            x.data[where] = old - eps
             down = scalar()
-            flat[j] = old
+            x.data[where] = old
             numeric = (up - down) / (2 * eps)
-            a = analytic.reshape(-1)[j]
+            a = 0.0 if analytic is None else float(analytic[where])
             if not abs(a - numeric) <= atol + rtol * abs(numeric):
-                where = np.unravel_index(j, x.shape) if x.shape else ()
                 raise GradcheckError(
-                    f"gradcheck failed for input {i} (shape {x.shape}) at element {tuple(int(k) for k in where)}: "
+                    f"gradcheck failed for input {i} (shape {x.shape}) at element {where}: "
                     f"analytic gradient {a:.10g}, numeric {numeric:.10g} (eps={eps}, atol={atol}, rtol={rtol})"
                 )
     return True
+
+
+def _float64_copy(t: Tensor) -> Tensor:
+    """A float64 copy of ``t``'s data, in its namespace and on its device, as a new leaf."""
+    d = t.data
+    if type(d) is np.ndarray:
+        data = np.array(d, dtype=np.float64)
+    else:
+        xp = namespace(d)
+        data = xp.astype(d, xp.float64, copy=True)
+    return Tensor(data, requires_grad=t.requires_grad, dtype="float64")

@@ -8,21 +8,46 @@ shape in one place (:func:`~chainrule.autograd.unbroadcast`).
 
 Derived operations (``-``, ``/``, ``min``) are built from primitives and need
 no backward of their own. The set is kept small on purpose.
+
+Each primitive runs in the namespace of its input's data (``xp``: NumPy, CuPy,
+an array-API namespace) with array-API calls only; the hot ones (add, mul,
+matmul, relu, sigmoid) keep NumPy-only speed-ups (methods, ``out=``, in-place
+ufuncs) behind ``xp is np``. Inputs of one operation must share a device: a
+type test (one comparison on the NumPy path) catches a mix and
+:func:`~chainrule.backend.check_same_device` names both devices.
 """
 
 from __future__ import annotations
 
 import builtins
+import operator
 from typing import Any, Sequence
 
 import numpy as np
 
-from .autograd import Tensor, as_tensor, node
+from .autograd import Tensor, _leaf, as_tensor, dtype_in, node
+from .backend import check_same_device, namespace
 from .errors import ShapeError
+
+ndarray = np.ndarray
 
 
 def _t(x: Any, like: Tensor) -> Tensor:
     return x if isinstance(x, Tensor) else as_tensor(x, like)
+
+
+def _mixed(op: str, *arrays: Any) -> None:
+    """Called when the arrays of one operation differ in type: NumPy arrays (subclasses,
+    scalars) mix freely; any other mix (NumPy with CuPy, two devices) is refused, naming both."""
+    if not all(isinstance(x, (ndarray, np.generic)) for x in arrays):
+        check_same_device(op, *arrays)
+
+
+def _same_place(op: str, tensors: Sequence[Tensor]) -> None:
+    first = type(tensors[0].data)
+    for t in tensors[1:]:
+        if type(t.data) is not first:
+            _mixed(op, *(t.data for t in tensors))
 
 
 # ---- arithmetic ------------------------------------------------------------
@@ -31,6 +56,8 @@ def _t(x: Any, like: Tensor) -> Tensor:
 def add(a: Tensor, b: Any) -> Tensor:
     """Elementwise ``a + b`` with broadcasting. d/da = d/db = 1."""
     b = _t(b, a)
+    if type(a.data) is not type(b.data):
+        _mixed("add", a.data, b.data)
 
     def backward(g):
         return g, g
@@ -41,6 +68,8 @@ def add(a: Tensor, b: Any) -> Tensor:
 def mul(a: Tensor, b: Any) -> Tensor:
     """Elementwise ``a * b``. d/da = b, d/db = a."""
     b = _t(b, a)
+    if type(a.data) is not type(b.data):
+        _mixed("mul", a.data, b.data)
 
     def backward(g):
         return (g * b.data if a.requires_grad else None, g * a.data if b.requires_grad else None)
@@ -70,6 +99,8 @@ def pow(a: Tensor, b: Any) -> Tensor:
     """``a ** b``. d/da = b a^(b-1); for a tensor exponent d/db = a^b log(a) (0 where a = 0)."""
     if not isinstance(b, Tensor):
         p = b
+        if isinstance(b, np.generic) and type(a.data) is not ndarray:
+            p = b.item()  # array-API arrays take Python numbers, not NumPy scalars
         out = a.data**p
 
         def backward_scalar(g):
@@ -78,14 +109,21 @@ def pow(a: Tensor, b: Any) -> Tensor:
             return (g * (p * a.data ** (p - 1)),)
 
         return node(out, (a,), backward_scalar)
+    if type(a.data) is not type(b.data):
+        _mixed("pow", a.data, b.data)
     out = a.data**b.data
+    xp = namespace(out)
 
     def backward(g):
         ga = g * (b.data * a.data ** (b.data - 1)) if a.requires_grad else None
         gb = None
         if b.requires_grad:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gb = g * np.where(a.data == 0, 0, out * np.log(np.where(a.data == 0, 1, a.data)))
+            zero = a.data == 0
+            if xp is np:  # log of a negative base is NaN, as in PyTorch: no warning
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gb = g * np.where(zero, 0, out * np.log(np.where(zero, 1, a.data)))
+            else:
+                gb = g * xp.where(zero, 0.0, out * xp.log(xp.where(zero, 1.0, a.data)))
         return ga, gb
 
     return node(out, (a, b), backward)
@@ -113,6 +151,8 @@ def matmul(a: Tensor, b: Any) -> Tensor:
     """
     b = _t(b, a)
     ad, bd = a.data, b.data
+    if type(ad) is not type(bd):
+        _mixed("matmul", ad, bd)
     if ad.ndim == 0 or bd.ndim == 0:
         raise ShapeError(f"matmul needs arrays of at least one dimension, got shapes {ad.shape} and {bd.shape}")
     k_b = bd.shape[0] if bd.ndim == 1 else bd.shape[-2]
@@ -135,12 +175,12 @@ def matmul(a: Tensor, b: Any) -> Tensor:
             if a.requires_grad:
                 ga = g[..., None] * bd
             if b.requires_grad:
-                gb = (np.swapaxes(ad, -1, -2) @ g[..., None])[..., 0]
+                gb = (_mT(ad) @ g[..., None])[..., 0]
         else:
             if a.requires_grad:
-                ga = g @ np.swapaxes(bd, -1, -2)
+                ga = g @ _mT(bd)
             if b.requires_grad:
-                gb = np.swapaxes(ad, -1, -2) @ g
+                gb = _mT(ad) @ g
         return ga, gb
 
     return node(ad @ bd, (a, b), backward)
@@ -148,6 +188,13 @@ def matmul(a: Tensor, b: Any) -> Tensor:
 
 def rmatmul(a: Tensor, b: Any) -> Tensor:
     return matmul(as_tensor(b, a), a)
+
+
+def _mT(x: Any) -> Any:
+    """The last two axes of ``x`` swapped (``.T`` for a NumPy matrix: the cheapest view)."""
+    if type(x) is ndarray:
+        return x.T if x.ndim == 2 else np.swapaxes(x, -1, -2)
+    return x.mT
 
 
 # ---- reductions ------------------------------------------------------------
@@ -161,8 +208,30 @@ def _axes(axis: Any, ndim: int) -> tuple:
     return tuple(ax % ndim if ndim else ax for ax in axis)
 
 
+def _axis_arg(axis: Any) -> Any:
+    """``axis`` as the array API takes it: None, an int or a tuple (not a list)."""
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _kept_shape(shape: tuple, axis: Any) -> tuple:
+    """The shape of a reduction over ``axis`` with ``keepdims=True``."""
+    axes = _axes(axis, len(shape))
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _squeeze(kept: Any, axis: Any) -> Any:
+    """A reduction's result kept with ``keepdims=True``, without the reduced axes."""
+    axes = _axes(axis, kept.ndim)
+    shape = tuple(n for i, n in enumerate(kept.shape) if i not in axes)
+    return kept.reshape(shape) if type(kept) is ndarray else namespace(kept).reshape(kept, shape)
+
+
 def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
-    """``g`` of a reduction's output shape copied back over the reduced axes, as a new array."""
+    """``g`` of a reduction's output shape copied back over the reduced axes."""
+    if type(g) is not ndarray and not isinstance(g, np.generic):  # (NumPy makes scalars of 0-d results)
+        xp = namespace(g)
+        # a read-only broadcast view: no backward writes into g, and a leaf gets a copy
+        return xp.broadcast_to(xp.reshape(g, _kept_shape(shape, axis)), shape)
     out = np.empty(shape, dtype=g.dtype)
     if axis is not None and not keepdims:
         g = np.expand_dims(g, _axes(axis, len(shape)))
@@ -172,42 +241,63 @@ def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
 
 def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default). The gradient copies g back over the summed axes."""
-    shape = a.data.shape
+    x = a.data
+    shape = x.shape
 
     def backward(g):
         return (_expand(g, shape, axis, keepdims),)
 
-    return node(a.data.sum(axis=axis, keepdims=keepdims), (a,), backward)
+    if type(x) is ndarray:
+        out = x.sum(axis=axis, keepdims=keepdims)
+    else:
+        out = namespace(x).sum(x, axis=_axis_arg(axis), keepdims=keepdims)
+    return node(out, (a,), backward)
 
 
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis``: the sum divided by the number of entries n; the gradient is g / n
     copied back. A primitive rather than ``sum / n`` for speed (one node; losses end with it)."""
-    shape = a.data.shape
+    x = a.data
+    shape = x.shape
     n = 1
-    for ax in _axes(axis, a.data.ndim):
+    for ax in _axes(axis, x.ndim):
         n *= shape[ax]
     scale = 1.0 / builtins.max(n, 1)
 
     def backward(g):
         return (_expand(g * scale, shape, axis, keepdims),)
 
-    return node(a.data.sum(axis=axis, keepdims=keepdims) * scale, (a,), backward)
+    if type(x) is ndarray:
+        out = x.sum(axis=axis, keepdims=keepdims)
+    else:
+        out = namespace(x).sum(x, axis=_axis_arg(axis), keepdims=keepdims)
+    return node(out * scale, (a,), backward)
 
 
 def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``. The gradient goes to the maximal entries, shared evenly among ties
     (as ``torch.amax``)."""
-    kept = a.data.max(axis=axis, keepdims=True)
-    out = kept if keepdims else (kept.reshape(()) if axis is None else np.squeeze(kept, _axes(axis, a.data.ndim)))
+    x = a.data
+    if type(x) is ndarray:
+        kept = x.max(axis=axis, keepdims=True)
 
-    def backward(g):
-        if not keepdims:
-            g = g.reshape(kept.shape)
-        mask = a.data == kept
-        return (g * mask / mask.sum(axis=axis, keepdims=True),)
+        def backward(g):
+            if not keepdims:
+                g = g.reshape(kept.shape)
+            mask = x == kept
+            return (g * mask / mask.sum(axis=axis, keepdims=True),)
 
-    return node(out, (a,), backward)
+    else:
+        xp = namespace(x)
+        kept = xp.max(x, axis=_axis_arg(axis), keepdims=True)
+
+        def backward(g):
+            if not keepdims:
+                g = xp.reshape(g, kept.shape)
+            mask = xp.astype(x == kept, g.dtype)
+            return (g * mask / xp.sum(mask, axis=_axis_arg(axis), keepdims=True),)
+
+    return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
 
 
 def min(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -222,15 +312,17 @@ def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     The gradient is ``softmax(a)`` times g.
     """
     x = a.data
-    m = x.max(axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    kept = np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m
-    out = kept if keepdims else (kept.reshape(()) if axis is None else np.squeeze(kept, _axes(axis, x.ndim)))
+    xp = namespace(x)
+    ax = _axis_arg(axis)
+    m = xp.max(x, axis=ax, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf (or inf): shift by 0, not by NaN-making inf
+    kept = xp.log(xp.sum(xp.exp(x - m), axis=ax, keepdims=True)) + m
+    out = kept if keepdims else _squeeze(kept, axis)
 
     def backward(g):
         if not keepdims:
-            g = g.reshape(kept.shape)
-        return (g * np.exp(x - kept),)
+            g = xp.reshape(g, kept.shape)
+        return (g * xp.exp(x - kept),)
 
     return node(out, (a,), backward)
 
@@ -242,14 +334,16 @@ def reshape(a: Tensor, *shape: Any) -> Tensor:
     """The same values in a new shape (one dimension may be -1)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
+    x = a.data
+    xp = namespace(x)
     try:
-        out = a.data.reshape(shape)
+        out = xp.reshape(x, shape)
     except ValueError:
-        raise ShapeError(f"cannot reshape a tensor of shape {a.shape} ({a.data.size} elements) into {shape}") from None
-    old = a.data.shape
+        raise ShapeError(f"cannot reshape a tensor of shape {a.shape} ({x.size} elements) into {shape}") from None
+    old = x.shape
 
     def backward(g):
-        return (g.reshape(old),)
+        return (xp.reshape(g, old),)
 
     return node(out, (a,), backward)
 
@@ -258,13 +352,13 @@ def transpose(a: Tensor, *axes: Any) -> Tensor:
     """Permute the axes (reverse them when none are given, as NumPy)."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    axes = axes or tuple(reversed(range(a.data.ndim)))
-    inverse = tuple(np.argsort(axes))
-
-    def backward(g):
-        return (g.transpose(inverse),)
-
-    return node(a.data.transpose(axes), (a,), backward)
+    x = a.data
+    axes = tuple(ax % x.ndim for ax in axes) or tuple(reversed(range(x.ndim)))
+    inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
+    if type(x) is ndarray:
+        return node(x.transpose(axes), (a,), lambda g: (g.transpose(inverse),))
+    xp = namespace(x)
+    return node(xp.permute_dims(x, axes), (a,), lambda g: (xp.permute_dims(g, inverse),))
 
 
 def _is_basic_index(idx: Any) -> bool:
@@ -282,23 +376,180 @@ def _plain_index(idx: Any) -> Any:
 
 def getitem(a: Tensor, idx: Any) -> Tensor:
     """Indexing and slicing, NumPy's rules. The gradient lands on the selected entries
-    (added up where an integer array selects an entry twice)."""
+    (added up where an integer array selects an entry twice).
+
+    On other namespaces than NumPy (see :func:`_getitem_any`): integers, slices, None and
+    ``...``; one boolean mask; integer arrays on adjacent axes, the others taken whole (``:``).
+    """
     idx = _plain_index(idx)
+    x = a.data
+    if type(x) is not ndarray:
+        return _getitem_any(a, idx)
     try:
-        out = a.data[idx]
+        out = x[idx]
     except IndexError as e:
         raise ShapeError(f"index {idx!r} does not fit a tensor of shape {a.shape}: {e}") from None
     basic = _is_basic_index(idx)
 
     def backward(g):
-        z = np.zeros_like(a.data, dtype=g.dtype)
+        z = np.zeros_like(x, dtype=g.dtype)
         if basic:
             z[idx] = g
         else:
-            np.add.at(z, idx, g)
+            np.add.at(z, idx, g)  # an entry selected twice gets both gradients
         return (z,)
 
     return node(out, (a,), backward)
+
+
+def _getitem_any(a: Tensor, idx: Any) -> Tensor:
+    """``getitem`` on an array-API namespace, whose ``__setitem__`` has no integer-array form and
+    which has no scatter-add: the gradient of an integer-array index is a product with a one-hot
+    matrix (CuPy adds up with ``cupyx.scatter_add`` instead, for every NumPy index form)."""
+    x = a.data
+    xp = namespace(x)
+    items = [_index_item(xp, x, i) for i in (idx if isinstance(idx, tuple) else (idx,))]
+    arrays = [k for k, i in enumerate(items) if hasattr(i, "__array_namespace__")]
+    if _cupyx(x) is not None and arrays:  # CuPy indexes as NumPy does and has a scatter-add
+        key = tuple(items)
+        return node(x[key], (a,), lambda g: (_scatter_add_cupy(x, key, g),))
+    if not arrays:  # integers, slices, None, ...: a view, and its gradient a slice assignment
+        key = _full_key(items, x.ndim)
+        try:
+            out = x[key]
+        except IndexError as e:
+            raise ShapeError(f"index {idx!r} does not fit a tensor of shape {a.shape}: {e}") from None
+
+        def backward(g):
+            z = xp.zeros_like(x, dtype=g.dtype)
+            # __setitem__ takes no None: drop them, and the length-1 axes they made in g
+            into = tuple(i for i in key if i is not None)
+            z[into] = xp.reshape(g, z[into].shape) if len(into) < len(key) else g
+            return (z,)
+
+        return node(out, (a,), backward)
+    if len(items) == 1 and xp.isdtype(items[0].dtype, "bool"):  # one boolean mask
+        mask = items[0]
+        out = x[mask]
+
+        def backward_mask(g):
+            z = xp.zeros_like(x, dtype=g.dtype)
+            z[mask] = g
+            return (z,)
+
+        return node(out, (a,), backward_mask)
+    return _take_rows(a, items, arrays, idx)
+
+
+def _index_item(xp: Any, x: Any, i: Any) -> Any:
+    """One entry of an index in the namespace of ``x``: NumPy arrays and lists become arrays on
+    its device, NumPy integers Python ints."""
+    if isinstance(i, (int, slice)) or i is None or i is Ellipsis:
+        return i
+    if isinstance(i, np.integer):
+        return int(i)
+    if hasattr(i, "__array_namespace__") and not isinstance(i, (np.ndarray, np.generic)):
+        if type(i) is not type(x):
+            check_same_device("getitem", x, i)
+        return i
+    return xp.asarray(np.asarray(i), device=x.device)
+
+
+def _full_key(items: list, ndim: int) -> tuple:
+    """A basic index with a trailing ``...`` where it names fewer axes than ``ndim``: NumPy
+    fills in ``:`` for the rest, the array API asks for it to be written."""
+    if any(i is Ellipsis for i in items) or builtins.sum(i is not None for i in items) >= ndim:
+        return tuple(items)
+    return (*items, Ellipsis)
+
+
+def _take_rows(a: Tensor, items: list, arrays: list, idx: Any) -> Tensor:
+    """Integer-array indexing ``x[:, i, j, :]``: the arrays (and integers) on adjacent axes
+    p..p+k-1 select entries of those axes flattened into one, which ``take`` gathers.
+
+    Backward: entry f of the gathered axis goes back to row ``flat[f]``; with the one-hot
+    matrix H[f, r] = (flat[f] == r), the gradient is H^T @ g, which also adds up repeated rows.
+    Exact (sums of g times 0 or 1), and standard; its time grows as (entries picked) x (rows).
+    """
+    x = a.data
+    xp = namespace(x)
+    if any(i is Ellipsis for i in items):  # spell out ... as the ':' it stands for
+        e = next(k for k, i in enumerate(items) if i is Ellipsis)
+        items = items[:e] + [slice(None)] * (x.ndim - len(items) + 1) + items[e + 1 :]
+        arrays = [k for k, i in enumerate(items) if hasattr(i, "__array_namespace__")]
+    items = items + [slice(None)] * (x.ndim - len(items))
+    p = q = arrays[0]
+    while p > 0 and not isinstance(items[p - 1], slice):
+        p -= 1
+    while q < len(items) and not isinstance(items[q], slice):
+        q += 1  # the run of arrays and integers around the first array: axes p..q-1
+    whole = slice(None)
+    rest = items[:p] + items[q:]
+    if len(items) > x.ndim or arrays[-1] >= q or any(not isinstance(i, slice) or i != whole for i in rest):
+        raise ShapeError(
+            f"index {idx!r} of a tensor of shape {a.shape} on {type(x).__module__.split('.')[0]}: "
+            "integer arrays are supported on adjacent axes with every other axis taken whole (':'); "
+            "slice the tensor first, then index it"
+        )
+    flat = 0
+    for i, n in zip(items[p:q], x.shape[p:q]):
+        if isinstance(i, int):
+            if not -n <= i < n:
+                raise ShapeError(f"index {i} is out of bounds for an axis of size {n} in a tensor of shape {a.shape}")
+            i = i % n
+        else:
+            if not xp.isdtype(i.dtype, "integral"):
+                raise ShapeError(f"index arrays must hold integers or be one boolean mask, got dtype {i.dtype}")
+            if builtins.bool(xp.any((i < -n) | (i >= n))):
+                raise ShapeError(f"an index is out of bounds for an axis of size {n} in a tensor of shape {a.shape}")
+            i = xp.where(i < 0, i + n, i)
+        flat = flat * n + i
+    rows = _prod(x.shape[p:q])
+    pre, post = x.shape[:p], x.shape[q:]
+    picked = flat.shape
+    flat = xp.reshape(flat, (-1,))
+    out = xp.take(xp.reshape(x, (*pre, rows, *post)), flat, axis=p)
+    out = xp.reshape(out, (*pre, *picked, *post))
+
+    def backward(g):
+        g3 = xp.reshape(g, (_prod(pre), flat.shape[0], _prod(post)))
+        ids = xp.arange(rows, dtype=flat.dtype, device=x.device)[None, :]
+        step = builtins.max(1, _ONE_HOT_ENTRIES // rows)  # bounds H's memory: it is built in blocks of entries
+        z = 0
+        for lo in range(0, flat.shape[0], step):
+            hi = builtins.min(lo + step, flat.shape[0])  # the array API allows no slice past the end
+            h = xp.astype(flat[lo:hi, None] == ids, g.dtype)
+            z = z + xp.matrix_transpose(h) @ g3[:, lo:hi, :]  # (rows, f) @ (pre, f, post)
+        return (xp.reshape(z, x.shape),)
+
+    return node(out, (a,), backward)
+
+
+_ONE_HOT_ENTRIES = 1 << 22
+
+
+def _prod(shape: tuple) -> int:
+    n = 1
+    for k in shape:
+        n *= k
+    return n
+
+
+def _cupyx(x: Any) -> Any:
+    """The ``cupyx`` module when ``x`` is a CuPy array, else None."""
+    if type(x).__module__.split(".")[0] != "cupy":
+        return None
+    try:
+        import cupyx
+    except ImportError:  # pragma: no cover - CuPy without cupyx
+        return None
+    return cupyx
+
+
+def _scatter_add_cupy(x: Any, key: tuple, g: Any) -> Any:
+    z = namespace(x).zeros_like(x, dtype=g.dtype)
+    _cupyx(x).scatter_add(z, key, g)  # np.add.at on the GPU
+    return z
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
@@ -310,30 +561,42 @@ def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     tensors = tuple(t if isinstance(t, Tensor) else as_tensor(t) for t in tensors)
     if not tensors:
         raise ShapeError("concat needs at least one tensor, got none")
+    _same_place("concat", tensors)
+    datas = [t.data for t in tensors]
+    xp = namespace(datas[0])
     try:
-        out = np.concatenate([t.data for t in tensors], axis=axis)
+        out = np.concatenate(datas, axis=axis) if xp is np else xp.concat(datas, axis=axis)
     except ValueError as e:
         raise ShapeError(f"concat along axis {axis} of shapes {[t.shape for t in tensors]}: {e}") from None
-    bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
+    ax = axis % out.ndim
+    before = (slice(None),) * ax
+    seams = []
+    lo = 0
+    for d in datas:
+        seams.append(before + (slice(lo, lo + d.shape[ax]), Ellipsis))
+        lo += d.shape[ax]
 
     def backward(g):
-        return tuple(np.split(g, bounds, axis=axis))
+        return tuple(g[s] for s in seams)
 
     return node(out, tensors, backward)
 
 
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Join tensors of one shape along a new axis."""
+    """Join tensors of one shape along a new axis. The gradient is g taken apart along it."""
     tensors = tuple(t if isinstance(t, Tensor) else as_tensor(t) for t in tensors)
     if not tensors:
         raise ShapeError("stack needs at least one tensor, got none")
+    _same_place("stack", tensors)
+    xp = namespace(tensors[0].data)
     try:
-        out = np.stack([t.data for t in tensors], axis=axis)
+        out = xp.stack([t.data for t in tensors], axis=axis)
     except ValueError as e:
         raise ShapeError(f"stack of shapes {[t.shape for t in tensors]}: {e}") from None
+    before = (slice(None),) * (axis % out.ndim)
 
     def backward(g):
-        return tuple(np.moveaxis(g, axis, 0))
+        return tuple(g[before + (k, Ellipsis)] for k in range(len(tensors)))
 
     return node(out, tensors, backward)
 
@@ -343,7 +606,7 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
 
 def exp(a: Tensor) -> Tensor:
     """``e^a``; d/da = e^a."""
-    out = np.exp(a.data)
+    out = namespace(a.data).exp(a.data)
 
     def backward(g):
         return (g * out,)
@@ -357,12 +620,12 @@ def log(a: Tensor) -> Tensor:
     def backward(g):
         return (g / a.data,)
 
-    return node(np.log(a.data), (a,), backward)
+    return node(namespace(a.data).log(a.data), (a,), backward)
 
 
 def sqrt(a: Tensor) -> Tensor:
     """Square root; d/da = 1 / (2 sqrt(a))."""
-    out = np.sqrt(a.data)
+    out = namespace(a.data).sqrt(a.data)
 
     def backward(g):
         return (g * 0.5 / out,)
@@ -372,26 +635,30 @@ def sqrt(a: Tensor) -> Tensor:
 
 def abs(a: Tensor) -> Tensor:
     """``|a|``; d/da = sign(a), taken as 0 at a = 0 (as PyTorch)."""
+    xp = namespace(a.data)
 
     def backward(g):
-        return (g * np.sign(a.data),)
+        return (g * xp.sign(a.data),)
 
-    return node(np.abs(a.data), (a,), backward)
+    return node(xp.abs(a.data), (a,), backward)
 
 
 def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     """Limit values to [min, max]. The gradient passes where min <= a <= max (ends included,
     as ``torch.clamp``) and is 0 elsewhere."""
     x = a.data
-    out = np.clip(x, min, max)
+    xp = namespace(x)
+    out = xp.clip(x, min, max)
 
     def backward(g):
+        if min is None and max is None:
+            return (g,)
         mask = True
         if min is not None:
             mask = x >= min
         if max is not None:
             mask = mask & (x <= max)
-        return (g * mask,)
+        return (g * mask if xp is np else xp.where(mask, g, 0.0),)
 
     return node(out, (a,), backward)
 
@@ -402,25 +669,34 @@ def relu(a: Tensor) -> Tensor:
     Derivative: 1 where a > 0, and 0 where a <= 0; at the kink a = 0 we take 0,
     as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update.
     """
-    out = np.maximum(a.data, 0)
+    x = a.data
+    if type(x) is ndarray:
+        out = np.maximum(x, 0)
 
-    def backward(g):
-        return (g * (out > 0),)
+        def backward(g):
+            return (g * (out > 0),)
 
-    return node(out, (a,), backward)
+        return node(out, (a,), backward)
+    xp = namespace(x)
+    out = xp.maximum(x, 0)
+    return node(out, (a,), lambda g: (xp.where(out > 0, g, 0.0),))
 
 
 def sigmoid(a: Tensor) -> Tensor:
     """Logistic function ``1 / (1 + e^-a)``; derivative ``s (1 - s)``, at most 0.25 (at a = 0).
 
     For a << 0, e^-a overflows to inf and 1 / (1 + inf) gives the correct limit 0,
-    so the overflow is silenced rather than avoided (three array passes, in place).
+    so the overflow is silenced rather than avoided (on NumPy: three array passes, in place).
     """
-    out = np.negative(a.data, out=np.empty_like(a.data))
-    with np.errstate(over="ignore"):
-        np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
+    x = a.data
+    if type(x) is ndarray:
+        out = np.negative(x, out=np.empty_like(x))
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    else:
+        out = 1.0 / (1.0 + namespace(x).exp(-x))
 
     def backward(g):
         d = 1 - out
@@ -433,7 +709,8 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def tanh(a: Tensor) -> Tensor:
     """Hyperbolic tangent, zero-centred in (-1, 1); derivative ``1 - tanh^2``, at most 1."""
-    out = np.tanh(a.data)
+    x = a.data
+    out = np.tanh(x) if type(x) is ndarray else namespace(x).tanh(x)
 
     def backward(g):
         d = 1 - out * out
@@ -449,31 +726,51 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     Example:
         >>> cr.where(x > 0, x, 0.01 * x)   # leaky ReLU
     """
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    foreign = hasattr(cond, "__array_namespace__") and not isinstance(cond, (ndarray, np.generic))
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        a = as_tensor(a)
+        a = _leaf(_float32_like(cond, a)) if foreign else as_tensor(a)  # float32, where the condition is
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
     b = _t(b, a)
+    if not foreign and type(cond) is not ndarray:  # a list, a bool, a NumPy scalar
+        cond = np.asarray(cond) if type(a.data) is ndarray else namespace(a.data).asarray(cond, device=a.data.device)
+    ad, bd = a.data, b.data
+    if type(ad) is not type(bd) or type(cond) is not type(ad):
+        _mixed("where", cond, ad, bd)
+    xp = namespace(ad)
 
     def backward(g):
         return (
-            np.where(cond, g, 0) if a.requires_grad else None,
-            np.where(cond, 0, g) if b.requires_grad else None,
+            xp.where(cond, g, 0.0) if a.requires_grad else None,
+            xp.where(cond, 0.0, g) if b.requires_grad else None,
         )
 
-    return node(np.where(cond, a.data, b.data), (a, b), backward)
+    return node(xp.where(cond, ad, bd), (a, b), backward)
+
+
+def _float32_like(like: Any, value: Any) -> Any:
+    """A float32 array holding ``value`` in the namespace and on the device of ``like``."""
+    xp = namespace(like)
+    return xp.asarray(value, dtype=xp.float32, device=like.device)
 
 
 def maximum(a: Any, b: Any) -> Tensor:
     """Elementwise maximum. Where a = b the gradient is split in half between them (as PyTorch)."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b if isinstance(b, Tensor) else None)
     b = _t(b, a)
+    ad, bd = a.data, b.data
+    if type(ad) is not type(bd):
+        _mixed("maximum", ad, bd)
+    xp = namespace(ad)
 
     def backward(g):
-        share = (a.data > b.data) + 0.5 * (a.data == b.data)
+        if xp is np:
+            share = (ad > bd) + 0.5 * (ad == bd)
+        else:
+            share = xp.astype(ad > bd, g.dtype) + 0.5 * xp.astype(ad == bd, g.dtype)
         return (g * share if a.requires_grad else None, g * (1 - share) if b.requires_grad else None)
 
-    return node(np.maximum(a.data, b.data), (a, b), backward)
+    return node(xp.maximum(ad, bd), (a, b), backward)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
@@ -482,14 +779,34 @@ def minimum(a: Any, b: Any) -> Tensor:
     return neg(maximum(neg(a), neg(_t(b, a))))
 
 
-# ---- comparisons (no gradient) ---------------------------------------------
+# ---- comparisons and conversions (no gradient) ------------------------------
 
 
-def _compare(fn: Any) -> Any:
+def _compare(fn: Any, name: str) -> Any:
     def op(a: Tensor, b: Any) -> Tensor:
-        return Tensor(fn(a.data, b.data if isinstance(b, Tensor) else b))
+        if isinstance(b, Tensor):
+            b = b.data
+        if type(b) is not type(a.data) and hasattr(b, "__array_namespace__"):
+            _mixed(name, a.data, b)
+        return Tensor(fn(a.data, b))
 
+    op.__name__ = name
     return op
+
+
+def argmax(a: Tensor, axis: int | None = None) -> Tensor:
+    """Index of the largest entry (over the flattened tensor when ``axis`` is None); no gradient."""
+    x = a.data
+    return Tensor(x.argmax(axis=axis) if type(x) is ndarray else namespace(x).argmax(x, axis=axis))
+
+
+def astype(a: Tensor, dtype: Any) -> Tensor:
+    """The values converted to ``dtype`` (a name such as "float64" or a dtype), as a new leaf."""
+    x = a.data
+    if type(x) is ndarray:
+        return _leaf(x.astype(dtype))
+    xp = namespace(x)
+    return _leaf(xp.astype(x, dtype_in(xp, dtype)))
 
 
 # ---- Tensor methods ----------------------------------------------------------
@@ -511,11 +828,11 @@ def _install() -> None:
     T.__rmatmul__ = rmatmul
     T.__neg__ = neg
     T.__getitem__ = getitem
-    T.__gt__ = _compare(np.greater)
-    T.__ge__ = _compare(np.greater_equal)
-    T.__lt__ = _compare(np.less)
-    T.__le__ = _compare(np.less_equal)
-    T.eq = _compare(np.equal)
+    T.__gt__ = _compare(operator.gt, "greater")
+    T.__ge__ = _compare(operator.ge, "greater_equal")
+    T.__lt__ = _compare(operator.lt, "less")
+    T.__le__ = _compare(operator.le, "less_equal")
+    T.eq = _compare(operator.eq, "equal")
     T.sum = sum
     T.mean = mean
     T.max = max
@@ -533,8 +850,8 @@ def _install() -> None:
     T.relu = relu
     T.sigmoid = sigmoid
     T.tanh = tanh
-    T.argmax = lambda self, axis=None: Tensor(self.data.argmax(axis=axis))
-    T.astype = lambda self, dtype: Tensor(self.data.astype(dtype), requires_grad=False)
+    T.argmax = argmax
+    T.astype = astype
 
 
 _install()
