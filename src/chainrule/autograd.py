@@ -237,7 +237,7 @@ class Tensor:
                 )
             d = self.data
             if type(d) is ndarray:
-                seed = np.ones(d.shape, dtype=d.dtype)
+                seed = np.array(1, dtype=d.dtype) if not d.ndim else np.ones(d.shape, dtype=d.dtype)
             else:
                 seed = namespace(d).ones_like(d)
         else:
