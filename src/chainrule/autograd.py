@@ -515,8 +515,13 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
         dtype('float32')
         >>> cr.tensor([1.0, 2.0], device="cuda")  # needs CuPy and an NVIDIA GPU
     """
+    if type(data) is ndarray and dtype is None and device is None and not requires_grad and data.dtype.char in _AS_IS:
+        return _leaf(data)  # the common case of a training batch, without the general checks
     t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
     return t if device is None else _placed(t, device)
+
+
+_AS_IS = frozenset(np.dtype(t).char for t in ("float32", "int64", "int32", "uint8", "bool"))
 
 
 def _placed(t: Tensor, device: Any) -> Tensor:
