@@ -131,7 +131,7 @@ _ONES: dict = {}
 def _column_sums(g: np.ndarray) -> np.ndarray:
     """``g.sum(axis=0)`` of a 2-D NumPy array as a vector-matrix product: BLAS does it in about
     half the time of NumPy's reduction on the small batches that training uses (speed)."""
-    key = (g.shape[0], g.dtype)
+    key = (g.shape[0], g.dtype.char)
     ones = _ONES.get(key)
     if ones is None:
         ones = _ONES[key] = np.ones(g.shape[0], dtype=g.dtype)
@@ -356,6 +356,10 @@ def _rows(n: int) -> np.ndarray:
     return r
 
 
+# size in bytes -> the unsigned integer dtype of that size, for a one-reduction range check
+_UNSIGNED = {n: np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
+
+
 def _target_array(target: Any, like: Any) -> Any:
     """The target's array, in the namespace and on the device of ``like`` (host data is moved there)."""
     t = target.data if isinstance(target, Tensor) else target
@@ -385,7 +389,7 @@ def _class_targets(logits: Any, target: Any) -> tuple:
                 else:
                     raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
             # one reduction checks both ends: seen as unsigned, a negative index is huge
-            if t.size and (t.view(f"u{t.itemsize}") if t.dtype.kind == "i" else t).max() >= c:
+            if t.size and np.maximum.reduce(t.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else t) >= c:
                 raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {t.min()} to {t.max()}")
             return t, None
         xp = namespace(t)
