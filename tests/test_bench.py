@@ -127,9 +127,24 @@ def test_missing_library_skips_its_runner_with_a_note(monkeypatch):
         bench.available_runners(["jax"])
 
 
-def test_refuses_devices_other_than_cpu_and_zero_repeats():
-    with pytest.raises(ChainruleError, match="'cpu' only.*'cuda'"):
+def _no_cupy(monkeypatch):
+    """Make backend.cupy() fail as on a machine without CuPy, whatever this machine has."""
+    from chainrule import backend
+
+    def missing():
+        raise ChainruleError("device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)")
+
+    monkeypatch.setattr(backend, "cupy", missing)
+
+
+def test_refuses_cuda_without_cupy_big_on_the_cpu_unknown_devices_and_zero_repeats(monkeypatch):
+    _no_cupy(monkeypatch)
+    with pytest.raises(ChainruleError, match="device 'cuda' needs CuPy"):
         bench.run_benchmark(["digits"], device="cuda")
+    with pytest.raises(ChainruleError, match="workload 'big' runs with device 'cuda' only: one step is about 1.2 TFLOP"):
+        bench.run_benchmark(["digits", "big"])
+    with pytest.raises(ChainruleError, match="unknown device 'tpu'"):
+        bench.run_benchmark(["digits"], device="tpu")
     with pytest.raises(ChainruleError, match="at least 1, got 0"):
         bench.run_benchmark(["digits"], repeats=0)
 
@@ -224,13 +239,31 @@ def test_cli_bench_quick_json(cli_app, tmp_path):
     assert save.read_text().startswith("# chainrule bench") and json.loads(save.with_suffix(".json").read_text())
 
 
-def test_cli_bench_refuses_gpu_and_unknown_names(cli_app):
+def test_cli_bench_without_a_gpu_and_with_unknown_names_says_so_in_one_line(cli_app, monkeypatch):
     from typer.testing import CliRunner
 
+    _no_cupy(monkeypatch)
     res = CliRunner().invoke(cli_app, ["bench", "--device", "cuda"])
-    assert res.exit_code == 2 and "'cpu' only" in res.output
+    assert res.exit_code == 2 and res.output.strip() == (
+        "error: device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)"
+    )
+    res = CliRunner().invoke(cli_app, ["bench", "-w", "big"])
+    assert res.exit_code == 2 and "workload 'big' runs with --device cuda only" in res.output
+    res = CliRunner().invoke(cli_app, ["bench", "--device", "tpu"])
+    assert res.exit_code == 2 and "unknown device 'tpu'" in res.output
     res = CliRunner().invoke(cli_app, ["bench", "-r", "jax"])
-    assert res.exit_code == 2 and "unknown runner 'jax'" in res.output
+    assert res.exit_code == 2 and "unknown runner 'jax'; expected one of chainrule, chainrule-fit, torch, sklearn, numpy, cupy" in res.output
+
+
+def test_cli_bench_cuda_without_cupy_in_a_real_process_has_no_traceback():
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here: the error of a machine without it cannot be seen")
+    p = subprocess.run([sys.executable, "-m", "chainrule", "bench", "--device", "cuda"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip() == "error: device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)"
+    assert "Traceback" not in p.stdout + p.stderr
 
 
 @pytest.mark.slow
@@ -263,3 +296,153 @@ def test_every_epoch_is_a_sample_and_a_whole_fit_is_one():
         assert len(row["runners"][name]["seconds_per_step_per_run"]) == 2
     if "sklearn" in names:
         assert len(row["runners"]["sklearn"]["seconds_per_step"]["values"]) == 2
+
+
+# ---- the GPU path, with the CPU playing the GPU's part ------------------------------------------
+
+
+class FakeGPU(bench.GPU):
+    """bench.GPU played by the CPU: NumPy arrays (copied, as a transfer copies), PyTorch on "cpu",
+    and a count of the waits that a real GPU needs before each reading of the clock."""
+
+    torch_device = "cpu"
+    made: list = []
+
+    def __init__(self):
+        self.waits = 0
+        self.measured = []
+        FakeGPU.made.append(self)
+
+    def put(self, a):
+        return np.array(a)
+
+    def model_to(self, model):
+        return model
+
+    def sync(self):
+        self.waits += 1
+
+    def torch_sync(self):
+        self.waits += 1
+
+    def torch_ready(self):
+        return None
+
+    def peak_memory(self, train, torch=False):
+        train()
+        self.measured.append(torch)
+        return {"baseline_bytes": 0, "peak_bytes": 2**20, "increase_bytes": 2**20, "method": "fake"}
+
+    def describe(self):
+        return {"name": "Fake GPU", "compute_capability": "9.0", "memory_bytes": 80 * 2**30, "multiprocessors": 132,
+                "cupy": "14.2.0", "cuda_runtime": "13.0", "cuda_driver": "13.0", "CUPY_TF32": "unset (off)"}
+
+
+def test_the_big_workload_is_the_issue_8_network():
+    big = bench.WORKLOADS["big"]
+    assert (big.sizes, big.activation, big.batch_size, big.data) == ((4096, 4096, 4096, 4096, 10), "relu", 4096, "synthetic")
+    assert big.parameters == 3 * (4096 * 4096 + 4096) + 4096 * 10 + 10
+    assert 6 * big.parameters * big.batch_size == pytest.approx(1.24e12, rel=0.01)  # "about 1.2 TFLOP" a step
+    assert "big" in bench.GPU_ONLY and big.eval_rows == 1024
+    assert bench.QUICK["big"].sizes == (256, 256, 256, 256, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("torch"), reason="torch is not installed")
+def test_cuda_benchmark_runs_every_gpu_runner_and_they_agree(monkeypatch):
+    monkeypatch.setattr(bench, "GPU", FakeGPU)
+    FakeGPU.made.clear()
+    result = bench.run_benchmark(["digits", "big"], quick=True, repeats=1, device="cuda", threads=1, inference=False)
+    gpu = FakeGPU.made[-1]
+    assert result["settings"]["device"] == "cuda" and result["environment"]["gpu"]["name"] == "Fake GPU"
+    assert set(result["skipped"]) == {"sklearn", "numpy"} and "CPU only" in result["skipped"]["sklearn"]
+    digits, big = result["training"]
+    assert set(digits["runners"]) == {"chainrule", "chainrule-fit", "torch", "cupy"}
+    assert set(big["runners"]) == {"chainrule", "torch", "cupy"}  # cr.fit only on digits and deep
+    for row in (digits, big):
+        losses = [r["final_loss"] for r in row["runners"].values()]
+        assert max(losses) - min(losses) < 1e-5  # the same weights and batches: the same training
+        for r in row["runners"].values():
+            assert r["final_loss"] < row["initial_loss"] and r["memory"]["method"] == "fake"
+            rows_per_step = row["samples"] * row["config"]["epochs"] / row["steps_per_run"]
+            assert r["samples_per_second"] == pytest.approx(rows_per_step / r["seconds_per_step"]["median"])
+            assert r["tflops"] == pytest.approx(6 * row["parameters"] * r["samples_per_second"] / 1e12)
+        assert row["runners"]["cupy"]["vs_cupy"] == 1.0 and "vs_numpy" not in row["runners"]["cupy"]
+    # every timed region waited for the GPU: each runner's trainer once when made, then once per epoch
+    assert gpu.waits >= 2 * 7 and sorted(gpu.measured) == [False] * 5 + [True] * 2
+    assert [t["target"] for t in result["targets"]] == ["big: training throughput vs torch", "digits: time per step vs torch"]
+    assert result["targets"][0]["at_least"] and result["targets"][0]["met"] in (True, False)
+    text = bench.format_report(result)
+    assert text.startswith("chainrule bench on Fake GPU (CuPy 14.2.0, CUDA 13.0)")
+    assert "samples/s" in text and "TFLOP/s" in text and "vs cupy" in text and ">= 0.95" in text
+    assert "skipped sklearn: scikit-learn runs on the CPU only" in text
+    md = bench.results_markdown(result)
+    assert "Command: `chainrule bench --device cuda --quick --repeats 1 --threads 1`" in md
+    assert "- GPU: Fake GPU (compute capability 9.0, 80 GiB, 132 multiprocessors)" in md
+    json.dumps(result)
+
+
+def test_gpu_targets_read_throughput_as_at_least_and_time_as_at_most():
+    def runners(cr, torch):
+        return {"chainrule": {"vs_torch": cr / torch}, "torch": {"vs_torch": 1.0}}
+
+    result = {"settings": {"device": "cuda"}, "training": [
+        {"workload": "big", "runners": runners(0.0230, 0.0224)},  # 0.974x PyTorch's samples per second
+        {"workload": "digits", "runners": runners(1.1e-3, 1.0e-3)},
+    ]}
+    big, digits = bench.check_targets(result)
+    assert big["target"] == "big: training throughput vs torch" and big["at_least"] and big["limit"] == 0.95
+    assert big["ratio"] == pytest.approx(0.0224 / 0.0230) and big["met"] is True
+    assert digits["ratio"] == pytest.approx(1.1) and digits["met"] is False and not digits["at_least"]
+    result["training"][0]["runners"] = runners(0.0250, 0.0224)  # 0.896x: missed
+    assert bench.check_targets(result)[0]["met"] is False
+
+
+def test_available_runners_on_each_device():
+    ok, skipped = bench.available_runners(["numpy", "cupy"])
+    assert [r.name for r in ok] == ["numpy"] and "device 'cuda' only" in skipped["cupy"]
+    ok, skipped = bench.available_runners(["cupy", "numpy", "sklearn"], FakeGPU())
+    assert [r.name for r in ok] == ["cupy"] and set(skipped) == {"numpy", "sklearn"}
+    assert "runner 'cupy'" in skipped["numpy"]
+
+
+def test_gpu_peak_memory_follows_cupys_pool_and_puts_the_allocator_back(monkeypatch):
+    from types import SimpleNamespace
+
+    from chainrule import backend
+
+    class Pool:  # CuPy's memory pool as the measurement sees it: bytes in use go up and down
+        used = 1000
+
+        def used_bytes(self):
+            return self.used
+
+        def malloc(self, size):
+            self.used += size
+            return size
+
+    pool, allocator, waits = Pool(), [], []
+    cuda = SimpleNamespace(
+        set_allocator=allocator.append, get_current_stream=lambda: SimpleNamespace(synchronize=lambda: waits.append(1)),
+        runtime=SimpleNamespace(
+            getDeviceProperties=lambda i: {"name": b"NVIDIA H200", "major": 9, "minor": 0, "totalGlobalMem": 141 * 2**30,
+                                           "multiProcessorCount": 132},
+            runtimeGetVersion=lambda: 13000, driverGetVersion=lambda: 12080,
+        ),
+    )
+    fake = SimpleNamespace(cuda=cuda, get_default_memory_pool=lambda: pool, __version__="14.2.0")
+    monkeypatch.setattr(backend, "cupy", lambda: fake)
+    gpu = bench.GPU()
+
+    def train():  # allocate 500 and 300 bytes, free the 500, allocate 100: the peak is 800 over the start
+        malloc = allocator[-1]
+        malloc(500)
+        malloc(300)
+        pool.used -= 500
+        malloc(100)
+
+    mem = gpu.peak_memory(train)
+    assert mem == {"baseline_bytes": 1000, "peak_bytes": 1800, "increase_bytes": 800, "method": "CuPy memory pool, peak of used_bytes()"}
+    assert allocator[-1] == pool.malloc and len(waits) == 2  # the plain allocator is back; the GPU was waited for
+    info = gpu.describe()
+    assert (info["name"], info["cuda_runtime"], info["cuda_driver"], info["compute_capability"]) == ("NVIDIA H200", "13.0", "12.8", "9.0")

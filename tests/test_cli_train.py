@@ -271,3 +271,31 @@ def test_tensorboard_gets_the_diagnostics(monkeypatch, capsys, tmp_path):
     raw = events[0].read_bytes()
     for tag in (b"diagnostics/grad_norm/layer1", b"diagnostics/dead_fraction/layer2", b"histograms/layer1/weight", b"training/loss"):
         assert tag in raw, tag
+
+
+def test_train_on_cuda_without_cupy_says_so_in_one_line_before_any_work(monkeypatch, capsys, tmp_path):
+    from chainrule import backend
+    from chainrule.errors import ChainruleError
+
+    def missing():
+        raise ChainruleError("device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)")
+
+    monkeypatch.setattr(backend, "cupy", missing)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "gpu.json"
+    config.write_text(json.dumps({"device": "cuda", "layers": [8], "epochs": 1}))
+    for args in (["train", "--device", "cuda"], ["train", "--config", config], ["train", "--device", "gpu", "--out", tmp_path / "r"]):
+        code, out, err = in_process(monkeypatch, capsys, *args)
+        assert code == 2 and out == "", args
+        assert err.strip() == "error: device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)", args
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()  # nothing trained, nothing written
+    code, out, err = in_process(monkeypatch, capsys, "train", "--device", "tpu")
+    assert code == 2 and "unknown device 'tpu'; expected 'cpu' or 'cuda'" in err
+
+
+def test_train_device_cpu_is_written_to_the_config(monkeypatch, capsys, tmp_path):
+    code, out, err = in_process(monkeypatch, capsys, "train", "-d", "xor", "--layers", "4", "--epochs", "1", "--device", "cpu",
+                                "--out", tmp_path / "r", "--json", "--no-plots")
+    assert code == 0, err
+    assert json.loads(out)["config"]["device"] == "cpu"
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "cpu"

@@ -295,3 +295,51 @@ def test_resume_may_change_how_the_run_is_watched_only(tmp_path):
     whole = run(cfg, plots=False)
     for (name, p), (_, q) in zip(whole.model.named_parameters(), result.model.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+
+
+# ---- the device -------------------------------------------------------------------------
+
+
+def _no_cupy(monkeypatch):
+    """backend.cupy() failing as on a machine without CuPy, whatever this machine has."""
+    from chainrule import backend
+
+    def missing():
+        raise ChainruleError("device 'cuda' needs CuPy and an NVIDIA GPU; CuPy is not installed (pip install cupy-cuda12x)")
+
+    monkeypatch.setattr(backend, "cupy", missing)
+
+
+def test_device_is_a_setting_named_as_pytorch_names_it():
+    assert TrainConfig().device == "cpu"
+    assert TrainConfig(device="GPU").device == "cuda" and TrainConfig(device="cuda:0").to_dict()["device"] == "cuda"
+
+
+def test_cuda_without_cupy_fails_before_any_work(monkeypatch, tmp_path):
+    _no_cupy(monkeypatch)
+    with pytest.raises(ChainruleError, match="^device 'cuda' needs CuPy and an NVIDIA GPU"):
+        run(TrainConfig(device="cuda", **SMALL), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # nothing written, not even the folder
+
+
+def test_a_checkpoint_resumes_on_another_device_or_says_what_is_missing(monkeypatch, tmp_path):
+    from chainrule.runs import resume
+
+    class Stop(Exception):
+        pass
+
+    class StopAt:
+        def on_step_end(self, state):
+            if state.step == 10:
+                raise Stop()
+
+    cfg = TrainConfig(dataset="xor", layers=(4,), epochs=2, optimizer="sgd", checkpoint_every=8, monitor_every=0)
+    with pytest.raises(Stop):
+        run(cfg, out=tmp_path / "a", callbacks=[StopAt()], plots=False)
+    with monkeypatch.context() as m:
+        _no_cupy(m)
+        with pytest.raises(ChainruleError, match="needs CuPy"):
+            resume(tmp_path / "a", device="cuda", plots=False)
+    assert (tmp_path / "a" / "checkpoint.safetensors").exists()  # still there to resume from
+    result = resume(tmp_path / "a", device="cpu", plots=False)
+    assert result.config.device == "cpu" and result.resumed_from == 8

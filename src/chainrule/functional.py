@@ -285,6 +285,12 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                     break
                 continue
             if kind == "relu":
+                if not on_numpy:  # (the standard multiplies no floats by booleans)
+                    if last:
+                        break
+                    g = xp.where(s > 0, g, xp.zeros_like(g))
+                    owned = True
+                    continue
                 m = s > 0
             elif kind == "sigmoid":
                 m = 1 - s

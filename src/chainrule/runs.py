@@ -135,7 +135,10 @@ class TrainConfig:
         optimizer: "sgd", "adam" or "adamw"; lr, momentum (SGD only), weight_decay.
         batch_size, epochs: rows per step, passes over the training set.
         seed: the weights and the batch order; data_seed: generated data and the split.
-        device: "cpu" (the GPU path is not wired into runs yet).
+        device: "cpu" or "cuda": the model is moved there (``model.to``) and
+            :func:`chainrule.fit` moves each batch; the data stay NumPy, and the
+            model file and checkpoints are written from host copies. "cuda" needs
+            CuPy and an NVIDIA GPU, checked before any work.
         monitor_every: watch gradient flow with :class:`chainrule.diagnostics.Monitor`,
             measuring every N-th step (0: off; ``chainrule train`` turns it on).
         checkpoint_every: with a run folder, save a checkpoint every N steps (an int,
@@ -445,6 +448,7 @@ def resume(
     interruptible: bool = False,
     monitor_every: int | None = None,
     checkpoint_every: int | str | None = None,
+    device: str | None = None,
 ) -> RunResult:
     """Continue the run in folder ``path`` from its checkpoint, with the run's own settings.
 
@@ -453,7 +457,8 @@ def resume(
     the run folder is completed as :func:`run` would have. The final weights
     are bitwise identical to those of the same run never stopped.
     ``monitor_every`` and ``checkpoint_every`` may be changed (they do not
-    change the weights); the other arguments are :func:`run`'s.
+    change the weights), and ``device`` (a GPU run can go on on the CPU, and
+    the other way, up to rounding); the other arguments are :func:`run`'s.
 
     Raises:
         ChainruleError: no checkpoint in ``path`` (or the run had finished).
@@ -468,7 +473,9 @@ def resume(
         config = TrainConfig.from_dict(ck.config)
     except ChainruleError as e:
         raise ModelFileError(f"checkpoint {str(ck.path)!r} holds settings that are not valid: {e}") from None
-    overrides = {k: v for k, v in (("monitor_every", monitor_every), ("checkpoint_every", checkpoint_every)) if v is not None}
+    overrides = {
+        k: v for k, v in (("monitor_every", monitor_every), ("checkpoint_every", checkpoint_every), ("device", device)) if v is not None
+    }
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return _train(config.resolved(), path, ck, progress, callbacks, quiet, plots, threads, tensorboard, interruptible)
@@ -547,6 +554,7 @@ class _Watch:
 def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callbacks: Sequence, quiet: bool, plots: bool,
            threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
     """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
+    from .backend import to_numpy
     from .threads import limit_threads
     from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
     from .data import load_dataset
@@ -555,7 +563,9 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .train import History, evaluate, fit, predict
 
     if config.device != "cpu":
-        raise ChainruleError(f"device {config.device!r} is not supported by runs yet; use device 'cpu'")
+        from .backend import cupy
+
+        cupy()  # before any work: chainrule's one-line error when CuPy or a GPU is missing
     if tensorboard is not None:
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
@@ -568,6 +578,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
                 f"do not describe ({describe(model)['config']})"
             )
         model = ck.model
+    if config.device != "cpu":
+        model.to(config.device)  # before the optimizer: its state (and a checkpoint's) is made beside the parameters
     optimizer = build_optimizer(config, model.parameters())
     if ck is not None:
         restore_optimizer(optimizer, ck)
@@ -623,7 +635,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         }
         confusion = None
         if ds.task == "multiclass":
-            confusion = confusion_matrix(ds.y_test, predict(model, ds.X_test).argmax(axis=1), ds.num_outputs)
+            confusion = confusion_matrix(ds.y_test, to_numpy(predict(model, ds.X_test)).argmax(axis=1), ds.num_outputs)
     result = RunResult(config, model, history, metrics, seconds, ds, confusion,
                        diagnostics=watch.data() if watch else None, resumed_from=ck.step if ck is not None else None)
     if tensorboard is not None:

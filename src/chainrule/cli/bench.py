@@ -1,4 +1,5 @@
-"""``chainrule bench``: time chainrule against PyTorch, scikit-learn and a hand-fused NumPy MLP."""
+"""``chainrule bench``: time chainrule against PyTorch, scikit-learn and a hand-fused NumPy MLP
+(``--device cuda``: against PyTorch CUDA and a hand-fused CuPy MLP)."""
 
 from __future__ import annotations
 
@@ -16,45 +17,62 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Tiny settings (a few steps per runner): checks that everything runs."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Timed repetitions per runner (default 5; 2 with --quick)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of tables."),
-    device: str = typer.Option("cpu", "--device", help="Where to run; only 'cpu' for now."),
-    workload: Optional[List[str]] = typer.Option(None, "--workload", "-w", help="digits, deep or wide (repeat the option; default all)."),
-    runner: Optional[List[str]] = typer.Option(
-        None, "--runner", "-r", help="chainrule, chainrule-fit, torch, sklearn or numpy (repeat the option; default all)."
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu, or cuda: chainrule on CuPy against PyTorch CUDA and the CuPy floor (needs CuPy and an NVIDIA GPU).",
     ),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (a fresh subprocess per runner and workload)."),
+    workload: Optional[List[str]] = typer.Option(
+        None, "--workload", "-w", help="digits, deep, wide, or big (cuda only) (repeat the option; default all the device runs).",
+    ),
+    runner: Optional[List[str]] = typer.Option(
+        None, "--runner", "-r",
+        help="chainrule, chainrule-fit, torch, sklearn or numpy; cupy with --device cuda (repeat the option; default all).",
+    ),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (CPU: a fresh subprocess per runner and workload; GPU: the allocators)."),
     inference: bool = typer.Option(True, "--inference/--no-inference", help="Measure forward throughput too."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for NumPy's BLAS and PyTorch alike (default: as many as NumPy's BLAS uses)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the results as Markdown to this file, and as JSON beside it."),
 ) -> None:
-    """Benchmark training and inference: chainrule, PyTorch (CPU), scikit-learn and the NumPy floor.
+    """Benchmark training and inference: chainrule, PyTorch (CPU), scikit-learn and the NumPy floor;
+    with --device cuda, chainrule on CuPy, PyTorch CUDA and the CuPy floor.
 
     Prints, per workload, the median time per training step with its min-max over
-    repetitions, the ratios against PyTorch and against the hand-fused NumPy MLP,
-    the final training loss and the peak memory; then the issue-7 targets.
+    repetitions, the ratios against PyTorch and against the hand-fused floor, the
+    final training loss and the peak memory (on a GPU also samples and TFLOP per
+    second); then the targets (issue 7 on the CPU, issue 8 on the GPU).
     """
+    from .. import backend
     from .. import bench as _bench
-    from ..bench import RUNNERS, WORKLOADS
+    from ..bench import GPU_ONLY, WORKLOADS
+    from ..errors import ChainruleError
     from . import fail  # defined after the command modules are imported
 
-    if device.lower() != "cpu":
-        raise fail(f"--device {device!r} is not supported yet: chainrule bench runs on 'cpu' only")
+    try:
+        device = backend.normalize_device(device)
+        if device == "cuda":
+            backend.cupy()  # before any work: one line saying what is missing
+    except ChainruleError as e:
+        raise fail(str(e)) from None
     for name in workload or ():
         if name not in WORKLOADS:
             raise fail(f"unknown workload {name!r}; expected one of {', '.join(WORKLOADS)}")
+        if device == "cpu" and name in GPU_ONLY:
+            raise fail(f"workload {name!r} runs with --device cuda only: {GPU_ONLY[name]}")
+    names = _bench.runner_names()
     for name in runner or ():
-        if name not in RUNNERS:
-            raise fail(f"unknown runner {name!r}; expected one of {', '.join(RUNNERS)}")
+        if name not in names:
+            raise fail(f"unknown runner {name!r}; expected one of {', '.join(names)}")
 
     def progress(line: str) -> None:
         typer.echo(f"  {line}", err=True)
 
     result = _bench.run_benchmark(
-        workloads=tuple(workload) if workload else tuple(WORKLOADS),
+        workloads=tuple(workload) if workload else None,
         runners=tuple(runner) if runner else None,
         repeats=repeats or (2 if quick else 5),
         quick=quick,
         memory=memory,
         inference=inference,
+        device=device,
         threads=threads,
         progress=progress,
     )

@@ -5,7 +5,8 @@ with :func:`~chainrule.runs.run` and prints a closing table and the per-layer
 gradient-flow health (with any warnings in plain words); the run folder keeps
 the model, config.json, metrics.json (with the diagnostics) and the plots.
 Every check of the options happens before training starts and before
-anything is written.
+anything is written. ``--device cuda`` trains on the GPU (CuPy): the model
+moves there, the batches follow, and the run folder is the same as on the CPU.
 
 Stopping and going on:
 
@@ -141,14 +142,26 @@ def train(
     tensorboard: Optional[Path] = typer.Option(
         None, "--tensorboard", metavar="DIR", help="Also write the diagnostics and curves for TensorBoard into DIR (needs tensorboardX).",
     ),
+    device: Optional[str] = typer.Option(
+        None, "--device", show_default="cpu",
+        help="cpu, or cuda: train on the GPU (needs CuPy and an NVIDIA GPU); with --resume, where the run goes on.",
+    ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the PNG pictures into the run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table: print only the run folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics and the run folder as JSON."),
 ) -> None:
+    from ..backend import cupy, normalize_device
     from ..checkpoint import TrainingInterrupted
-    from ..errors import DivergenceError
+    from ..errors import ChainruleError, DivergenceError
     from ..runs import TrainConfig, resume as resume_run, run
     from . import fail
+
+    if device is not None:
+        try:  # before any work: one line saying what is missing
+            if normalize_device(device) == "cuda":
+                cupy()
+        except ChainruleError as e:
+            raise fail(str(e)) from None
 
     given = {
         "dataset": dataset, "layers": layers, "activation": activation, "init": init, "bias_init": bias_init,
@@ -167,7 +180,7 @@ def train(
         def train_it() -> Any:
             return resume_run(
                 resume, progress=show, quiet=not show, plots=plots, tensorboard=tensorboard, interruptible=True,
-                monitor_every=monitor_every, checkpoint_every=checkpoint_every,
+                monitor_every=monitor_every, checkpoint_every=checkpoint_every, device=device,
             )
     else:
         settings = TrainConfig.from_json(config).to_dict() if config is not None else {}
@@ -177,6 +190,8 @@ def train(
                 for key in derived:
                     settings.pop(key, None)
         settings.update(given)
+        if device is not None:  # where to train is no setting that derives others, and --resume may change it
+            settings["device"] = device
         # how the run is watched: the option, else the config file's, else the command line's default
         for key, value, default in (("monitor_every", monitor_every, DEFAULT_MONITOR_EVERY), ("checkpoint_every", checkpoint_every, DEFAULT_CHECKPOINT_EVERY)):
             if value is not None or key not in settings:
@@ -216,7 +231,8 @@ def train(
     c = result.config
     if result.resumed_from is not None:
         typer.echo(f"resumed {out} from its checkpoint at step {result.resumed_from}")
-    typer.echo(f"{c.dataset}: MLP {'-'.join(map(str, result.model.sizes))} ({c.activation}), {c.loss}, {c.optimizer} lr {c.lr:g}")
+    on = " on the GPU (cuda)" if c.device == "cuda" else ""
+    typer.echo(f"{c.dataset}: MLP {'-'.join(map(str, result.model.sizes))} ({c.activation}), {c.loss}, {c.optimizer} lr {c.lr:g}{on}")
     _print_table("chainrule train", result.metrics, result.dataset.task, {"epochs": len(result.history.epochs), "time": f"{result.seconds:.1f} s"})
     if diagnostics.get("epochs"):
         _print_health(diagnostics, warnings)
