@@ -54,6 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .backend import to_numpy
 from .errors import ChainruleError, ModelFileError
 
 FORMAT = "chainrule-checkpoint/1"
@@ -127,7 +128,8 @@ def save_checkpoint(
 
     Args:
         path: the file to write (replaced as a whole; the old one stays whole until the rename).
-        model, optimizer: as training holds them (the weights and buffers are copied to disk as they are).
+        model, optimizer: as training holds them (the weights and buffers are copied to disk as they
+            are, from host copies when they live on a GPU).
         config: the run's settings (``TrainConfig.to_dict()``), plain JSON data.
         epoch, batch: where training goes on (0-based); step: steps done so far.
         history: the per-epoch records so far (``History.epochs``).
@@ -156,8 +158,8 @@ def save_checkpoint(
                 arrays[f"optimizer.{name}.{i}"] = b
     loss_sum, seen, parts = partial_epoch if partial_epoch is not None else (0.0, 0, [])
     if seen:
-        arrays["epoch.outputs"] = np.concatenate([np.asarray(o) for o, _ in parts])
-        arrays["epoch.indices"] = np.concatenate([np.asarray(i) for _, i in parts]).astype(np.int64)
+        arrays["epoch.outputs"] = np.concatenate([to_numpy(o) for o, _ in parts])  # outputs may live on a GPU
+        arrays["epoch.indices"] = np.concatenate([to_numpy(i) for _, i in parts]).astype(np.int64)
     info = {
         "config": config,
         "position": {"epoch": int(epoch), "batch": int(batch), "step": int(step)},

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import to_numpy
 from .errors import ChainruleError, ModelFileError
 
 FORMAT = "chainrule/1"
@@ -53,10 +54,13 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_safetensors(path: str | os.PathLike, arrays: dict, metadata: dict) -> None:
-    """Arrays (name -> array) and string metadata into a safetensors file, atomically."""
+    """Arrays (name -> array of any namespace) and string metadata into a safetensors file, atomically.
+
+    Arrays on a device are copied to the host first.
+    """
     from safetensors.numpy import save
 
-    plain = {k: np.ascontiguousarray(_host(v)) for k, v in arrays.items()}
+    plain = {k: np.ascontiguousarray(to_numpy(v)) for k, v in arrays.items()}
     write_atomic(path, save(plain, metadata={k: str(v) for k, v in metadata.items()}))
 
 
@@ -84,10 +88,6 @@ def read_safetensors(path: str | os.PathLike) -> tuple:
     except Exception as e:  # safetensors' own errors, bad UTF-8, bad JSON
         raise ModelFileError(f"model file {str(path)!r} is corrupt: {e}") from None
     return arrays, metadata
-
-
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
 
 
 # ---- architecture as JSON ------------------------------------------------------
@@ -140,6 +140,8 @@ def build(desc: Any, source: str = "<architecture>") -> Any:
 def save(model: Any, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``model`` to ``path``: safetensors weights plus the architecture as JSON.
 
+    A model on a GPU (or any device) is written from host copies of its weights.
+
     Example:
         >>> cr.save(model, "digits.safetensors")
         >>> same = cr.load("digits.safetensors")
@@ -152,10 +154,19 @@ def save(model: Any, path: str | os.PathLike, metadata: dict | None = None) -> P
     return path
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Read a model written by :func:`save`; ModelFileError names the file and the parameter at fault."""
+def load(path: str | os.PathLike, device: str | None = None) -> Any:
+    """Read a model written by :func:`save`; ModelFileError names the file and the parameter at fault.
+
+    Args:
+        path: the model file.
+        device: where the model goes after loading ("cpu" or "cuda"); on the CPU (NumPy) by default.
+
+    Example:
+        >>> model = cr.load("digits.safetensors", device="cuda")
+    """
     arrays, meta = read_safetensors(path)
-    return model_from(arrays, meta, str(path))
+    model = model_from(arrays, meta, str(path))
+    return model if device is None else model.to(device)
 
 
 def model_from(arrays: dict, meta: dict, source: str, prefix: str = "") -> Any:

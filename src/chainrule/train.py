@@ -4,6 +4,12 @@ fit's steps, top to bottom: check the data; for each epoch, shuffle with a
 generator seeded by (seed, epoch); for each mini-batch, forward, loss,
 zero_grad, backward, optimizer step, callbacks; at the end of the epoch,
 validation and callbacks. The history is plain data (lists of numbers).
+
+Devices: the model runs where its first parameter lives (NumPy, CuPy, any
+array-API namespace). X and y are checked on the host as NumPy arrays; each
+batch goes to the model's device (the whole data set once, when it is small
+enough, and batches are gathered there); losses and metrics come back as
+Python floats, and ``predict`` returns NumPy arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 from . import functional as F
 from .autograd import Tensor, _leaf, no_grad
+from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
 from .metrics import task_metrics
 from .validation import as_array, check_features, check_finite, check_not_empty, check_positive_int, check_targets, check_validation
@@ -146,9 +153,79 @@ def _model_out_features(model: Any) -> int | None:
     return last
 
 
-def _model_dtype(model: Any) -> np.dtype:
+# On a device (not NumPy), fit copies X and y there once when together they take at most this
+# many bytes, and gathers each batch there; larger data is gathered on the host batch by batch.
+DEVICE_DATA_BYTES = 1 << 30
+
+
+def _model_array(model: Any) -> Any:
+    """The first parameter's array: its namespace and device are the model's (None without parameters)."""
     params = model.parameters() if hasattr(model, "parameters") else []
-    return params[0].data.dtype if params else np.dtype(np.float32)
+    return params[0].data if params else None
+
+
+def _host_dtype(a: Any) -> np.dtype:
+    """The NumPy dtype that matches array ``a``'s floating-point dtype, in any namespace."""
+    if isinstance(a.dtype, np.dtype):
+        return a.dtype
+    xp = namespace(a)
+    for name in ("float32", "float64", "float16"):
+        if a.dtype == getattr(xp, name, None):
+            return np.dtype(name)
+    return np.dtype(np.float32)
+
+
+def _model_dtype(model: Any) -> np.dtype:
+    like = _model_array(model)
+    return np.dtype(np.float32) if like is None else _host_dtype(like)
+
+
+def _on_device(like: Any) -> bool:
+    """Whether arrays like ``like`` live outside NumPy (so batches must be copied to them)."""
+    return like is not None and type(like) is not np.ndarray
+
+
+class _DeviceBatches:
+    """Rows of host arrays (X, y) as arrays in the namespace and on the device of ``like``.
+
+    When the arrays are small enough they are copied to the device once and each
+    batch is gathered there (``xp.take``) with the epoch's order, itself copied once
+    per epoch; otherwise each batch is gathered on the host and then copied.
+    """
+
+    def __init__(self, like: Any, *arrays: np.ndarray):
+        self.like, self.host, self.xp = like, arrays, namespace(like)
+        fits = sum(a.nbytes for a in arrays) <= DEVICE_DATA_BYTES
+        self.device = [asarray(a, like=like) for a in arrays] if fits else None
+        self.order: Any = None
+
+    def epoch(self, order: np.ndarray) -> None:
+        if self.device is not None:
+            self.order = asarray(order, like=self.like)
+
+    def rows(self, idx: np.ndarray, start: int) -> list:
+        """The rows ``idx`` of each array, ``idx`` being ``order[start : start + len(idx)]``."""
+        if self.device is None:
+            return [asarray(a[idx], like=self.like) for a in self.host]
+        i = self.order[start : start + idx.shape[0]]  # array-API slices must stay in bounds
+        return [self.xp.take(a, i, axis=0) for a in self.device]
+
+
+def _to_host(parts: list) -> np.ndarray:
+    """Arrays of one namespace or several, joined in order as one NumPy array; device arrays
+    are joined on their device first, so each run of them costs one copy to the host."""
+    out, run = [], []
+    for a in parts:
+        if type(a) is np.ndarray:
+            if run:
+                out.append(to_numpy(namespace(run[0]).concat(run)))
+                run = []
+            out.append(a)
+        else:
+            run.append(a)
+    if run:
+        out.append(to_numpy(namespace(run[0]).concat(run)))
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = None, name: str = "") -> tuple:
@@ -250,6 +327,8 @@ def fit(
         from .errors import ChainruleError
 
         raise ChainruleError(f"initial_batch must be in [0, {nb}] (batches per epoch), got {initial_batch}")
+    like = _model_array(model)
+    feed = _DeviceBatches(like, X, y) if _on_device(like) else None  # None: NumPy, batches are X[idx]
     state.batches_per_epoch = nb
     state.epoch = initial_epoch
     state.step = initial_epoch * nb + initial_batch
@@ -262,6 +341,8 @@ def fit(
         for epoch in range(initial_epoch, epochs):
             state.epoch = epoch
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+            if feed is not None:
+                feed.epoch(order)
             total_loss, outputs, seen = 0.0, [], 0
             first = initial_batch if epoch == initial_epoch else 0
             if first and partial_epoch is not None:
@@ -269,10 +350,13 @@ def fit(
             state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs = total_loss, seen, outputs
             for b in range(first, nb):
                 idx = order[b * batch_size : (b + 1) * batch_size]
-                xb, yb = _leaf(X[idx]), _leaf(y[idx])
+                if feed is None:
+                    xb, yb = _leaf(X[idx]), _leaf(y[idx])
+                else:
+                    xb, yb = (_leaf(a) for a in feed.rows(idx, b * batch_size))
                 out = model(xb)
                 loss = loss_fn(out, yb)
-                value = float(loss.data)
+                value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
                 if not math.isfinite(value):
                     error = DivergenceError(
                         f"the loss became {value} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
@@ -300,7 +384,7 @@ def fit(
                     break
             record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": float(getattr(optimizer, "lr", math.nan))}
             if seen:
-                out_all = np.concatenate([o for o, _ in outputs])
+                out_all = _to_host([o for o, _ in outputs])
                 y_all = y[np.concatenate([i for _, i in outputs])]
                 record.update(task_metrics(task, out_all, y_all))
             if validation is not None:
@@ -329,6 +413,9 @@ def fit(
 def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     """The model's outputs (logits for classifiers) on X, in batches, with no graph recorded.
 
+    X is a NumPy array (or array-like) on the host; the outputs come back as a
+    NumPy array wherever the model runs.
+
     Raises DataError or ShapeError (naming X, what was expected and what came)
     for non-numeric, empty, NaN or infinite input and a wrong feature count.
 
@@ -342,22 +429,40 @@ def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     batch_size = check_positive_int("batch_size", batch_size)
     if X.dtype != _model_dtype(model):
         X = X.astype(_model_dtype(model))
+    return to_numpy(_outputs(model, X, batch_size))
+
+
+def _outputs(model: Any, X: np.ndarray, batch_size: int) -> Any:
+    """The model's outputs on checked host X, in the model's namespace and on its device."""
+    like = _model_array(model)
+    device = _on_device(like)
+    if device and X.nbytes <= DEVICE_DATA_BYTES:
+        X = asarray(X, like=like)  # one copy to the device; the batches are slices of it there
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         with no_grad():
-            parts = [model(_leaf(X[i : i + batch_size])).data for i in range(0, len(X), batch_size)]
+            parts = []
+            n = X.shape[0]
+            for i in range(0, n, batch_size):
+                xb = X[i : min(i + batch_size, n), ...]  # array-API slices: in bounds, every axis named
+                if type(xb) is np.ndarray and device:
+                    xb = asarray(xb, like=like)
+                parts.append(model(_leaf(xb)).data)
     finally:
         if was_training:
             model.train()
-    return np.concatenate(parts) if parts else np.empty((0,))
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if type(parts[0]) is np.ndarray else namespace(parts[0]).concat(parts)
 
 
 def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, task: str | None = None, _checked: bool = False) -> dict:
     """Loss and task metrics of ``model`` on (X, y): {"loss": ..., "accuracy": ...} and so on.
 
     X and y are checked as :func:`fit` checks them (chainrule's errors, before any work).
+    The loss is computed where the model runs; the metrics on a host copy of the outputs.
 
     Example:
         >>> cr.evaluate(model, "cross_entropy", X_test, y_test)["accuracy"]
@@ -366,10 +471,11 @@ def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, t
     if not _checked:
         X, y, task = prepare(model, loss_fn, X, y, task)
     task = task or infer_task(loss_fn, np.asarray(y))
-    out = predict(model, X, batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
+    out = _outputs(model, X, batch_size)
     with no_grad():
-        loss = float(loss_fn(_leaf(out), _leaf(y)).data)
-    return {"loss": loss, **task_metrics(task, out, y)}
+        loss = float(loss_fn(_leaf(out), _leaf(asarray(y, like=out))).data)
+    return {"loss": loss, **task_metrics(task, to_numpy(out), y)}
 
 
 class _ProgressBar:

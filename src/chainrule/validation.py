@@ -19,14 +19,19 @@ from .errors import DataError, ShapeError
 def as_array(name: str, value: Any, dtype: Any = None) -> np.ndarray:
     """``value`` as a NumPy array of numbers, refusing non-numeric data.
 
+    Tensors and arrays of other namespaces (a GPU's) are copied to the host: data is checked there.
+
     Example:
         >>> as_array("X", [[1, 2]]).shape
         (1, 2)
     """
     from .autograd import Tensor
+    from .backend import to_numpy
 
     if isinstance(value, Tensor):
-        value = value.numpy()
+        value = value.data
+    if not isinstance(value, np.ndarray) and hasattr(value, "__array_namespace__"):
+        value = to_numpy(value)
     try:
         arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as e:

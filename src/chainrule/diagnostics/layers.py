@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import asarray, namespace, to_numpy
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.linear import Linear
@@ -81,7 +82,7 @@ def find_layers(model: Any) -> list:
 def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     """d activation(z) / dz, elementwise, for the layer's activation (None for "none").
 
-    Kinks take the derivative the forward pass uses: ReLU'(0) = 0, leaky/PReLU
+    ``z`` is a NumPy array (the diagnostics measure host copies). Kinks take the derivative the forward pass uses: ReLU'(0) = 0, leaky/PReLU
     take the left slope at 0.
     """
     act, m = layer.activation, layer.act_module
@@ -96,7 +97,7 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     if act == "leaky_relu":
         return np.where(z > 0, 1.0, m.negative_slope).astype(z.dtype)
     if act == "prelu":
-        return np.where(z > 0, 1.0, np.asarray(m.weight.data, dtype=z.dtype))
+        return np.where(z > 0, 1.0, to_numpy(m.weight.data).astype(z.dtype))
     if act == "elu":
         return np.where(z > 0, 1.0, m.alpha * np.exp(np.minimum(z, 0.0))).astype(z.dtype)
     return None
@@ -119,18 +120,16 @@ def saturation_threshold(activation: str) -> float:
 
 
 def host(a: Any) -> np.ndarray:
-    """A backend array as a NumPy array (CuPy arrays are copied from the GPU)."""
-    return a if isinstance(a, np.ndarray) else a.get()
+    """A backend array as a NumPy array (arrays on a GPU or another device are copied to the host)."""
+    return to_numpy(a)
 
 
 def like_weights(X: Any, layer: Layer, cast: bool = True) -> Any:
-    """``X`` on the model's device; with ``cast``, in the model's dtype (inputs, not class labels)."""
+    """``X`` in the namespace and on the device of the model's weights; with ``cast``, in their
+    dtype (inputs, not class labels)."""
     w = layer.linear.weight.data
-    X = host(np.asarray(X) if not hasattr(X, "shape") else X)
-    if cast:
-        X = X.astype(w.dtype, copy=False)
-    if isinstance(w, np.ndarray):
-        return X
-    from ..backend import cupy
-
-    return cupy().asarray(X)
+    X = to_numpy(np.asarray(X) if not hasattr(X, "shape") else X)
+    if type(w) is np.ndarray:
+        return X.astype(w.dtype, copy=False) if cast else X
+    X = asarray(X, like=w)
+    return namespace(w).astype(X, w.dtype, copy=False) if cast else X

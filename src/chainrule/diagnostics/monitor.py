@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, _leaf, no_grad
+from ..backend import namespace
 from ..errors import ChainruleError
 from ..optim.sgd import SGD
 from ..validation import check_positive_int
@@ -71,10 +72,10 @@ NORM_DRIFT = 0.01
 
 
 def _sq(a: Any) -> float:
-    """Squared Frobenius norm: one BLAS dot product for a NumPy array."""
+    """Squared Frobenius norm: one BLAS dot product for a NumPy array, a sum on its device otherwise."""
     if type(a) is np.ndarray:
         return float(np.vdot(a, a))
-    return float((a * a).sum())
+    return float(namespace(a).sum(a * a))
 
 
 def _buffer_like(w: Any) -> Any:
@@ -86,7 +87,7 @@ def _buffer_like(w: Any) -> Any:
     256 x 256 float32 weight measured 13 times slower than an offset one.
     """
     if type(w) is not np.ndarray:
-        return w.copy()
+        return _copy(w)
     size = w.itemsize
     raw = np.empty(w.size + 4096 // size, dtype=w.dtype)
     gap = (raw.ctypes.data - w.ctypes.data) % 4096
@@ -94,6 +95,11 @@ def _buffer_like(w: Any) -> Any:
     buf = raw[start : start + w.size].reshape(w.shape)
     buf[...] = w
     return buf
+
+
+def _copy(a: Any) -> Any:
+    """A copy of array ``a`` in its namespace, on its device."""
+    return a.copy() if type(a) is np.ndarray else namespace(a).asarray(a, copy=True)
 
 
 def _histogram(a: Any) -> dict:
@@ -264,7 +270,7 @@ class Monitor:
             if self.probe is not None:
                 self.initial = self._measure_initial(self.probe, self.probe_targets)
             else:  # measured at the first step, on its batch, with the weights from before that step
-                self._init_params = [(p, p.data.copy()) for p in model.parameters()]
+                self._init_params = [(p, _copy(p.data)) for p in model.parameters()]
         return self
 
     def step(self, loss: Any = None, xb: Any = None, yb: Any = None) -> None:
@@ -309,7 +315,7 @@ class Monitor:
         for k, (layer, summary) in enumerate(zip(self.layers, _summarize(steps))):
             row = {**layer.describe(), **summary, "dead_fraction_epoch": None}
             if k in self._alive and count:
-                row["dead_fraction_epoch"] = 1.0 - float(self._alive[k].mean())
+                row["dead_fraction_epoch"] = 1.0 - float(host(self._alive[k]).mean())
             row.update(probe[k] if probe is not None else _EMPTY_PROBE)
             rows.append(row)
         first, last = rows[0]["grad_norm"], rows[-1]["grad_norm"]
@@ -494,7 +500,10 @@ class Monitor:
                 usq = lr * lr * _sq(v) if v is not None else 0.0
             elif rule == "copy" and have_prev:
                 prev = prev_all[k]
-                np.subtract(w, prev, out=prev)  # prev now holds the update
+                if numpy:
+                    np.subtract(w, prev, out=prev)  # prev now holds the update
+                else:
+                    prev -= w  # minus the update: the same norm
                 usq = _sq(prev)
             row += (gsq, bsq, prev_sq[k] if have_prev else nan, usq)
             if snapshot:
@@ -515,8 +524,14 @@ class Monitor:
         alive = self._alive
         for k in self._relu:
             gb = self._params[k][1].grad
-            if gb is not None:  # a unit whose bias got a non-zero gradient was active on some sample
-                np.logical_or(alive[k], gb if type(gb) is np.ndarray else host(gb != 0), out=alive[k])
+            if gb is None:
+                continue
+            # a unit whose bias got a non-zero gradient was active on some sample
+            if type(gb) is np.ndarray:
+                np.logical_or(alive[k], gb, out=alive[k])
+            else:  # kept on the device until the epoch's end: no copy to the host per step
+                active = gb != 0
+                alive[k] = active if type(alive[k]) is np.ndarray else alive[k] | active
         self._rows.append(row)
         self._row_steps.append(t)
         self._log.append((t, loss, row))

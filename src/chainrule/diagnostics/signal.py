@@ -82,7 +82,7 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
 
     layers = find_layers(model)
     params = model.parameters()
-    X = like_weights(np.asarray(X_probe.data if isinstance(X_probe, Tensor) else X_probe), layers[0])
+    X = like_weights(host(X_probe.data) if isinstance(X_probe, Tensor) else X_probe, layers[0])
     backward = loss_fn is not None and y_probe is not None
     saved_grads = [p.grad for p in params]
     z_out: dict = {}
@@ -98,10 +98,10 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
                     p.grad = None
                 out = model(_leaf(X))
                 if backward:
-                    y = y_probe.data if isinstance(y_probe, Tensor) else np.asarray(y_probe)
-                    y = like_weights(y, layers[0], cast=y.dtype.kind == "f")
-                    if y.ndim == 1 and out.data.shape == (len(y), 1) and y.dtype.kind == "f":
+                    y = host(y_probe.data if isinstance(y_probe, Tensor) else y_probe)
+                    if y.ndim == 1 and tuple(out.data.shape) == (len(y), 1) and y.dtype.kind == "f":
                         y = y.reshape(-1, 1)  # one regression target per row, as fit shapes it
+                    y = like_weights(y, layers[0], cast=y.dtype.kind == "f")
                     get_loss(loss_fn)(out, _leaf(y)).backward()
         rows = []
         for layer in layers:

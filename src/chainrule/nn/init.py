@@ -1,5 +1,8 @@
 """Weight initializers, in place on a tensor's data (trailing underscore, as PyTorch).
 
+Random values are drawn on the host by NumPy's generator and then copied to the
+tensor's namespace and device, so a seed gives the same weights on every device.
+
 Weights of :class:`~chainrule.nn.Linear` have shape (in_features, out_features),
 so fan_in = shape[0] and fan_out = shape[1].
 """
@@ -14,6 +17,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..errors import ChainruleError
 from ..random import generator as _generator
+from .module import copy_like
 
 
 def _fans(t: Tensor) -> tuple:
@@ -43,7 +47,9 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def _fill(t: Tensor, values: np.ndarray) -> Tensor:
-    t.data[...] = values.astype(t.data.dtype, copy=False)
+    """Write host ``values`` into ``t.data`` in place, in its dtype, on its device."""
+    d = t.data
+    d[...] = values.astype(d.dtype, copy=False) if type(d) is np.ndarray else copy_like(values, d)
     return t
 
 

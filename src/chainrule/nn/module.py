@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend import _dtype, asarray, device_of, move, namespace, to_numpy
 from ..errors import ChainruleError, ShapeError
 
 
@@ -21,6 +22,26 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return "Parameter(" + super().__repr__() + ")"
+
+
+def copy_like(value: Any, like: Any) -> Any:
+    """A new array with the values of ``value`` (any namespace, or NumPy) in the namespace,
+    on the device and in the dtype of array ``like``: a copy, never a view of ``value``."""
+    if type(like) is np.ndarray:
+        return np.array(to_numpy(value), dtype=like.dtype)
+    xp = namespace(like)
+    if type(value) is not type(like) or device_of(value) != device_of(like):
+        value = asarray(to_numpy(value), like=like)  # through the host: namespaces have no common path
+    # always a copy: asarray may share memory with a NumPy input (array_api_strict does)
+    return xp.astype(value, like.dtype, copy=True)
+
+
+def _to_namespace(a: Any, xp: Any, device: Any) -> Any:
+    """Array ``a`` copied into namespace ``xp``, on ``device`` (its default device when None)."""
+    if xp is np:
+        return to_numpy(a)
+    host = to_numpy(a)
+    return xp.asarray(host, copy=True) if device is None else xp.asarray(host, copy=True, device=device)
 
 
 # name -> class, for model files: only these types are ever built from a file.
@@ -120,12 +141,16 @@ class Module:
         """Evaluation mode, ``train(False)`` (``cr.predict`` and ``cr.evaluate`` switch to it); returns self."""
         return self.train(False)
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Parameter name -> array (the live arrays, not copies)."""
+    def state_dict(self) -> "OrderedDict[str, Any]":
+        """Parameter name -> array (the live arrays, not copies, on the parameters' device)."""
         return OrderedDict((name, p.data) for name, p in self.named_parameters())
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays into this module's parameters, checking names and shapes.
+
+        The values may be NumPy arrays (as read from a file) or arrays of any
+        namespace and device; each parameter gets a copy in its own namespace,
+        on its own device and in its own dtype.
 
         Raises ShapeError naming the parameter whose shape differs, and (with
         ``strict``) ChainruleError listing missing and unexpected names.
@@ -143,19 +168,32 @@ class Module:
                 continue
             p = own[name]
             arr = value.data if isinstance(value, Tensor) else value
-            if tuple(arr.shape) != p.data.shape:
-                raise ShapeError(f"load_state_dict: parameter {name!r} has shape {p.data.shape}, got {tuple(arr.shape)}")
-            p.data = np.array(arr, dtype=p.data.dtype) if isinstance(p.data, np.ndarray) else p.data.__class__(arr)
+            if tuple(arr.shape) != tuple(p.data.shape):
+                raise ShapeError(f"load_state_dict: parameter {name!r} has shape {tuple(p.data.shape)}, got {tuple(arr.shape)}")
+            p.data = copy_like(arr, p.data)
 
-    def to(self, device: Any = None, dtype: Any = None) -> "Module":
-        """Move parameters to ``device`` ("cpu" or "cuda") and/or cast them to ``dtype``, in place."""
-        from ..backend import to_device
+    def to(self, device: Any = None, dtype: Any = None, xp: Any = None) -> "Module":
+        """Move parameters to ``device`` and/or cast them to ``dtype``, in place; returns self.
 
+        Args:
+            device: "cpu" (NumPy) or "cuda" (CuPy); with ``xp``, one of that namespace's devices.
+            dtype: "float32", "float64" or a NumPy dtype.
+            xp: an array-API namespace to hold the parameters (array_api_strict in the tests);
+                ``device=None`` takes its default device.
+
+        Gradients are dropped; build the optimizer after moving the model.
+
+        Example:
+            >>> model = nn.MLP([64, 128, 10]).to("cuda")
+        """
         for p in self.parameters():
-            if device is not None:
-                p.data = to_device(p, device).data
+            if xp is not None:
+                p.data = _to_namespace(p.data, xp, device)
+            elif device is not None:
+                p.data = move(p.data, device)
             if dtype is not None:
-                p.data = p.data.astype(dtype)
+                d = p.data
+                p.data = d.astype(dtype) if type(d) is np.ndarray else namespace(d).astype(d, _dtype(namespace(d), dtype))
             p.grad = None
         return self
 

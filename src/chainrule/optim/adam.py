@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-import numpy as np
-
+from ..backend import namespace
 from ..errors import ChainruleError
 from .optimizer import Optimizer
 
@@ -64,15 +63,16 @@ class Adam(Optimizer):
                     p.data *= 1 - lr * wd
                 else:
                     g = g + wd * p.data
+            xp = namespace(p.data)
             if self.m[i] is None:
-                self.m[i] = np.zeros_like(p.data)
-                self.v[i] = np.zeros_like(p.data)
+                self.m[i] = xp.zeros_like(p.data)
+                self.v[i] = xp.zeros_like(p.data)
             m, v = self.m[i], self.v[i]
             m *= b1
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * (g * g)
-            p.data -= step_size * m / (np.sqrt(v) / c2_sqrt + self.eps)
+            p.data -= step_size * m / (xp.sqrt(v) / c2_sqrt + self.eps)
 
 
 class AdamW(Adam):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import numpy as np
-
+from ..backend import to_numpy
 from ..errors import ChainruleError
+from ..nn.module import copy_like
 from ..validation import check_lr
 
 
@@ -35,14 +35,18 @@ class Optimizer:
         return {}
 
     def state_dict(self) -> dict:
-        """Plain data: hyperparameters, the step count and every buffer, for checkpoints."""
+        """Plain data: hyperparameters, the step count and every buffer, for checkpoints.
+
+        Buffers come as NumPy arrays (host copies of those on a GPU; on the CPU the live arrays).
+        """
         return {
             "lr": self.lr,
             "steps": self.steps,
-            "buffers": {k: [None if b is None else np.asarray(b) for b in v] for k, v in self._buffers().items()},
+            "buffers": {k: [None if b is None else to_numpy(b) for b in v] for k, v in self._buffers().items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s data; each buffer is copied to its parameter's namespace, device and dtype."""
         self.lr = float(state["lr"])
         self.steps = int(state["steps"])
         for name, arrays in state.get("buffers", {}).items():
@@ -50,7 +54,7 @@ class Optimizer:
             if len(arrays) != len(current):
                 raise ChainruleError(f"optimizer state has {len(arrays)} {name} buffers, this optimizer {len(current)} parameters")
             for i, a in enumerate(arrays):
-                current[i] = None if a is None else np.array(a, dtype=self.params[i].data.dtype)
+                current[i] = None if a is None else copy_like(a, self.params[i].data)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
