@@ -260,30 +260,32 @@ def _seed(gradient: Any, like: Any) -> Any:
     return namespace(like).asarray(gradient, dtype=like.dtype, device=like.device, copy=True)
 
 
-def _toposort(root: Tensor) -> list:
+def _toposort(root: Tensor, leaves: bool = True) -> list:
     """Nodes reachable from ``root`` that need gradients, each once, root first.
 
     Collects the graph with an explicit stack (a chain of any length works, no
     recursion), then orders it by creation number, newest first: every node
-    comes before the nodes it was computed from.
+    comes before the nodes it was computed from. Nodes without parents (leaves)
+    come last, or not at all with ``leaves=False``.
     """
     if not root._parents:
         return [root]
     nodes = [root]
-    leaves = []
+    ends = []
     seen = {id(root)}
     stack = [root]
     while stack:
         for p in stack.pop()._parents:
             if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
                 if p._parents:
+                    seen.add(id(p))
                     nodes.append(p)
                     stack.append(p)
-                else:
-                    leaves.append(p)  # no parents: they need no place in the order, only to come last
+                elif leaves:
+                    seen.add(id(p))
+                    ends.append(p)  # no parents: they need no place in the order, only to come last
     nodes.sort(key=_seq_of, reverse=True)
-    nodes += leaves
+    nodes += ends
     return nodes
 
 
@@ -298,11 +300,13 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     is complete (summed over all its consumers) before it is passed on; then
     that intermediate gradient is dropped.
     """
-    order = _toposort(root)
+    order = _toposort(root, leaves=False)
+    ends = []  # nodes without parents (leaves), in the order their first gradient arrives
     given = set()  # ids of arrays handed to leaves in this pass (to avoid aliasing)
     root._g = seed
     try:
-        for node in order:
+        # the leaves come after every interior node: by then each has its whole gradient
+        for node in itertools.chain(order, ends):
             g = node._g
             if g is None:
                 continue
@@ -333,9 +337,14 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                 if pg.shape != p.data.shape:
                     pg = unbroadcast(pg, p.data.shape)
                 prev = p._g
-                p._g = pg if prev is None else prev + pg
+                if prev is None:
+                    p._g = pg
+                    if not p._parents:
+                        ends.append(p)
+                else:
+                    p._g = prev + pg
     except BaseException:  # leave no half-summed gradient behind for the next pass
-        for node in order:
+        for node in itertools.chain(order, ends):
             node._g = None
         raise
 

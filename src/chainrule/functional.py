@@ -164,6 +164,9 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
     a = x.data
     parents = [x]
     saved = []
+    zero = one = None
+    if on_numpy:  # NumPy is quicker with scalars of the array's own dtype than with Python numbers
+        zero, one = a.dtype.type(0), a.dtype.type(1)
     fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
     for kind, p, q in steps:
         if kind == "linear":
@@ -185,13 +188,13 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
             if on_numpy:
                 out = a if fresh else np.empty_like(a)
                 if kind == "relu":
-                    np.maximum(a, 0, out=out)
+                    np.maximum(a, zero, out=out)
                 elif kind == "tanh":
                     np.tanh(a, out=out)
                 else:  # (under the caller's errstate) e^-z overflows to inf for z << 0, and 1 / (1 + inf) = 0 is right
                     np.negative(a, out=out)
                     np.exp(out, out=out)
-                    out += 1
+                    out += one
                     np.reciprocal(out, out=out)
                 a = out
             elif kind == "relu":
@@ -263,6 +266,8 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
 
     def backward(g):
         grads = []
+        ones = _ones(g.shape[0], g.dtype) if on_numpy else None  # for the bias gradients
+        zero, one = (g.dtype.type(0), g.dtype.type(1)) if on_numpy else (0, 1)
         owned = False  # whether g is our own array (else it may be shared: never write into it)
         for i in range(len(kinds) - 1, -1, -1):
             kind, s = kinds[i], saved[i]
@@ -271,7 +276,7 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 weight, bias = steps[i][1], steps[i][2]
                 if on_numpy:
                     if bias is not None:
-                        grads.append(_column_sums(g))
+                        grads.append(ones @ g)  # g summed over the rows, by BLAS (see _column_sums)
                     grads.append(s.T @ g)
                     if last:
                         break
@@ -296,13 +301,13 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                     g = xp.where(s > 0, g, xp.zeros_like(g))
                     owned = True
                     continue
-                m = s > 0
+                m = s > zero
             elif kind == "sigmoid":
-                m = 1 - s
+                m = one - s
                 m *= s
             elif kind == "tanh":
                 m = s * s
-                m = (np.subtract(1, m, out=m) if on_numpy else 1 - m)
+                m = (np.subtract(one, m, out=m) if on_numpy else 1 - m)
             else:
                 d, neg = s
                 if neg is not None:  # PReLU's slope: summed over the rows (and the units when it is shared)

@@ -22,6 +22,8 @@ _FUSED_KIND = {
     PReLU: "prelu",
 }
 
+_BARE_STEPS = {kind: (kind, None, None) for kind in ("identity", "relu", "sigmoid", "tanh")}
+
 
 @register_module
 class Sequential(Module):
@@ -51,19 +53,21 @@ class Sequential(Module):
         plan = self._fusion
         if plan is not None and x.data.ndim == 2 and x.data.shape[1] == plan[0][1].in_features:
             steps = []
+            append = steps.append
             for kind, m in plan:
-                if "forward" in m.__dict__:  # watched or patched: run it layer by layer
+                attrs = m.__dict__  # (read directly: this runs for every layer of every step)
+                if "forward" in attrs:  # watched or patched: run it layer by layer
                     return self.forward_layers(x)
                 if kind == "linear":
-                    steps.append((kind, m.weight, m.bias))
+                    append((kind, attrs["weight"], attrs["bias"]))
                 elif kind == "prelu":
-                    steps.append((kind, m.weight, None))
+                    append((kind, attrs["weight"], None))
                 elif kind == "leaky_relu":
-                    steps.append((kind, m.negative_slope, None))
+                    append((kind, attrs["negative_slope"], None))
                 elif kind == "elu":
-                    steps.append((kind, m.alpha, None))
+                    append((kind, attrs["alpha"], None))
                 else:
-                    steps.append((kind, None, None))
+                    append(_BARE_STEPS[kind])
             return F.fused_layers(x, steps)
         return self.forward_layers(x)
 

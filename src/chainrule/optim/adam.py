@@ -7,7 +7,7 @@ from typing import Iterable
 
 from ..backend import namespace
 from ..errors import ChainruleError
-from .optimizer import Optimizer
+from .optimizer import Optimizer, typed
 
 
 class Adam(Optimizer):
@@ -54,25 +54,29 @@ class Adam(Optimizer):
         t, lr, (b1, b2), wd = self.steps, self.lr, self.betas, self.weight_decay
         step_size = lr / (1 - b1**t)
         c2_sqrt = math.sqrt(1 - b2**t)
+        cache: dict = {}
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
+            b1_, b2_, keep1, keep2, step_, c2_, eps_, wd_, shrink = typed(
+                (b1, b2, 1 - b1, 1 - b2, step_size, c2_sqrt, self.eps, wd, 1 - lr * wd), g, cache
+            )
             if wd:
                 if self.decoupled:
-                    p.data *= 1 - lr * wd
+                    p.data *= shrink
                 else:
-                    g = g + wd * p.data
+                    g = g + wd_ * p.data
             xp = namespace(p.data)
             if self.m[i] is None:
                 self.m[i] = xp.zeros_like(p.data)
                 self.v[i] = xp.zeros_like(p.data)
             m, v = self.m[i], self.v[i]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            p.data -= step_size * m / (xp.sqrt(v) / c2_sqrt + self.eps)
+            m *= b1_
+            m += keep1 * g
+            v *= b2_
+            v += keep2 * (g * g)
+            p.data -= step_ * m / (xp.sqrt(v) / c2_ + eps_)
 
 
 class AdamW(Adam):
