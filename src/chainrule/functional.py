@@ -376,6 +376,18 @@ def _rows(n: int) -> np.ndarray:
 _UNSIGNED = {n: np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
 
 
+_STARTS: dict = {}
+
+
+def _row_starts(n: int, c: int) -> np.ndarray:
+    """``arange(n) * c``: where each row of an (n, c) array starts when it is flattened."""
+    r = _STARTS.get((n, c))
+    if r is None:
+        r = _STARTS[(n, c)] = np.arange(n) * c
+        r.flags.writeable = False
+    return r
+
+
 def _target_array(target: Any, like: Any) -> Any:
     """The target's array, in the namespace and on the device of ``like`` (host data is moved there)."""
     t = target.data if isinstance(target, Tensor) else target
@@ -459,7 +471,7 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
     # picked through flat indices
     rows = _rows(n)
     e = z - z[rows, z.argmax(axis=1)][:, None]  # shifted logits, then their exponentials, in place
-    flat = rows * c + idx if idx is not None else None
+    flat = _row_starts(n, c) + idx if idx is not None else None
     shifted_at_target = e.reshape(-1).take(flat) if idx is not None else None
     shifted = e.copy() if (idx is None or label_smoothing) else None
     np.exp(e, out=e)
@@ -492,7 +504,12 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
             # soft targets whose rows need not sum to 1: d/dz = p * sum(q) - q
             p *= q.sum(axis=1, keepdims=True)
             p -= q
-        p *= g[:, None] if scale is None else g * scale
+        if scale is None:
+            p *= g[:, None]
+        elif type(g) is np.ndarray and g.ndim == 0:
+            p *= p.dtype.type(float(g) * scale)  # one Python multiplication instead of an array one
+        else:
+            p *= g * scale
         return (p,)
 
     return node(out, (logits,), backward)
