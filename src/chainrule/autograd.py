@@ -302,27 +302,18 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     """
     order = _toposort(root, leaves=False)
     ends = []  # nodes without parents (leaves), in the order their first gradient arrives
-    given = set()  # ids of arrays handed to leaves in this pass (to avoid aliasing)
     root._g = seed
     try:
-        # the leaves come after every interior node: by then each has its whole gradient
-        for node in itertools.chain(order, ends):
+        for node in order:
             g = node._g
             if g is None:
                 continue
             node._g = None
             backward = node._backward
-            if backward is None:  # a leaf: accumulate into .grad
-                if node.grad is None:
-                    if type(g) is not ndarray:
-                        g = _own_copy(g, node.data, id(g) in given)
-                    elif g.base is not None or id(g) in given:
-                        g = np.array(g, dtype=node.data.dtype)
-                    given.add(id(g))
-                    node.grad = g
-                else:
-                    node.grad += g
-                continue
+            if backward is None:  # the root is itself a leaf
+                ends.append(node)
+                node._g = g
+                break
             if node._retain:
                 node.grad = g
             parent_grads = backward(g)
@@ -343,6 +334,23 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                         ends.append(p)
                 else:
                     p._g = prev + pg
+        # The leaves, after every interior node: each now has its whole gradient, which it
+        # keeps in .grad (added to what .grad held before).
+        given = set()  # ids of arrays handed out in this pass: no two leaves may share one
+        for node in ends:
+            g = node._g
+            node._g = None
+            if node._backward is not None:  # parentless but not a leaf: a graph already freed
+                node._backward(g)
+            if node.grad is None:
+                if type(g) is not ndarray:
+                    g = _own_copy(g, node.data, id(g) in given)
+                elif g.base is not None or id(g) in given:
+                    g = np.array(g, dtype=node.data.dtype)
+                given.add(id(g))
+                node.grad = g
+            else:
+                node.grad += g
     except BaseException:  # leave no half-summed gradient behind for the next pass
         for node in itertools.chain(order, ends):
             node._g = None
