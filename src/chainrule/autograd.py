@@ -276,14 +276,16 @@ def _toposort(root: Tensor, leaves: bool = True) -> list:
     stack = [root]
     while stack:
         for p in stack.pop()._parents:
-            if p.requires_grad and id(p) not in seen:
-                if p._parents:
+            if not p.requires_grad:
+                continue
+            if p._parents:
+                if id(p) not in seen:
                     seen.add(id(p))
                     nodes.append(p)
                     stack.append(p)
-                elif leaves:
-                    seen.add(id(p))
-                    ends.append(p)  # no parents: they need no place in the order, only to come last
+            elif leaves and id(p) not in seen:
+                seen.add(id(p))
+                ends.append(p)  # no parents: they need no place in the order, only to come last
     nodes.sort(key=_seq_of, reverse=True)
     nodes += ends
     return nodes
