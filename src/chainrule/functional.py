@@ -1,11 +1,15 @@
 """Activations and losses as pure functions of tensors (``from chainrule import functional as F``).
 
 Most are composed from the primitives in :mod:`chainrule.ops` and so need no
-gradient of their own. Four are fused, each for a stated reason:
-``linear`` (speed: one node instead of two on the hot path), ``log_softmax``
-(stability: log-sum-exp), ``cross_entropy`` (stability and speed: softmax and
-log fused, gradient ``softmax - target``) and ``binary_cross_entropy_with_logits``
-(stability: never takes log of a saturated sigmoid).
+gradient of their own. Five are fused, each for a stated reason:
+``linear`` (speed: one node instead of two on the hot path), ``fused_layers``
+(speed: a whole stack of Linear layers and activations as one node; ``nn.Sequential``
+and ``nn.MLP`` use it), ``log_softmax`` (stability: log-sum-exp), ``cross_entropy``
+(stability and speed: softmax and log fused, gradient ``softmax - target``) and
+``binary_cross_entropy_with_logits`` (stability: never takes log of a saturated sigmoid).
+
+Every function computes in the array namespace of its input (NumPy, CuPy, or any
+array-API library); NumPy-only speed-ups sit behind a type check.
 """
 
 from __future__ import annotations
