@@ -55,6 +55,9 @@ def test_cupy_namespace_fills_in_the_standard_names():
     ns = backend.CuPyNamespace(np)
     z = ns.zeros((2, 3), dtype=np.float32, device=device())
     assert entered and z.shape == (2, 3) and ns.ones((2,)).shape == (2,)
+    src = np.arange(3.0)
+    assert ns.asarray(src) is src and ns.asarray(src, copy=True) is not src
+    assert ns.asarray([1, 2], dtype=np.float32, device=device()).dtype == np.float32 and len(entered) == 2
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(ns.concat([x, x], axis=0), np.concatenate([x, x]))
     np.testing.assert_array_equal(ns.matrix_transpose(x), x.T)

@@ -47,12 +47,20 @@ class CuPyNamespace:
     ``permute_dims``, ``matrix_transpose``, ``astype`` and ``isdtype`` exist. Everything else
     is CuPy's own function."""
 
-    _CREATION = ("asarray", "zeros", "ones", "empty", "full", "arange", "eye", "linspace")
+    _CREATION = ("zeros", "ones", "empty", "full", "arange", "eye", "linspace")
 
     def __init__(self, cp: Any):
         self._cp = cp
         for name in self._CREATION:
             setattr(self, name, self._on_device(getattr(cp, name)))
+
+    def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: Any = None) -> Any:
+        """``asarray`` with the standard's ``device=`` and ``copy=`` (``copy=True``: always a new array)."""
+        make = (lambda: self._cp.array(obj, dtype=dtype, copy=True)) if copy else (lambda: self._cp.asarray(obj, dtype=dtype))
+        if device is None:
+            return make()
+        with device:
+            return make()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cp, name)
