@@ -236,3 +236,15 @@ def test_monitor_on_the_device_measures_what_it_does_on_numpy(strict, activation
                     assert rel_err(row_d[key], value) <= 1e-5, (key, row_d[key], value)
                 else:
                     assert row_d[key] == value, key
+
+
+def test_cross_entropy_refuses_out_of_range_classes_on_the_device(strict):
+    from chainrule import functional as F
+    from chainrule.errors import DataError
+
+    logits = cr.tensor(to_strict(strict, np.zeros((3, 4), np.float32)))
+    for bad, shown in (([0, 4, 1], "from 0 to 4"), ([0, -1, 3], "from -1 to 3")):
+        with pytest.raises(DataError, match=rf"class targets must lie in \[0, 3\], got values {shown}"):
+            F.cross_entropy(logits, cr.tensor(to_strict(strict, np.array(bad))))
+    ok = F.cross_entropy(logits, cr.tensor(to_strict(strict, np.array([0, 3, 1]))))
+    assert abs(float(from_strict(ok.data)) - np.log(4)) < 1e-6

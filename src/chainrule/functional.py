@@ -430,7 +430,7 @@ def _class_targets(logits: Any, target: Any) -> tuple:
                 t = xp.astype(t, xp.int64)
             else:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-        if t.size and (bool(xp.min(t) < 0) or bool(xp.max(t) >= c)):
+        if t.size and bool(xp.any((t < 0) | (t >= c))):  # one read-back (a GPU waits for it once)
             raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {int(xp.min(t))} to {int(xp.max(t))}")
         return t, None
     if t.shape != logits.shape:
