@@ -202,7 +202,7 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
                     np.reciprocal(out, out=out)
                 a = out
             elif kind == "relu":
-                a = xp.maximum(a, xp.zeros((), dtype=a.dtype, device=a.device))
+                a = xp.maximum(a, 0.0)  # (Python scalars: the 2024.12 standard)
             elif kind == "tanh":
                 a = xp.tanh(a)
             else:
@@ -302,7 +302,7 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 if not on_numpy:  # (the standard multiplies no floats by booleans)
                     if last:
                         break
-                    g = xp.where(s > 0, g, xp.zeros_like(g))
+                    g = xp.where(s > 0, g, 0.0)
                     owned = True
                     continue
                 m = s > zero
