@@ -191,3 +191,14 @@ def test_fused_stack_leaves_inputs_alone_and_falls_back_when_watched():
         model(cr.tensor(rng.standard_normal((3, 3))))
     assert nn.Sequential(nn.Linear(4, 5), nn.Linear(6, 2))._fusion is None
     assert model(cr.tensor(rng.standard_normal((2, 3, 4)))).shape == (2, 3, 2)  # batched input: layer by layer
+
+
+def test_fused_stack_without_biases_and_with_replaced_weights():
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(nn.Linear(4, 6, bias=False, dtype="float64"), nn.Tanh(), nn.Linear(6, 2, dtype="float64"))
+    model[2].weight = nn.Parameter(rng.standard_normal((6, 2)), dtype="float64")  # read at every call
+    x = rng.standard_normal((5, 4))
+    fused, layered = _run(model, x, True, True), _run(model, x, True, False)
+    assert len(fused) == 1 + 3 + 1  # output, three parameters, the input's gradient
+    for a, b in zip(fused, layered):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
