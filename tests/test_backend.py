@@ -65,3 +65,11 @@ def test_cupy_namespace_fills_in_the_standard_names():
     assert ns.astype(x, np.float32).dtype == np.float32
     assert ns.isdtype(np.float32, "real floating") and not ns.isdtype(np.int64, "real floating")
     assert ns.exp is np.exp  # everything else is the module's own
+
+
+def test_cupy_arrays_are_recognised_by_their_module(strict):
+    """Whether or not a CuPy version defines __array_namespace__, its arrays count as foreign."""
+    FakeCupyArray = type("ndarray", (), {"__module__": "cupy._core.core"})
+    assert backend.is_foreign(FakeCupyArray()) and backend.is_array(FakeCupyArray())
+    assert not backend.is_foreign(np.ones(2)) and backend.is_array(np.ones(2)) and not backend.is_foreign(np.float32(1))
+    assert backend.is_foreign(to_strict(strict, np.ones(2))) and not backend.is_array([1.0])

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .backend import check_same_device, device_of, namespace, normalize_device, to_device, to_numpy
+from .backend import check_same_device, device_of, is_foreign, namespace, normalize_device, to_device, to_numpy
 from .errors import ChainruleError, ShapeError
 
 ndarray = np.ndarray
@@ -254,7 +254,7 @@ def _seed(gradient: Any, like: Any) -> Any:
         if type(gradient) is not ndarray and _is_foreign(gradient):
             check_same_device("backward(gradient)", like, gradient)
         return np.array(gradient, dtype=like.dtype)
-    if hasattr(gradient, "__array_namespace__"):
+    if is_foreign(gradient) or isinstance(gradient, ndarray):
         if type(gradient) is not type(like) or gradient.device != like.device:
             check_same_device("backward(gradient)", like, gradient)
     return namespace(like).asarray(gradient, dtype=like.dtype, device=like.device, copy=True)
@@ -419,7 +419,7 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
 
 def _is_foreign(data: Any) -> bool:
     """An array of a namespace other than NumPy (CuPy, array-API)."""
-    return hasattr(data, "__array_namespace__") and not isinstance(data, (np.ndarray, np.generic))
+    return is_foreign(data)
 
 
 def _foreign_array(data: Any, dtype: Any) -> Any:

@@ -106,6 +106,17 @@ def is_numpy(a: Any) -> bool:
     return isinstance(a, (np.ndarray, np.generic))
 
 
+def is_foreign(a: Any) -> bool:
+    """Whether ``a`` is an array of a namespace other than NumPy (CuPy, array-API): CuPy arrays
+    are recognised by their module, whatever their CuPy version says of the standard."""
+    return not isinstance(a, (np.ndarray, np.generic)) and (hasattr(a, "__array_namespace__") or _is_cupy(a))
+
+
+def is_array(a: Any) -> bool:
+    """Whether ``a`` is an array of any namespace, NumPy's included."""
+    return isinstance(a, np.ndarray) or is_foreign(a)
+
+
 def device_of(a: Any) -> str:
     """The device of array ``a`` as a string: "cpu" for NumPy, "cuda" (or "cuda:N") for CuPy,
     ``str(a.device)`` for other namespaces."""

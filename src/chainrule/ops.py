@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .autograd import Tensor, _leaf, as_tensor, dtype_in, node
-from .backend import check_same_device, namespace
+from .backend import check_same_device, is_array, is_foreign, namespace
 from .errors import ShapeError
 
 ndarray = np.ndarray
@@ -409,7 +409,7 @@ def _getitem_any(a: Tensor, idx: Any) -> Tensor:
     x = a.data
     xp = namespace(x)
     items = [_index_item(xp, x, i) for i in (idx if isinstance(idx, tuple) else (idx,))]
-    arrays = [k for k, i in enumerate(items) if hasattr(i, "__array_namespace__")]
+    arrays = [k for k, i in enumerate(items) if is_array(i)]
     if _cupyx(x) is not None and arrays:  # CuPy indexes as NumPy does and has a scatter-add
         key = tuple(items)
         return node(x[key], (a,), lambda g: (_scatter_add_cupy(x, key, g),))
@@ -448,7 +448,7 @@ def _index_item(xp: Any, x: Any, i: Any) -> Any:
         return i
     if isinstance(i, np.integer):
         return int(i)
-    if hasattr(i, "__array_namespace__") and not isinstance(i, (np.ndarray, np.generic)):
+    if is_foreign(i):
         if type(i) is not type(x):
             check_same_device("getitem", x, i)
         return i
@@ -476,7 +476,7 @@ def _take_rows(a: Tensor, items: list, arrays: list, idx: Any) -> Tensor:
     if any(i is Ellipsis for i in items):  # spell out ... as the ':' it stands for
         e = next(k for k, i in enumerate(items) if i is Ellipsis)
         items = items[:e] + [slice(None)] * (x.ndim - len(items) + 1) + items[e + 1 :]
-        arrays = [k for k, i in enumerate(items) if hasattr(i, "__array_namespace__")]
+        arrays = [k for k, i in enumerate(items) if is_array(i)]
     items = items + [slice(None)] * (x.ndim - len(items))
     p = q = arrays[0]
     while p > 0 and not isinstance(items[p - 1], slice):
@@ -727,7 +727,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
         >>> cr.where(x > 0, x, 0.01 * x)   # leaky ReLU
     """
     cond = condition.data if isinstance(condition, Tensor) else condition
-    foreign = hasattr(cond, "__array_namespace__") and not isinstance(cond, (ndarray, np.generic))
+    foreign = is_foreign(cond)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = _leaf(_float32_like(cond, a)) if foreign else as_tensor(a)  # float32, where the condition is
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
@@ -786,7 +786,7 @@ def _compare(fn: Any, name: str) -> Any:
     def op(a: Tensor, b: Any) -> Tensor:
         if isinstance(b, Tensor):
             b = b.data
-        if type(b) is not type(a.data) and hasattr(b, "__array_namespace__"):
+        if type(b) is not type(a.data) and is_array(b):
             _mixed(name, a.data, b)
         return Tensor(fn(a.data, b))
 

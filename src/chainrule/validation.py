@@ -26,11 +26,11 @@ def as_array(name: str, value: Any, dtype: Any = None) -> np.ndarray:
         (1, 2)
     """
     from .autograd import Tensor
-    from .backend import to_numpy
+    from .backend import is_foreign, to_numpy
 
     if isinstance(value, Tensor):
         value = value.data
-    if not isinstance(value, np.ndarray) and hasattr(value, "__array_namespace__"):
+    if is_foreign(value):
         value = to_numpy(value)
     try:
         arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
