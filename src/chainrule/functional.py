@@ -410,7 +410,7 @@ def _target_array(target: Any, like: Any) -> Any:
 def _class_targets(logits: Any, target: Any) -> tuple:
     """(indices or None, probabilities or None) from class indices (N,) or probabilities (N, C)."""
     t = _target_array(target, logits)
-    n, c = logits.shape[0], logits.shape[-1]
+    c = logits.shape[-1]
     if t.ndim == logits.ndim - 1:
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import functional as F
-from .autograd import Tensor, _leaf, no_grad
+from .autograd import _leaf, no_grad
 from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
 from .metrics import task_metrics
