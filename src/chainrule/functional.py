@@ -260,8 +260,8 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         raise ShapeError(f"fused_layers needs input of shape (N, features), got {a.shape}")
     xp = namespace(a)
     on_numpy = xp is np
-    kinds = [s[0] for s in steps]
-    if on_numpy and "sigmoid" in kinds:
+    steps = list(steps)
+    if on_numpy and any(step[0] == "sigmoid" for step in steps):
         with np.errstate(over="ignore"):  # entered once for all sigmoid layers (it costs microseconds)
             a, parents, saved = _fused_forward(x, steps, xp, True)
     else:
@@ -273,25 +273,25 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         ones = _ones(g.shape[0], g.dtype) if on_numpy else None  # for the bias gradients
         zero, one = (g.dtype.type(0), g.dtype.type(1)) if on_numpy else (0, 1)
         owned = False  # whether g is our own array (else it may be shared: never write into it)
-        for i in range(len(kinds) - 1, -1, -1):
-            kind, s = kinds[i], saved[i]
-            last = i == 0 and not need_x
+        i = len(steps)
+        for (kind, p, q), s in zip(reversed(steps), reversed(saved)):
+            i -= 1
+            last = i == 0 and not need_x  # the input needs no gradient: stop at the first step
             if kind == "linear":
-                weight, bias = steps[i][1], steps[i][2]
                 if on_numpy:
-                    if bias is not None:
+                    if q is not None:
                         grads.append(ones @ g)  # g summed over the rows, by BLAS (see _column_sums)
                     grads.append(s.T @ g)
                     if last:
                         break
-                    g = g @ weight.data.T
+                    g = g @ p.data.T
                 else:
-                    if bias is not None:
+                    if q is not None:
                         grads.append(xp.sum(g, axis=0))
                     grads.append(xp.matrix_transpose(s) @ g)
                     if last:
                         break
-                    g = g @ xp.matrix_transpose(weight.data)
+                    g = g @ xp.matrix_transpose(p.data)
                 owned = True
                 continue
             if kind == "identity":
@@ -316,7 +316,7 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 d, neg = s
                 if neg is not None:  # PReLU's slope: summed over the rows (and the units when it is shared)
                     gw = xp.sum(g * neg, axis=0)
-                    w_shape = steps[i][1].data.shape
+                    w_shape = p.data.shape
                     grads.append(xp.reshape(xp.sum(gw), w_shape) if gw.shape != w_shape else gw)
                 m = d
             if last:
