@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .backend import check_same_device, device_of, is_foreign, namespace, normalize_device, to_device, to_numpy
+from .backend import asarray, check_same_device, device_of, dtype_in, is_foreign, namespace, normalize_device, to_device, to_numpy
 from .errors import ChainruleError, ShapeError
 
 ndarray = np.ndarray
@@ -251,7 +251,7 @@ def _seed(gradient: Any, like: Any) -> Any:
     """``backward(gradient)``'s array: a copy of dtype and device of ``like``. Python data is
     placed there; an array of another namespace or device is refused, as in every operation."""
     if type(like) is ndarray:
-        if type(gradient) is not ndarray and _is_foreign(gradient):
+        if type(gradient) is not ndarray and is_foreign(gradient):
             check_same_device("backward(gradient)", like, gradient)
         return np.array(gradient, dtype=like.dtype)
     if is_foreign(gradient) or isinstance(gradient, ndarray):
@@ -399,7 +399,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
 def _to_array(data: Any, dtype: Any = None) -> Any:
     if isinstance(data, Tensor):
         data = data.data
-    if type(data) is not ndarray and _is_foreign(data):
+    if type(data) is not ndarray and is_foreign(data):
         return _foreign_array(data, dtype)  # CuPy, array-API: stays in its namespace, on its device
     if dtype is not None:
         dt = np.dtype(dtype)
@@ -417,11 +417,6 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
     return arr
 
 
-def _is_foreign(data: Any) -> bool:
-    """An array of a namespace other than NumPy (CuPy, array-API)."""
-    return is_foreign(data)
-
-
 def _foreign_array(data: Any, dtype: Any) -> Any:
     """``data`` of another namespace with the dtype rules of NumPy data: ``dtype`` when given,
     else float64 (and float16) become float32."""
@@ -433,18 +428,6 @@ def _foreign_array(data: Any, dtype: Any) -> Any:
     else:
         return data
     return data if data.dtype == dt else xp.astype(data, dt)
-
-
-def dtype_in(xp: Any, dtype: Any) -> Any:
-    """``dtype`` (a name, a NumPy dtype or ``xp``'s own dtype) as a dtype of namespace ``xp``."""
-    if xp is np:
-        return np.dtype(dtype)
-    if isinstance(dtype, str):
-        return getattr(xp, dtype)
-    try:
-        return getattr(xp, np.dtype(dtype).name)
-    except TypeError:  # already one of xp's dtypes
-        return dtype
 
 
 def _is_float(arr: Any) -> bool:
@@ -509,10 +492,7 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if like is not None and isinstance(x, (int, float, bool)):
-        d = like.data
-        if type(d) is ndarray:
-            return _leaf(np.asarray(x, dtype=d.dtype))
-        return _leaf(namespace(d).asarray(x, dtype=d.dtype, device=d.device))
+        return _leaf(asarray(x, like.data, like.data.dtype))
     arr = _to_array(x)
     if like is not None and _is_integral(arr) and _is_float(like.data):
         # integers meeting floats take the float dtype, as in PyTorch

@@ -176,15 +176,20 @@ def asarray(data: Any, like: Any, dtype: Any = None) -> Any:
     if type(like) is ndarray:
         return np.asarray(data, dtype=dtype)
     xp = namespace(like)
-    dt = None if dtype is None else _dtype(xp, dtype)
+    dt = None if dtype is None else dtype_in(xp, dtype)
     return xp.asarray(data, dtype=dt, device=like.device)
 
 
-def _dtype(xp: Any, dtype: Any) -> Any:
-    """A dtype given as NumPy dtype or name, in namespace ``xp``."""
+def dtype_in(xp: Any, dtype: Any) -> Any:
+    """``dtype`` (a name, a NumPy dtype or ``xp``'s own dtype) as a dtype of namespace ``xp``."""
     if xp is np:
         return np.dtype(dtype)
-    return getattr(xp, np.dtype(dtype).name)
+    if isinstance(dtype, str):
+        return getattr(xp, dtype)
+    try:
+        return getattr(xp, np.dtype(dtype).name)
+    except TypeError:  # already one of xp's dtypes
+        return dtype
 
 
 def cupy() -> Any:

@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .autograd import Tensor, _leaf, as_tensor, dtype_in, node
-from .backend import check_same_device, is_array, is_foreign, namespace
+from .autograd import Tensor, _leaf, as_tensor, node
+from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
 from .errors import ShapeError
 
 ndarray = np.ndarray
@@ -452,7 +452,7 @@ def _index_item(xp: Any, x: Any, i: Any) -> Any:
         if type(i) is not type(x):
             check_same_device("getitem", x, i)
         return i
-    return xp.asarray(np.asarray(i), device=x.device)
+    return asarray(np.asarray(i), x)
 
 
 def _full_key(items: list, ndim: int) -> tuple:
@@ -733,7 +733,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
     b = _t(b, a)
     if not foreign and type(cond) is not ndarray:  # a list, a bool, a NumPy scalar
-        cond = np.asarray(cond) if type(a.data) is ndarray else namespace(a.data).asarray(cond, device=a.data.device)
+        cond = asarray(cond, a.data)
     ad, bd = a.data, b.data
     if type(ad) is not type(bd) or type(cond) is not type(ad):
         _mixed("where", cond, ad, bd)
@@ -750,8 +750,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
 
 def _float32_like(like: Any, value: Any) -> Any:
     """A float32 array holding ``value`` in the namespace and on the device of ``like``."""
-    xp = namespace(like)
-    return xp.asarray(value, dtype=xp.float32, device=like.device)
+    return asarray(value, like, "float32")
 
 
 def maximum(a: Any, b: Any) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import _dtype, asarray, device_of, move, namespace, to_numpy
+from ..backend import asarray, device_of, dtype_in, move, namespace, to_numpy
 from ..errors import ChainruleError, ShapeError
 
 
@@ -193,7 +193,7 @@ class Module:
                 p.data = move(p.data, device)
             if dtype is not None:
                 d = p.data
-                p.data = d.astype(dtype) if type(d) is np.ndarray else namespace(d).astype(d, _dtype(namespace(d), dtype))
+                p.data = d.astype(dtype) if type(d) is np.ndarray else namespace(d).astype(d, dtype_in(namespace(d), dtype))
             p.grad = None
         return self
 
