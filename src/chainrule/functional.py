@@ -129,17 +129,32 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return node(out, parents, backward)
 
 
-_ONES: dict = {}
+_KEPT: dict = {}
+
+
+def _kept(key: tuple, make: Any) -> np.ndarray:
+    """The array ``make()``, made once per ``key`` and kept read-only: the training step uses the
+    same few constants (row numbers, vectors of ones) at every batch."""
+    a = _KEPT.get(key)
+    if a is None:
+        a = _KEPT[key] = make()
+        a.flags.writeable = False
+    return a
 
 
 def _ones(n: int, dtype: Any) -> np.ndarray:
-    """A read-only vector of n ones, made once per length and dtype."""
-    key = (n, dtype.char)
-    ones = _ONES.get(key)
-    if ones is None:
-        ones = _ONES[key] = np.ones(n, dtype=dtype)
-        ones.flags.writeable = False
-    return ones
+    """A vector of n ones."""
+    return _kept(("ones", n, dtype.char), lambda: np.ones(n, dtype=dtype))
+
+
+def _rows(n: int) -> np.ndarray:
+    """``arange(n)``: the row numbers of a batch."""
+    return _kept(("rows", n), lambda: np.arange(n))
+
+
+def _row_starts(n: int, c: int) -> np.ndarray:
+    """``arange(n) * c``: where each row of an (n, c) array starts when it is flattened."""
+    return _kept(("starts", n, c), lambda: np.arange(n) * c)
 
 
 def _column_sums(g: np.ndarray) -> np.ndarray:
@@ -347,6 +362,18 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _reduced(per: Any, reduction: str, count: int) -> tuple:
+    """A fused loss's per-example values reduced, with the factor its gradient takes:
+    (total / count, 1 / count) for "mean", (total, 1) for "sum", (per, None) for "none"."""
+    if reduction == "none":
+        return per, None
+    total = np.add.reduce(per, axis=None) if type(per) is np.ndarray else namespace(per).sum(per)
+    if reduction == "sum":
+        return total, 1.0
+    scale = 1.0 / max(count, 1)
+    return total * scale, scale
+
+
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -364,32 +391,8 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     return _reduce((pred - target) ** 2, reduction)
 
 
-_ROWS: dict = {}
-
-
-def _rows(n: int) -> np.ndarray:
-    """``arange(n)``, made once per batch size (cross-entropy indexes with it every step)."""
-    r = _ROWS.get(n)
-    if r is None:
-        r = _ROWS[n] = np.arange(n)
-        r.flags.writeable = False
-    return r
-
-
 # size in bytes -> the unsigned integer dtype of that size, for a one-reduction range check
 _UNSIGNED = {n: np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
-
-
-_STARTS: dict = {}
-
-
-def _row_starts(n: int, c: int) -> np.ndarray:
-    """``arange(n) * c``: where each row of an (n, c) array starts when it is flattened."""
-    r = _STARTS.get((n, c))
-    if r is None:
-        r = _STARTS[(n, c)] = np.arange(n) * c
-        r.flags.writeable = False
-    return r
 
 
 def _target_array(target: Any, like: Any) -> Any:
@@ -488,13 +491,7 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
     else:
         q = probs if not label_smoothing else (1 - label_smoothing) * probs + label_smoothing / c
         per = -(q * (shifted - log_s)).sum(axis=1)
-    if reduction == "mean":
-        scale = 1.0 / max(n, 1)
-        out = np.add.reduce(per) * scale
-    elif reduction == "sum":
-        out, scale = np.add.reduce(per), 1.0
-    else:
-        out, scale = per, None
+    out, scale = _reduced(per, reduction, n)
 
     def backward(g):
         p = e / s  # softmax
@@ -534,13 +531,7 @@ def _cross_entropy_generic(logits: Tensor, idx: Any, probs: Any, label_smoothing
     if label_smoothing:
         q = (1 - label_smoothing) * q + label_smoothing / c
     per = -xp.sum(q * (shifted - xp.log(s)), axis=1)
-    if reduction == "mean":
-        scale = 1.0 / max(n, 1)
-        out = xp.sum(per) * scale
-    elif reduction == "sum":
-        out, scale = xp.sum(per), 1.0
-    else:
-        out, scale = per, None
+    out, scale = _reduced(per, reduction, n)
 
     def backward(g):
         d = (e / s) * xp.sum(q, axis=1, keepdims=True) - q  # softmax * sum(q) - q
@@ -567,13 +558,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
         y = xp.astype(y, x.dtype)
     e = xp.exp(-xp.abs(x))
     per = xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(e)
-    if reduction == "mean":
-        scale = 1.0 / max(per.size, 1)
-        out = xp.sum(per) * scale
-    elif reduction == "sum":
-        out, scale = xp.sum(per), 1.0
-    else:
-        out, scale = per, None
+    out, scale = _reduced(per, reduction, per.size)
 
     def backward(g):
         r = 1 / (1 + e)
