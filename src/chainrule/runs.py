@@ -674,18 +674,19 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def json_ready(obj: Any) -> Any:
-    """Plain JSON data: NumPy scalars and arrays unwrapped, NaN and infinities as null."""
+def json_ready(obj: Any, nonfinite_as_text: bool = False) -> Any:
+    """Plain JSON data: NumPy scalars and arrays unwrapped; NaN and infinities as null, or as
+    the strings "nan", "inf", "-inf" with ``nonfinite_as_text``."""
     if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
+        return {str(k): json_ready(v, nonfinite_as_text) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
+        return [json_ready(v, nonfinite_as_text) for v in obj]
     if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
+        return json_ready(obj.tolist(), nonfinite_as_text)
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        return ("nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")) if nonfinite_as_text else None
     return obj
 
 

@@ -128,20 +128,9 @@ def new_result(name: str, quick: bool, seed: int) -> "Result":
 
 def jsonable(x: Any) -> Any:
     """``x`` with NumPy scalars and arrays made Python numbers and lists; inf and nan as strings."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer, int)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-    return x
+    from ..runs import json_ready
+
+    return json_ready(x, nonfinite_as_text=True)
 
 
 def fmt(x: Any, digits: int = 4) -> str:
