@@ -102,10 +102,6 @@ def _cupy_namespace() -> CuPyNamespace:
     return _CUPY_NS[0]
 
 
-def is_numpy(a: Any) -> bool:
-    return isinstance(a, (np.ndarray, np.generic))
-
-
 def is_foreign(a: Any) -> bool:
     """Whether ``a`` is an array of a namespace other than NumPy (CuPy, array-API): CuPy arrays
     are recognised by their module, whatever their CuPy version says of the standard."""
@@ -135,8 +131,8 @@ def check_same_device(op: str, *arrays: Any) -> None:
     runs only on a mismatch."""
     first = arrays[0]
     for other in arrays[1:]:
-        if isinstance(first, np.ndarray) and isinstance(other, np.ndarray):
-            continue  # NumPy subclasses (memmap, matrix views) are on the CPU too
+        if isinstance(first, (np.ndarray, np.generic)) and isinstance(other, (np.ndarray, np.generic)):
+            continue  # NumPy subclasses (memmap, matrix views) and scalars are on the CPU too
         if type(other) is not type(first) or device_of(other) != device_of(first):
             raise ChainruleError(
                 f"{op}: its inputs are on different devices, {device_of(first)} ({type(first).__name__}) and "

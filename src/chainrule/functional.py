@@ -275,7 +275,6 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         raise ShapeError(f"fused_layers needs input of shape (N, features), got {a.shape}")
     xp = namespace(a)
     on_numpy = xp is np
-    steps = list(steps)
     if on_numpy and any(step[0] == "sigmoid" for step in steps):
         with np.errstate(over="ignore"):  # entered once for all sigmoid layers (it costs microseconds)
             a, parents, saved = _fused_forward(x, steps, xp, True)

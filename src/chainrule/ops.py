@@ -36,18 +36,11 @@ def _t(x: Any, like: Tensor) -> Tensor:
     return x if isinstance(x, Tensor) else as_tensor(x, like)
 
 
-def _mixed(op: str, *arrays: Any) -> None:
-    """Called when the arrays of one operation differ in type: NumPy arrays (subclasses,
-    scalars) mix freely; any other mix (NumPy with CuPy, two devices) is refused, naming both."""
-    if not all(isinstance(x, (ndarray, np.generic)) for x in arrays):
-        check_same_device(op, *arrays)
-
-
 def _same_place(op: str, tensors: Sequence[Tensor]) -> None:
     first = type(tensors[0].data)
     for t in tensors[1:]:
         if type(t.data) is not first:
-            _mixed(op, *(t.data for t in tensors))
+            check_same_device(op, *(t.data for t in tensors))
 
 
 # ---- arithmetic ------------------------------------------------------------
@@ -57,7 +50,7 @@ def add(a: Tensor, b: Any) -> Tensor:
     """Elementwise ``a + b`` with broadcasting. d/da = d/db = 1."""
     b = _t(b, a)
     if type(a.data) is not type(b.data):
-        _mixed("add", a.data, b.data)
+        check_same_device("add", a.data, b.data)
 
     def backward(g):
         return g, g
@@ -69,7 +62,7 @@ def mul(a: Tensor, b: Any) -> Tensor:
     """Elementwise ``a * b``. d/da = b, d/db = a."""
     b = _t(b, a)
     if type(a.data) is not type(b.data):
-        _mixed("mul", a.data, b.data)
+        check_same_device("mul", a.data, b.data)
 
     def backward(g):
         return (g * b.data if a.requires_grad else None, g * a.data if b.requires_grad else None)
@@ -110,7 +103,7 @@ def pow(a: Tensor, b: Any) -> Tensor:
 
         return node(out, (a,), backward_scalar)
     if type(a.data) is not type(b.data):
-        _mixed("pow", a.data, b.data)
+        check_same_device("pow", a.data, b.data)
     out = a.data**b.data
     xp = namespace(out)
 
@@ -152,7 +145,7 @@ def matmul(a: Tensor, b: Any) -> Tensor:
     b = _t(b, a)
     ad, bd = a.data, b.data
     if type(ad) is not type(bd):
-        _mixed("matmul", ad, bd)
+        check_same_device("matmul", ad, bd)
     if ad.ndim == 0 or bd.ndim == 0:
         raise ShapeError(f"matmul needs arrays of at least one dimension, got shapes {ad.shape} and {bd.shape}")
     k_b = bd.shape[0] if bd.ndim == 1 else bd.shape[-2]
@@ -736,7 +729,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
         cond = asarray(cond, a.data)
     ad, bd = a.data, b.data
     if type(ad) is not type(bd) or type(cond) is not type(ad):
-        _mixed("where", cond, ad, bd)
+        check_same_device("where", cond, ad, bd)
     xp = namespace(ad)
 
     def backward(g):
@@ -759,7 +752,7 @@ def maximum(a: Any, b: Any) -> Tensor:
     b = _t(b, a)
     ad, bd = a.data, b.data
     if type(ad) is not type(bd):
-        _mixed("maximum", ad, bd)
+        check_same_device("maximum", ad, bd)
     xp = namespace(ad)
 
     def backward(g):
@@ -786,7 +779,7 @@ def _compare(fn: Any, name: str) -> Any:
         if isinstance(b, Tensor):
             b = b.data
         if type(b) is not type(a.data) and is_array(b):
-            _mixed(name, a.data, b)
+            check_same_device(name, a.data, b)
         return Tensor(fn(a.data, b))
 
     op.__name__ = name
