@@ -9,7 +9,7 @@ Part 2 builds the same kind of network out of *scalar* tensors, one node per
 product, sum and activation, so that the graph chainrule records is the
 graph of the lesson's pictures. Backpropagation visits each edge of it once:
 one product "upstream gradient x local derivative" per edge, counted from the
-graph itself (``autograd._toposort`` and each node's parents). The naive way
+graph itself (``autograd.walk`` and each node's parents). The naive way
 writes dL/dw as a sum over every path from the loss down to w of the product
 of the local derivatives along it: its cost is the total length of all those
 paths, counted exactly by dynamic programming over the same graph. On a small
@@ -132,13 +132,13 @@ def count_products(loss: autograd.Tensor, params: list) -> dict:
     the number of paths from the loss to node n, ``length[n]`` their total
     length: each edge n -> parent p extends every path that reaches n.
     """
-    order = autograd._toposort(loss)
+    order = autograd.walk(loss)
     paths = {id(loss): 1}
     length = {id(loss): 0}
     edges = 0
     for n in order:
         pn, ln = paths.get(id(n), 0), length.get(id(n), 0)
-        for parent in n._parents:
+        for parent in n.parents:
             if not parent.requires_grad:
                 continue
             edges += 1
@@ -158,10 +158,10 @@ def gradient_by_paths(loss: autograd.Tensor, params: list) -> tuple:
     Returns (gradients, products multiplied).
     """
     local = {}
-    for n in autograd._toposort(loss):
-        if n._backward is not None:
-            grads = n._backward(np.array(1.0))
-            local[id(n)] = [(p, float(g)) for p, g in zip(n._parents, grads) if g is not None and p.requires_grad]
+    for n in autograd.walk(loss):
+        if not n.is_leaf:
+            grads = autograd.vjp(n, 1.0)
+            local[id(n)] = [(p, float(g)) for p, g in zip(n.parents, grads) if g is not None]
     grad = {id(w): 0.0 for w in params}
     products = 0
     stack = [(loss, ())]
