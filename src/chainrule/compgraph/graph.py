@@ -214,6 +214,16 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
     return _Replay(prefix, region, real_out, h, autograd.walk(h), alias, layers, hidden)
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def _describe(m: Any) -> str:
     if hasattr(m, "in_features") and hasattr(m, "out_features"):
         return f"{type(m).__name__} {m.in_features}\u2192{m.out_features}"
@@ -240,6 +250,7 @@ class Graph:
         order = autograd.walk(output)
         self._replays = [r for r in (_replay(p, s, order) for p, s in _sequentials(model)) if r is not None]
         self._recorded = _Recorded()
+        self._cache = None
         self._build(order)
 
     # ---- data -------------------------------------------------------------
@@ -327,7 +338,14 @@ class Graph:
         return g
 
     def _view(self) -> tuple:
-        """(nodes, edges, tensors of each node), collapsing layers unless ``expand``."""
+        """(nodes, edges, tensors of each node), collapsing layers unless ``expand``; made once
+        per state of the graph (again after :meth:`backward`, or a leaf's ``.grad`` changing)."""
+        key = tuple(id(t.grad) for t in self._tensors if id(t) not in self._computed and t.requires_grad)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._make_view())
+        return self._cache[1]
+
+    def _make_view(self) -> tuple:
         layer_of: dict = {}
         layers: dict = {}
         hidden: set = set()
@@ -351,11 +369,11 @@ class Graph:
             if key in layers:
                 ops, params, modules = layers[key]
                 out = ops[-1]  # the layer's output
-                nodes.append(GraphNode(nid, "layer", "layer", key, tuple(out.shape), str(out.dtype), summarize(out.data),
+                nodes.append(GraphNode(nid, "layer", "layer", key, tuple(out.shape), _dtype_name(out.dtype), summarize(out.data),
                                        summarize(self._grad_of(out)), visit.get(id(out)), modules + params))
                 per_node.append(tuple(ops))
             else:
-                nodes.append(GraphNode(nid, self._kind(t), self._op[id(t)], self._name(t), tuple(t.shape), str(t.dtype),
+                nodes.append(GraphNode(nid, self._kind(t), self._op[id(t)], self._name(t), tuple(t.shape), _dtype_name(t.dtype),
                                        summarize(t.data), summarize(self._grad_of(t)) if t.requires_grad else None,
                                        visit.get(id(t)) if t.requires_grad else None))
                 per_node.append((t,))
@@ -427,6 +445,7 @@ class Graph:
                 merged.append(t)
         rec.visits = merged
         self._recorded = rec
+        self._cache = None
         return self
 
     @property
