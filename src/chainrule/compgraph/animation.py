@@ -81,7 +81,7 @@ def to_html(graph: Any, title: str = "chainrule: backpropagation on the graph") 
 <p class="lead">{lead}</p>
 <div id="backprop">
 {controls}
-<svg class="graph" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="computation graph"></svg>
+<svg class="graph" role="img" aria-label="computation graph"></svg>
 <div class="explain"></div>
 </div>
 <script>{script()}</script>

@@ -4,8 +4,7 @@
 //                           edges: [{source, target, slot, grad, local}], order, steps}
 (function (root) {
   "use strict";
-  const NS = "http://www.w3.org/2000/svg";
-  const W = 150, H = 58, DX = 210, DY = 78, PAD = 20;
+  const W = 150, H = 58, DX = 210, DY = 78, PAD = 20, TOP = 40;
   const FILL = { output: "#fde2c8", op: "#e8eef9", layer: "#dcefdc", leaf: "#fff6cc", constant: "#f4f4f4" };
 
   function fmt(v) {
@@ -41,59 +40,60 @@
     return [Math.min(...logs), Math.max(...logs)];
   }
 
-  function el(name, attrs, parent) {
-    const e = document.createElementNS(NS, name);
-    for (const k in attrs) e.setAttribute(k, attrs[k]);
-    if (parent) parent.appendChild(e);
-    return e;
+  function attrs(a) {
+    return Object.keys(a).map(k => `${k}="${esc(a[k])}"`).join(" ");
   }
 
-  function place(n) { return [PAD + n.x * DX, PAD + n.y * DY]; }
+  function place(n) { return [PAD + n.x * DX, TOP + n.y * DY]; }
 
-  // Draw the graph into the <svg> `svg`; returns {nodes: id -> <g>, edges: index -> <path>, labels}.
+  // Draw the graph into the <svg> `svg` (as markup: the HTML parser gives it the SVG namespace);
+  // returns {nodes: id -> <g>, edges: index -> <path>, labels: index -> <text>}.
   function draw(svg, data, opts) {
     opts = opts || {};
-    while (svg.firstChild) svg.removeChild(svg.firstChild);
     const cols = Math.max(0, ...data.nodes.map(n => n.x)) + 1;
     const rows = Math.max(0, ...data.nodes.map(n => n.y)) + 1;
-    svg.setAttribute("viewBox", `0 0 ${2 * PAD + (cols - 1) * DX + W} ${2 * PAD + (rows - 1) * DY + H}`);
-    const defs = el("defs", {}, svg);
-    const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, defs);
-    el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#667" }, marker);
+    svg.setAttribute("viewBox", `0 0 ${2 * PAD + (cols - 1) * DX + W} ${TOP + PAD + (rows - 1) * DY + H}`);
     const [lo, hi] = logRange(data.edges);
-    const edgeLayer = el("g", { class: "edges" }, svg);
-    const nodeLayer = el("g", { class: "nodes" }, svg);
-    const out = { nodes: {}, edges: [], labels: [] };
-    data.edges.forEach((e, i) => {
+    const parts = ['<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" ' +
+      'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#667"></path></marker></defs>',
+      '<g class="edges">'];
+    data.edges.forEach(e => {
       const [x1, y1] = place(data.nodes[e.source]);
       const [x2, y2] = place(data.nodes[e.target]);
       const sx = x1 + W, sy = y1 + H / 2 + (e.slot - 0.5) * 6, tx = x2, ty = y2 + H / 2 + (e.slot - 0.5) * 8;
       const mx = (sx + tx) / 2;
+      // an edge that skips columns bows above the nodes it would cross
+      const bow = data.nodes[e.target].x - data.nodes[e.source].x > 1 ? -0.62 * DY : 0;
       const colour = opts.colourEdges ? gradColour(e.grad, lo, hi) : "#8a93a0";
-      const p = el("path", { d: `M ${sx} ${sy} C ${mx} ${sy}, ${mx} ${ty}, ${tx} ${ty}`, fill: "none", stroke: colour,
-        "stroke-width": opts.colourEdges && e.grad !== null ? 2.5 : 1.4, "marker-end": "url(#arrow)", class: "edge",
-        "data-source": e.source, "data-target": e.target }, edgeLayer);
-      el("title", {}, p).textContent = `${data.nodes[e.source].label} \u2192 ${data.nodes[e.target].label}` +
+      const width = opts.colourEdges && e.grad !== null ? 2.5 : 1.4;
+      const tip = `${data.nodes[e.source].label} \u2192 ${data.nodes[e.target].label}` +
         (e.grad !== null ? `: gradient sent back ${fmt(e.grad)}` : "");
-      const label = el("text", { x: mx, y: (sy + ty) / 2 - 4, "text-anchor": "middle", class: "edge-label" }, edgeLayer);
-      out.edges.push(p);
-      out.labels.push(label);
+      parts.push(`<path ${attrs({ d: bow ? `M ${sx} ${sy} C ${sx + 70} ${sy + bow}, ${tx - 70} ${ty + bow}, ${tx} ${ty}`
+        : `M ${sx} ${sy} C ${mx} ${sy}, ${mx} ${ty}, ${tx} ${ty}`, fill: "none", stroke: colour,
+        "stroke-width": width, "marker-end": "url(#arrow)", class: "edge", "data-source": e.source, "data-target": e.target })}>` +
+        `<title>${esc(tip)}</title></path>`,
+        `<text ${attrs({ x: mx, y: (sy + ty) / 2 - 4 + 0.75 * bow, "text-anchor": "middle", class: "edge-label" })}></text>`);
     });
+    parts.push('</g><g class="nodes">');
     data.nodes.forEach(n => {
       const [x, y] = place(n);
-      const g = el("g", { class: `node ${n.kind}`, "data-id": n.id, transform: `translate(${x},${y})` }, nodeLayer);
-      el("rect", { width: W, height: H, rx: n.kind === "leaf" || n.kind === "constant" ? 26 : 7, fill: FILL[n.kind] || "#fff",
-        stroke: n.kind === "output" ? "#333" : "#8a93a0", "stroke-width": n.kind === "output" ? 2 : 1,
-        "stroke-dasharray": n.kind === "constant" ? "4 3" : "" }, g);
       const title = n.kind === "layer" || !n.name || !n.op ? n.label : `${n.label} (${n.op})`;
-      el("text", { x: W / 2, y: 16, "text-anchor": "middle", class: "title" }, g).textContent = title;
-      el("text", { x: W / 2, y: 32, "text-anchor": "middle", class: "value" }, g).textContent = "value " + fmt(n.value);
-      el("text", { x: W / 2, y: 48, "text-anchor": "middle", class: "grad" }, g).textContent =
-        opts.hideGrad ? "" : (n.grad === null ? "" : "grad " + fmt(n.grad));
-      el("title", {}, g).textContent = `${title}\nshape [${n.shape.join(", ")}]\nvalue ${fmt(n.value)}` +
+      const grad = opts.hideGrad || n.grad === null ? "" : "grad " + fmt(n.grad);
+      const tip = `${title}\nshape [${n.shape.join(", ")}]\nvalue ${fmt(n.value)}` +
         (n.grad !== null ? `\ngrad ${fmt(n.grad)}` : "") + (n.members && n.members.length ? `\n${n.members.join("\n")}` : "");
-      out.nodes[n.id] = g;
+      const round = n.kind === "leaf" || n.kind === "constant" ? 26 : 7;
+      parts.push(`<g ${attrs({ class: `node ${n.kind}`, "data-id": n.id, transform: `translate(${x},${y})` })}>` +
+        `<rect ${attrs({ width: W, height: H, rx: round, fill: FILL[n.kind] || "#fff", stroke: n.kind === "output" ? "#333" : "#8a93a0",
+          "stroke-width": n.kind === "output" ? 2 : 1, "stroke-dasharray": n.kind === "constant" ? "4 3" : "none" })}></rect>` +
+        `<text x="${W / 2}" y="16" text-anchor="middle" class="title">${esc(title)}</text>` +
+        `<text x="${W / 2}" y="32" text-anchor="middle" class="value">${esc("value " + fmt(n.value))}</text>` +
+        `<text x="${W / 2}" y="48" text-anchor="middle" class="grad">${esc(grad)}</text>` +
+        `<title>${esc(tip)}</title></g>`);
     });
+    parts.push("</g>");
+    svg.innerHTML = parts.join("");
+    const out = { nodes: {}, edges: Array.from(svg.querySelectorAll("path.edge")), labels: Array.from(svg.querySelectorAll("text.edge-label")) };
+    svg.querySelectorAll("g.node").forEach(g => { out.nodes[+g.getAttribute("data-id")] = g; });
     return out;
   }
 
