@@ -16,7 +16,8 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .controls { display: flex; gap: 6px; align-items: center; margin: 8px 0; }
 .controls button { font: inherit; padding: 4px 12px; border: 1px solid #c9ced6; border-radius: 4px; background: #fff; cursor: pointer; }
 .counter { color: #5d6675; font-variant-numeric: tabular-nums; margin-left: 8px; }
-svg.graph { width: 100%; max-height: 70vh; border: 1px solid #e3e6ec; border-radius: 6px; background: #fcfcfd; }
+.scroll { overflow: auto; }
+svg.graph { width: 100%; border: 1px solid #e3e6ec; border-radius: 6px; background: #fcfcfd; }
 svg .node text { font-size: 11px; fill: #1d2430; }
 svg .node .title { font-weight: 600; }
 svg .node .grad { fill: #b03a1a; }
@@ -81,7 +82,7 @@ def to_html(graph: Any, title: str = "chainrule: backpropagation on the graph") 
 <p class="lead">{lead}</p>
 <div id="backprop">
 {controls}
-<svg class="graph" role="img" aria-label="computation graph"></svg>
+<div class="scroll"><svg class="graph" role="img" aria-label="computation graph"></svg></div>
 <div class="explain"></div>
 </div>
 <script>{script()}</script>

@@ -52,7 +52,9 @@
     opts = opts || {};
     const cols = Math.max(0, ...data.nodes.map(n => n.x)) + 1;
     const rows = Math.max(0, ...data.nodes.map(n => n.y)) + 1;
-    svg.setAttribute("viewBox", `0 0 ${2 * PAD + (cols - 1) * DX + W} ${TOP + PAD + (rows - 1) * DY + H}`);
+    const width = 2 * PAD + (cols - 1) * DX + W;
+    svg.setAttribute("viewBox", `0 0 ${width} ${TOP + PAD + (rows - 1) * DY + H}`);
+    svg.style.minWidth = `${Math.round(0.7 * width)}px`;  // a large graph scrolls rather than shrinks
     const [lo, hi] = logRange(data.edges);
     const parts = ['<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" ' +
       'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#667"></path></marker></defs>',
