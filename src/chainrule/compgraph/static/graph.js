@@ -113,7 +113,7 @@
 
     function received(upTo) {  // node id -> [{from, grad}] sent to it by steps 0..upTo
       const got = {};
-      for (let i = 0; i <= upTo; i++) {
+      for (let i = 0; i <= Math.min(upTo, steps.length - 1); i++) {
         for (const e of steps[i].edges) (got[e.source] = got[e.source] || []).push({ from: steps[i].node, grad: e.grad });
       }
       return got;
