@@ -227,3 +227,23 @@ def test_without_graphviz_the_error_names_the_fix(monkeypatch):
     with pytest.raises(ChainruleError, match="apt-get install graphviz"):
         g.to_svg()
     assert g._repr_svg_() is None and "<iframe" in g._repr_html_()
+
+
+def test_the_committed_pictures_of_the_chapter_example_are_current():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("graph_images", root / "docs" / "hooks" / "graph_images.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for path, text in mod.pictures().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path} is out of date: run python docs/hooks/graph_images.py"
+    g = mod.lesson_graph()
+    # the chapter's hand-derived dL/dw1 = 2 (y - t) * w2 * h (1 - h) * x, read off the picture's node
+    h = 1 / (1 + np.exp(-(0.8 * 0.5 - 0.2)))
+    y = 1.5 * h + 0.1
+    assert g.node("w1").grad == pytest.approx(2 * (y - 1.0) * 1.5 * h * (1 - h) * 0.5, rel=1e-12)
+    svg = mod.SVG.read_text(encoding="utf-8")
+    for n in g.nodes:
+        assert n.label in svg
