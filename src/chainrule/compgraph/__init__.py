@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..autograd import Tensor
-from .graph import Graph, GraphEdge, GraphNode, summarize
+from .core import Graph, GraphEdge, GraphNode, summarize
 
 
 def graph(output: Tensor, model: Any = None, expand: bool = False, constants: bool = True) -> Graph:

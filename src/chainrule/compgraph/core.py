@@ -17,6 +17,7 @@ is one node; ``expand=True`` shows its operations and its parameters.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,9 +36,10 @@ def summarize(arr: Any) -> float | dict | None:
     """A number for a one-element array; else its shape-free statistics {mean, std, min, max, norm}."""
     if arr is None:
         return None
-    a = np.asarray(to_numpy(arr), dtype=np.float64)
+    a = to_numpy(arr)
     if a.size == 1:
-        return float(a.reshape(()))
+        return float(a.item())
+    a = np.asarray(a, dtype=np.float64)
     if a.size == 0:
         return {"mean": None, "std": None, "min": None, "max": None, "norm": 0.0}
     with np.errstate(all="ignore"):
@@ -478,12 +480,19 @@ class Graph:
 
         nodes, edges = self.nodes, self.edges
         pos = layered(len(nodes), [(e.source, e.target) for e in edges])
-        return json_ready({
-            "nodes": [dict(vars(n), label=n.label, x=pos[n.id][0], y=pos[n.id][1]) for n in nodes],
-            "edges": [vars(e) for e in edges],
+
+        def number(x: Any) -> Any:  # (only values and gradients can be non-finite)
+            return x if type(x) is float and math.isfinite(x) else json_ready(x, nonfinite_as_text=True)
+
+        return {
+            "nodes": [{"id": n.id, "kind": n.kind, "op": n.op, "name": n.name, "label": n.label, "shape": list(n.shape),
+                       "dtype": n.dtype, "value": number(n.value), "grad": number(n.grad), "order": n.order,
+                       "members": list(n.members), "x": pos[n.id][0], "y": pos[n.id][1]} for n in nodes],
+            "edges": [{"source": e.source, "target": e.target, "slot": e.slot, "grad": number(e.grad), "local": number(e.local)}
+                      for e in edges],
             "order": self.order,
-            "steps": self.steps,
-        }, nonfinite_as_text=True)
+            "steps": json_ready(self.steps, nonfinite_as_text=True),
+        }
 
     def to_dot(self, **kwargs: Any) -> str:
         """Graphviz DOT text of the graph (see :func:`chainrule.compgraph.dot.to_dot`)."""
