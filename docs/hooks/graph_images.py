@@ -1,12 +1,13 @@
-"""The committed pictures of the chain-rule chapter's example, made by cr.graph.
+"""The pictures of the chain-rule chapter's example, made by cr.graph.
 
-    python docs/hooks/graph_images.py    # rewrite them after changing how graphs are drawn
+    python docs/hooks/graph_images.py    # rewrite the SVG after changing how graphs are drawn
 
 The example is the chapter's own (the lesson's smallest network with a hidden
 unit): a = w1 x + b1, h = sigmoid(a), y = w2 h + b2, L = (y - t)^2. The README
-shows the SVG; the chapter shows the SVG and links the animation.
-tests/test_compgraph.py checks that the committed DOT and HTML are what this
-script makes now.
+and the chapter show the committed SVG (drawn from the committed DOT, which
+tests/test_compgraph.py checks is what cr.graph makes now). The animation page
+is made at each site build (this file is also a MkDocs hook), so that no copy
+of its script is committed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DOT = ROOT / "docs" / "images" / "chain-rule-graph.dot"
 SVG = ROOT / "docs" / "images" / "chain-rule-graph.svg"
-HTML = ROOT / "docs" / "images" / "chain-rule-backprop.html"
+HTML = "images/chain-rule-backprop.html"  # in the built site
+TITLE = "backward() on the chapter's example, one node at a time"
 
 
 def lesson_graph():
@@ -35,9 +37,16 @@ def lesson_graph():
 
 
 def pictures() -> dict:
-    """{path: text} of the DOT and the animation (the SVG is drawn from the DOT by Graphviz)."""
-    g = lesson_graph()
-    return {DOT: g.to_dot(), HTML: g.to_html("backward() on the chapter's example, one node at a time")}
+    """{path: text} of the committed pictures: the DOT (the SVG is drawn from it by Graphviz)."""
+    return {DOT: lesson_graph().to_dot()}
+
+
+def on_files(files, config):
+    """MkDocs hook: add the animation page to the site."""
+    from mkdocs.structure.files import File
+
+    files.append(File.generated(config, HTML, content=lesson_graph().to_html(TITLE)))
+    return files
 
 
 if __name__ == "__main__":
