@@ -247,3 +247,26 @@ def test_the_committed_pictures_of_the_chapter_example_are_current():
     svg = mod.SVG.read_text(encoding="utf-8")
     for n in g.nodes:
         assert n.label in svg
+
+
+def test_a_model_inside_a_module_with_a_penalty_on_its_weights():
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.MLP([3, 4, 2], generator=0)
+            self.scale = nn.Parameter(np.ones(2, dtype=np.float32))
+
+        def forward(self, x):
+            return self.net(x) * self.scale
+
+    model = Wrapped()
+    X = cr.tensor(np.random.default_rng(0).standard_normal((4, 3)))
+    w = model.net[0].weight
+    penalty = (w * w).sum()  # the first weight read before the forward pass, by another operation
+    loss = F.cross_entropy(model(X), cr.tensor([0, 1, 1, 0])) + penalty * 0.01
+    g = cr.graph(loss, model).backward()
+    assert [n.label for n in g.nodes if n.kind == "layer"] == ["net.layer 2", "net.layer 1"]
+    assert g.node("net.layer 1").members == ("net.0: Linear 3\u21924", "net.1: ReLU", "net.0.weight", "net.0.bias")
+    assert g.node("scale").grad == summarize(model.scale.grad)
+    # the penalty still reads the weight, which therefore stays in the picture with its whole gradient
+    assert g.node("net.0.weight").grad == summarize(w.grad)

@@ -166,7 +166,8 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
     from ..nn import Linear
 
     w = seq[0].weight
-    entries = [t for t in order if t.parents and any(p is w for p in t.parents)]
+    # the first layer's operation reads (input, weight, ...): linear unfused, fused_layers fused
+    entries = [t for t in order if len(t.parents) > 1 and t.parents[1] is w and t.parents[0] is not w]
     if not entries:
         return None
     first = entries[-1]  # the earliest: the walk runs newest first
@@ -188,7 +189,7 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
     for name, p in twin.named_parameters():
         p.grad = None
         alias[id(p)] = real_params[name]
-    dot = prefix + "." if prefix else ""
+    pre = prefix + "." if prefix else ""
     groups: list = []  # (first module index, [modules]) : a Linear and what follows it
     for i, m in enumerate(twin):
         if isinstance(m, Linear) or not groups:
@@ -196,13 +197,14 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
         groups[-1][1].append((i, m))
     h, seen, layers = x_copy, set(), []
     for k, (_, mods) in enumerate(groups, start=1):
-        for _, m in mods:
-            h = m(h)
+        with autograd.enable_grad():
+            for _, m in mods:
+                h = m(h)
         ops = [t for t in reversed(autograd.walk(h)) if t.parents and id(t) not in seen]
         seen.update(map(id, ops))
-        params = tuple(f"{dot}{i}.{n}" for i, m in mods for n, _ in m.named_parameters())
-        modules = tuple(f"{dot}{i}: {_describe(m)}" for i, m in mods)
-        layers.append((f"{dot}layer {k}", ops, params, modules))
+        params = tuple(f"{pre}{i}.{n}" for i, m in mods for n, _ in m.named_parameters())
+        modules = tuple(f"{pre}{i}: {_describe(m)}" for i, m in mods)
+        layers.append((f"{pre}layer {k}", ops, params, modules))
     y = h.data
     real_out = None
     for t in reversed(order):  # creation order
@@ -212,7 +214,7 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
     if real_out is None:
         return None
     region = {id(t) for t in autograd.walk(real_out) if id(t) in below}
-    hidden = {id(real_params[n[len(dot):]]) for _, _, names, _ in layers for n in names}
+    hidden = {id(real_params[n[len(pre):]]) for _, _, names, _ in layers for n in names}
     return _Replay(prefix, region, real_out, h, autograd.walk(h), alias, layers, hidden)
 
 
@@ -358,6 +360,8 @@ class Graph:
                     layers[name] = (ops, params, modules)
                     for t in ops:
                         layer_of[id(t)] = name
+            # a parameter that something outside its layer reads too (a penalty) stays in the picture
+            hidden -= {id(shown) for shown, t, _, _ in self._edges if id(shown) in hidden and id(t) not in layer_of}
         visit = {id(t): i for i, t in enumerate(self._visit_order())}
         nodes, per_node, node_of = [], [], {}
         for t in self._tensors:
