@@ -130,6 +130,7 @@ class _Replay:
     alias: dict  # id(replay leaf) -> the real tensor it copies (the input, the parameters)
     layers: list  # (name, operations of the layer in creation order, its parameters' names, modules)
     hidden: set  # ids of the real parameters that collapsed layers show inside themselves
+    input: Tensor  # the real tensor the Sequential was applied to
     visits: list = field(default_factory=list)
 
 
@@ -215,7 +216,7 @@ def _replay(prefix: str, seq: Any, order: list) -> _Replay | None:
         return None
     region = {id(t) for t in autograd.walk(real_out) if id(t) in below}
     hidden = {id(real_params[n[len(pre):]]) for _, _, names, _ in layers for n in names}
-    return _Replay(prefix, region, real_out, h, autograd.walk(h), alias, layers, hidden)
+    return _Replay(prefix, region, real_out, h, autograd.walk(h), alias, layers, hidden, x)
 
 
 _DTYPE_NAMES: dict = {}
@@ -417,7 +418,10 @@ class Graph:
         return "leaf" if t.requires_grad else "constant"
 
     def _name(self, t: Tensor) -> str | None:
-        return self._names.get(id(t)) or t.name
+        name = self._names.get(id(t)) or t.name
+        if name is None and any(r.input is t for r in self._replays):
+            return "input"  # what a model was applied to
+        return name
 
     # ---- backpropagation, watched ------------------------------------------
     def backward(self, gradient: Any = None) -> "Graph":

@@ -7,12 +7,18 @@
   const W = 150, H = 58, DX = 210, DY = 78, PAD = 20, TOP = 40;
   const FILL = { output: "#fde2c8", op: "#e8eef9", layer: "#dcefdc", leaf: "#fff6cc", constant: "#f4f4f4" };
 
+  // a number; an array by its norm, written ||n|| (fmtLong adds its mean and range)
   function fmt(v) {
     if (v === null || v === undefined) return "?";
     if (typeof v === "string") return v;  // "nan", "inf", "-inf"
-    if (typeof v === "object") return v.mean === null ? "empty" : `mean ${fmt(v.mean)} |${fmt(v.norm)}|`;
+    if (typeof v === "object") return v.mean === null ? "empty" : `\u2016${fmt(v.norm)}\u2016`;
     const a = Math.abs(v);
     return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(+v.toPrecision(4));
+  }
+
+  function fmtLong(v) {
+    if (v === null || typeof v !== "object" || v.mean === null) return fmt(v);
+    return `norm ${fmt(v.norm)}, mean ${fmt(v.mean)}, in [${fmt(v.min)}, ${fmt(v.max)}]`;
   }
 
   // the size of a gradient: the number itself, or the norm of an array
@@ -69,7 +75,7 @@
       const colour = opts.colourEdges ? gradColour(e.grad, lo, hi) : "#8a93a0";
       const width = opts.colourEdges && e.grad !== null ? 2.5 : 1.4;
       const tip = `${data.nodes[e.source].label} \u2192 ${data.nodes[e.target].label}` +
-        (e.grad !== null ? `: gradient sent back ${fmt(e.grad)}` : "");
+        (e.grad !== null ? `: gradient sent back ${fmtLong(e.grad)}` : "");
       parts.push(`<path ${attrs({ d: bow ? `M ${sx} ${sy} C ${sx + 70} ${sy + bow}, ${tx - 70} ${ty + bow}, ${tx} ${ty}`
         : `M ${sx} ${sy} C ${mx} ${sy}, ${mx} ${ty}, ${tx} ${ty}`, fill: "none", stroke: colour,
         "stroke-width": width, "marker-end": "url(#arrow)", class: "edge", "data-source": e.source, "data-target": e.target })}>` +
@@ -81,8 +87,8 @@
       const [x, y] = place(n);
       const title = n.kind === "layer" || !n.name || !n.op ? n.label : `${n.label} (${n.op})`;
       const grad = opts.hideGrad || n.grad === null ? "" : "grad " + fmt(n.grad);
-      const tip = `${title}\nshape [${n.shape.join(", ")}]\nvalue ${fmt(n.value)}` +
-        (n.grad !== null ? `\ngrad ${fmt(n.grad)}` : "") + (n.members && n.members.length ? `\n${n.members.join("\n")}` : "");
+      const tip = `${title}\nshape [${n.shape.join(", ")}]\nvalue ${fmtLong(n.value)}` +
+        (n.grad !== null ? `\ngrad ${fmtLong(n.grad)}` : "") + (n.members && n.members.length ? `\n${n.members.join("\n")}` : "");
       const round = n.kind === "leaf" || n.kind === "constant" ? 26 : 7;
       parts.push(`<g ${attrs({ class: `node ${n.kind}`, "data-id": n.id, transform: `translate(${x},${y})` })}>` +
         `<rect ${attrs({ width: W, height: H, rx: round, fill: FILL[n.kind] || "#fff", stroke: n.kind === "output" ? "#333" : "#8a93a0",
@@ -156,14 +162,14 @@
       const from = k === 0 ? "the output starts with d(output)/d(output) = 1" :
         `it received ${(got[n.id] || []).length || 1} contribution(s)` +
         ((got[n.id] || []).length > 1 ? `: ${(got[n.id] || []).map(c => fmt(c.grad)).join(" + ")} = ${fmt(current.grad)}` : "");
-      h.innerHTML = `<b>${esc(n.label)}</b> (${esc(n.op || n.kind)}): gradient ${esc(fmt(current.grad))}; ${esc(from)}.`;
+      h.innerHTML = `<b>${esc(n.label)}</b> (${esc(n.op || n.kind)}): gradient ${esc(fmtLong(current.grad))}; ${esc(from)}.`;
       panel.appendChild(h);
       const table = document.createElement("table");
       table.innerHTML = "<tr><th>to input</th><th>local derivative</th><th>\u00d7 incoming gradient</th><th>= sent back</th></tr>";
       for (const e of current.edges) {
         const row = document.createElement("tr");
-        const local = e.local === null ? "J (vector-Jacobian product)" : fmt(e.local);
-        row.innerHTML = `<td>${esc(byNode[e.source].label)}</td><td>${esc(local)}</td><td>${esc(fmt(current.grad))}</td><td>${esc(fmt(e.grad))}</td>`;
+        const local = e.local === null ? "Jacobian J (sent back: gradient \u00b7 J)" : fmt(e.local);
+        row.innerHTML = `<td>${esc(byNode[e.source].label)}</td><td>${esc(local)}</td><td>${esc(fmtLong(current.grad))}</td><td>${esc(fmtLong(e.grad))}</td>`;
         table.appendChild(row);
       }
       panel.appendChild(table);
@@ -189,5 +195,5 @@
     return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   }
 
-  root.chainruleGraph = { draw, player, fmt, gradColour };
+  root.chainruleGraph = { draw, player, fmt, fmtLong, gradColour };
 })(typeof window !== "undefined" ? window : this);
