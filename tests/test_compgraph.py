@@ -270,3 +270,19 @@ def test_a_model_inside_a_module_with_a_penalty_on_its_weights():
     assert g.node("scale").grad == summarize(model.scale.grad)
     # the penalty still reads the weight, which therefore stays in the picture with its whole gradient
     assert g.node("net.0.weight").grad == summarize(w.grad)
+
+
+def test_op_names_come_from_the_operations_themselves():
+    x = cr.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    w = cr.tensor(np.ones((3, 2)), requires_grad=True)
+    named = {
+        "add": x + 1, "mul": x * 2, "neg": -x, "pow": x**2, "matmul": x @ w, "sum": x.sum(), "mean": x.mean(),
+        "transpose": x.T, "reshape": x.reshape(3, 2), "getitem": x[0], "relu": x.relu(), "sigmoid": x.sigmoid(),
+        "tanh": x.tanh(), "exp": x.exp(), "linear": F.linear(x, w), "softmax": F.softmax(x), "cross_entropy":
+        F.cross_entropy(x, cr.tensor([0, 2])),
+    }
+    assert {name: t.op for name, t in named.items()} == {name: name for name in named}
+    assert x.op is None and x.parents == () and named["mul"].parents[0] is x
+    y = (x * x).sum()
+    y.backward()
+    assert y.op == "freed" and y.parents == ()
