@@ -286,3 +286,15 @@ def test_op_names_come_from_the_operations_themselves():
     y = (x * x).sum()
     y.backward()
     assert y.op == "freed" and y.parents == ()
+
+
+def test_an_html_page_of_a_huge_graph_is_refused_with_what_to_do():
+    from chainrule.compgraph.animation import MAX_NODES
+
+    y = x = cr.tensor(1.0, requires_grad=True)
+    for _ in range(MAX_NODES):
+        y = -y
+    with pytest.raises(ChainruleError, match="pass the model"):
+        cr.graph(y).to_html()
+    small = cr.graph(-x).backward().to_html()
+    assert small.startswith("<!doctype html>") and "http" not in small and '"steps": [{' in small

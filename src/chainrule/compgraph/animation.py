@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import ChainruleError
+
 STATIC = Path(__file__).parent / "static"
+MAX_NODES = 2000  # a browser draws this many boxes comfortably; beyond, the picture is unreadable anyway
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2430; margin: 16px; }
@@ -52,6 +55,11 @@ def to_html(graph: Any, title: str = "chainrule: backpropagation on the graph") 
     the incoming gradient and their product sent back. Self-contained: the data
     and the script are in the page.
     """
+    if len(graph.nodes) > MAX_NODES:
+        raise ChainruleError(
+            f"this graph has {len(graph.nodes)} nodes and the page draws at most {MAX_NODES}: pass the model "
+            "(cr.graph(output, model)) to show its layers as one node each, or write to_dot() for Graphviz"
+        )
     data = graph.to_dict()
     has_steps = bool(data["steps"])
     lead = (
