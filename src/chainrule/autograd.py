@@ -9,6 +9,9 @@ consumer has contributed: each node's gradient is computed once and reused
 (memoization), so backward costs time linear in the size of the graph.
 
 The operations themselves live in :mod:`chainrule.ops`; this file is the engine.
+Tools read the graph through :func:`walk`, :attr:`Tensor.parents`,
+:attr:`Tensor.op`, :func:`vjp` and the ``observe`` hook of ``backward()``; the
+underscore names are the engine's own.
 """
 
 from __future__ import annotations
