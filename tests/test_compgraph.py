@@ -298,3 +298,15 @@ def test_an_html_page_of_a_huge_graph_is_refused_with_what_to_do():
         cr.graph(y).to_html()
     small = cr.graph(-x).backward().to_html()
     assert small.startswith("<!doctype html>") and "http" not in small and '"steps": [{' in small
+
+
+def test_expanded_shares_what_backward_recorded():
+    model = nn.MLP([3, 4, 2], generator=0)
+    X = cr.tensor(np.random.default_rng(0).standard_normal((4, 3)))
+    g = cr.graph(F.cross_entropy(model(X), cr.tensor([0, 1, 1, 0])), model)
+    wide = g.expanded()
+    assert [n.kind for n in g.nodes].count("layer") == 2 and "layer" not in [n.kind for n in wide.nodes]
+    assert all(n.grad is None for n in wide.nodes if n.kind == "op")
+    g.backward()
+    assert all(n.grad is not None for n in wide.nodes if n.kind in ("op", "output", "leaf"))
+    assert wide.expanded(False).nodes[1].grad == g.nodes[1].grad and len(wide.steps) == 4

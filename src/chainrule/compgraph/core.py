@@ -99,6 +99,7 @@ class _Recorded:
     grads: dict = field(default_factory=dict)  # id(node) -> gradient array
     edges: dict = field(default_factory=dict)  # (id(parent), id(node), slot) -> (contribution, local)
     visits: list = field(default_factory=list)  # the operations in the order backward() reached them
+    version: int = 0  # how many backward passes were recorded (views made before are stale)
 
     def observe(self, node: Tensor, g: Any, parent_grads: Any) -> None:
         """The ``observe`` hook of ``backward()``: keeps ``g`` and each parent's share."""
@@ -328,6 +329,18 @@ class Graph:
         """Node ids in the order backpropagation visits them (output first, leaves last)."""
         return [n.id for n in sorted((n for n in self.nodes if n.order is not None), key=lambda n: n.order)]
 
+    def expanded(self, expand: bool = True) -> "Graph":
+        """The same graph, with a model's layers shown operation by operation (``expand=False``:
+        one node per layer). It shares what :meth:`backward` recorded, before or after.
+
+        Example:
+            >>> g = cr.graph(loss, model).backward()   # one node per layer
+            >>> g.expanded().to_svg()                  # every operation and parameter
+        """
+        other = copy.copy(self)
+        other.expand, other._cache = bool(expand), None
+        return other
+
     def node(self, key: Any) -> GraphNode:
         """The node of a tensor of the graph, or the node named ``key`` ("0.weight", "layer 1")."""
         nodes, _, tensors = self._view()
@@ -345,7 +358,8 @@ class Graph:
     def _view(self) -> tuple:
         """(nodes, edges, tensors of each node), collapsing layers unless ``expand``; made once
         per state of the graph (again after :meth:`backward`, or a leaf's ``.grad`` changing)."""
-        key = tuple(id(t.grad) for t in self._tensors if id(t) not in self._computed and t.requires_grad)
+        leaves = tuple(id(t.grad) for t in self._tensors if id(t) not in self._computed and t.requires_grad)
+        key = (self._recorded.version, leaves)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._make_view())
         return self._cache[1]
@@ -453,9 +467,9 @@ class Graph:
                 merged += self._head[id(t)].visits
             elif id(t) not in self._region:
                 merged.append(t)
-        rec.visits = merged
-        self._recorded = rec
-        self._cache = None
+        # in place: a graph made by expanded() shares the record
+        kept = self._recorded
+        kept.grads, kept.edges, kept.visits, kept.version = rec.grads, rec.edges, merged, kept.version + 1
         return self
 
     @property
