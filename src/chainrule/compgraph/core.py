@@ -310,7 +310,6 @@ class Graph:
         # backward() frees the graph it walks: keep each tensor's operation and whether it has inputs
         self._op = {id(t): t.op for t in tensors}
         self._computed = {id(t) for t in tensors if t.parents}
-        self._alias, self._outside = alias, outside
         self._region, self._head = region, head
 
     @property
