@@ -20,6 +20,7 @@ type test (one comparison on the NumPy path) catches a mix and
 from __future__ import annotations
 
 import builtins
+import contextlib
 import operator
 from typing import Any, Sequence
 
@@ -89,37 +90,56 @@ def rsub(a: Tensor, b: Any) -> Tensor:
 
 
 def pow(a: Tensor, b: Any) -> Tensor:
-    """``a ** b``. d/da = b a^(b-1); for a tensor exponent d/db = a^b log(a) (0 where a = 0)."""
+    """``a ** b``. d/da = b a^(b-1), taken as 0 where b = 0 (so 0 ** 0 has slope 0, not 0 * inf);
+    for a tensor exponent d/db = a^b log(a), taken as 0 where a = 0 and b >= 0 (PyTorch's rules:
+    at a = 0 and b < 0 it is -inf)."""
     if not isinstance(b, Tensor):
         p = b
         if isinstance(b, np.generic) and type(a.data) is not ndarray:
             p = b.item()  # array-API arrays take Python numbers, not NumPy scalars
-        out = a.data**p
+        if p < 0:
+            with _quiet(namespace(a.data)):  # 0 ** -1 is inf, as in PyTorch: no warning
+                out = a.data**p
+        else:
+            out = a.data**p
 
         def backward_scalar(g):
             if p == 2:
                 return (g * (2 * a.data),)
+            if p == 0:
+                return (namespace(g).zeros_like(g),)
+            if p < 1:
+                with _quiet(namespace(g)):
+                    return (g * (p * a.data ** (p - 1)),)
             return (g * (p * a.data ** (p - 1)),)
 
         return node(out, (a,), backward_scalar)
     if type(a.data) is not type(b.data):
         check_same_device("pow", a.data, b.data)
-    out = a.data**b.data
-    xp = namespace(out)
+    xp = namespace(a.data)
+    with _quiet(xp):  # 0 ** -1 is inf, as in PyTorch: no warning
+        out = a.data**b.data
 
     def backward(g):
-        ga = g * (b.data * a.data ** (b.data - 1)) if a.requires_grad else None
-        gb = None
-        if b.requires_grad:
-            zero = a.data == 0
-            if xp is np:  # log of a negative base is NaN, as in PyTorch: no warning
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gb = g * np.where(zero, 0, out * np.log(np.where(zero, 1, a.data)))
-            else:
-                gb = g * xp.where(zero, 0.0, out * xp.log(xp.where(zero, 1.0, a.data)))
+        ad, bd = a.data, b.data
+        ga = gb = None
+        with _quiet(xp):  # log of a negative base is NaN, and 0 ** -1 inf, as in PyTorch: no warning
+            if a.requires_grad:
+                ga = xp.where(bd == 0, 0.0, g * (bd * ad ** (bd - 1)))
+            if b.requires_grad:
+                zero = ad == 0
+                gb = xp.where(zero & (bd >= 0), 0.0, g * (out * xp.log(ad)))
         return ga, gb
 
     return node(out, (a, b), backward)
+
+
+def _quiet(xp: Any) -> Any:
+    """NumPy's floating-point warnings silenced (inf and NaN are the answers wanted); a no-op
+    context elsewhere."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else contextlib.nullcontext()
+
+
 
 
 def rpow(a: Tensor, b: Any) -> Tensor:
@@ -247,15 +267,22 @@ def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return node(out, (a,), backward)
 
 
+def inverse_count(n: int) -> float:
+    """1 / n, the factor of a mean over n entries: NaN for n = 0, as PyTorch (a mean over nothing
+    is undefined; 0 would hide an empty batch)."""
+    return 1.0 / n if n else float("nan")
+
+
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis``: the sum divided by the number of entries n; the gradient is g / n
-    copied back. A primitive rather than ``sum / n`` for speed (one node; losses end with it)."""
+    copied back. NaN over no entries (n = 0), as PyTorch. A primitive rather than ``sum / n``
+    for speed (one node; losses end with it)."""
     x = a.data
     shape = x.shape
     n = 1
     for ax in _axes(axis, x.ndim):
         n *= shape[ax]
-    scale = 1.0 / builtins.max(n, 1)
+    scale = inverse_count(n)
 
     def backward(g):
         return (_expand(g * scale, shape, axis, keepdims),)
@@ -269,7 +296,8 @@ def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``. The gradient goes to the maximal entries, shared evenly among ties
-    (as ``torch.amax``)."""
+    (as ``torch.amax``). Where NaN is the maximum, the gradient goes to the NaN entries (as
+    ``torch.max()``; ``torch.amax`` would give NaN to every entry)."""
     x = a.data
     if type(x) is ndarray:
         kept = x.max(axis=axis, keepdims=True)
@@ -278,7 +306,9 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
             if not keepdims:
                 g = g.reshape(kept.shape)
             mask = x == kept
-            return (g * mask / mask.sum(axis=axis, keepdims=True),)
+            if kept.dtype.kind == "f":
+                mask |= x != x  # NaN entries: where one is, the maximum is NaN and no entry equals it
+            return (g * mask / mask.sum(axis=axis, keepdims=True, dtype=g.dtype),)
 
     else:
         xp = namespace(x)
@@ -287,7 +317,7 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
         def backward(g):
             if not keepdims:
                 g = xp.reshape(g, kept.shape)
-            mask = xp.astype(x == kept, g.dtype)
+            mask = xp.astype((x == kept) | xp.isnan(x), g.dtype)
             return (g * mask / xp.sum(mask, axis=_axis_arg(axis), keepdims=True),)
 
     return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
@@ -660,19 +690,20 @@ def relu(a: Tensor) -> Tensor:
     """Rectified linear unit ``max(a, 0)``.
 
     Derivative: 1 where a > 0, and 0 where a <= 0; at the kink a = 0 we take 0,
-    as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update.
+    as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update. At NaN
+    it is 1, as PyTorch (the mask is ``out != 0``: the output is 0 exactly where a <= 0).
     """
     x = a.data
     if type(x) is ndarray:
         out = np.maximum(x, 0)
 
         def backward(g):
-            return (g * (out > 0),)
+            return (g * (out != 0),)
 
         return node(out, (a,), backward)
     xp = namespace(x)
     out = xp.maximum(x, 0)
-    return node(out, (a,), lambda g: (xp.where(out > 0, g, 0.0),))
+    return node(out, (a,), lambda g: (xp.where(out != 0, g, 0.0),))
 
 
 def sigmoid(a: Tensor) -> Tensor:
@@ -747,7 +778,8 @@ def _float32_like(like: Any, value: Any) -> Any:
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise maximum. Where a = b the gradient is split in half between them (as PyTorch)."""
+    """Elementwise maximum. Where a = b the gradient is split in half between them; where either
+    is NaN both get the whole gradient (PyTorch's rule: each gets g unless it is the smaller)."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b if isinstance(b, Tensor) else None)
     b = _t(b, a)
     ad, bd = a.data, b.data
@@ -756,11 +788,11 @@ def maximum(a: Any, b: Any) -> Tensor:
     xp = namespace(ad)
 
     def backward(g):
-        if xp is np:
-            share = (ad > bd) + 0.5 * (ad == bd)
-        else:
-            share = xp.astype(ad > bd, g.dtype) + 0.5 * xp.astype(ad == bd, g.dtype)
-        return (g * share if a.requires_grad else None, g * (1 - share) if b.requires_grad else None)
+        share = xp.where(ad == bd, g * 0.5, g)
+        return (
+            xp.where(ad < bd, 0.0, share) if a.requires_grad else None,
+            xp.where(ad > bd, 0.0, share) if b.requires_grad else None,
+        )
 
     return node(xp.maximum(ad, bd), (a, b), backward)
 
