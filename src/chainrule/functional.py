@@ -28,6 +28,21 @@ from .errors import DataError, ShapeError
 sigmoid = ops.sigmoid
 tanh = ops.tanh
 relu = ops.relu
+silu = ops.silu
+gelu = ops.gelu
+softplus = ops.softplus
+GELU_APPROXIMATIONS = ops.GELU_APPROXIMATIONS
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    """``log(sigmoid(x)) = -softplus(-x)``, computed without overflow; composed.
+
+    d/dx = sigmoid(-x) = 1 - sigmoid(x).
+
+    Example:
+        >>> F.logsigmoid(cr.tensor([0.0]))   # [-0.6931]
+    """
+    return -ops.softplus(-x, threshold=float("inf"))
 
 
 def identity(x: Tensor) -> Tensor:
