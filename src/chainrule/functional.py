@@ -392,10 +392,10 @@ def _reduced(per: Any, reduction: str, count: int) -> tuple:
         return total, 1.0
     if isinstance(count, int):
         scale = ops.inverse_count(count)  # NaN over an empty batch, as PyTorch
-    else:  # a sum of class weights, on the device: 0 gives NaN as well
-        with ops._quiet(namespace(count)):
-            scale = 1 / count
-    return total * scale, scale
+        return total * scale, scale
+    with ops._quiet(namespace(count)):  # a sum of class weights, on the device: 0 gives NaN as well
+        scale = 1 / count
+        return total * scale, scale
 
 
 def _check_reduction(reduction: str) -> None:

@@ -359,6 +359,24 @@ def _count(shape: tuple, axis: Any) -> int:
     return n
 
 
+def _spread(x: Any, axis: Any, correction: int) -> tuple:
+    """(deviations from the mean, the variance kept with ``keepdims=True``, 1 / (n - correction))
+    of array ``x`` over ``axis``: var's and std's shared forward."""
+    xp = namespace(x)
+    ax = _axis_arg(axis)
+    axes = _axes(axis, x.ndim)
+    n = _count(x.shape, axis)
+    dof = n - correction
+    scale = 1.0 / dof if dof > 0 else float("inf")  # a divisor of 0 (as PyTorch): NaN or inf
+    # shifted by one entry of each slice first, so that a constant slice has deviations of
+    # exactly 0 (and std's gradient there is 0, not rounding noise divided by rounding noise)
+    first = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+    with _quiet(xp):
+        shifted = x - first
+        d = shifted - xp.sum(shifted, axis=ax, keepdims=True) * inverse_count(n)
+        return d, xp.sum(d * d, axis=ax, keepdims=True) * scale, scale
+
+
 def var(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False) -> Tensor:
     """Variance over ``axis``: ``sum((a - mean)^2) / (n - correction)``; ``correction=1`` (the
     default, as PyTorch) is the unbiased estimate, 0 the mean square deviation.
@@ -367,18 +385,12 @@ def var(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False
     PyTorch): NaN where every deviation is 0, inf elsewhere.
 
     Example:
-        >>> cr.tensor([1.0, 2.0, 3.0, 4.0]).var()          # 1.6667
+        >>> cr.tensor([1.0, 2.0, 3.0, 4.0]).var()               # 1.6667
         >>> cr.tensor([1.0, 2.0, 3.0, 4.0]).var(correction=0)   # 1.25
     """
     x = a.data
     xp = namespace(x)
-    ax = _axis_arg(axis)
-    n = _count(x.shape, axis)
-    dof = n - correction
-    scale = 1.0 / dof if dof > 0 else float("inf")
-    with _quiet(xp):
-        d = x - xp.sum(x, axis=ax, keepdims=True) * inverse_count(n)
-        kept = xp.sum(d * d, axis=ax, keepdims=True) * scale
+    d, kept, scale = _spread(x, axis, correction)
 
     def backward(g):
         if not keepdims:
@@ -390,11 +402,23 @@ def var(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False
 
 
 def std(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False) -> Tensor:
-    """Standard deviation over ``axis``, ``sqrt(var(a, axis, correction))``, composed.
+    """Standard deviation over ``axis``, ``sqrt(var(a, axis, correction))``.
 
-    d/da = (a - mean) / ((n - correction) std); NaN where std = 0 (as PyTorch).
+    d/da = (a - mean) / ((n - correction) std), taken as 0 where std = 0 (as PyTorch: a
+    constant slice has no direction to grow in).
     """
-    return sqrt(var(a, axis, correction, keepdims))
+    x = a.data
+    xp = namespace(x)
+    d, v, scale = _spread(x, axis, correction)
+    kept = xp.sqrt(v)
+
+    def backward(g):
+        if not keepdims:
+            g = xp.reshape(g, kept.shape)
+        with _quiet(xp):
+            return (xp.where(kept == 0, 0.0, g / kept) * d * scale,)
+
+    return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
 
 
 def prod(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
