@@ -95,9 +95,7 @@ def pow(a: Tensor, b: Any) -> Tensor:
     for a tensor exponent d/db = a^b log(a), taken as 0 where a = 0 and b >= 0 (PyTorch's rules:
     at a = 0 and b < 0 it is -inf)."""
     if not isinstance(b, Tensor):
-        p = b
-        if isinstance(b, np.generic) and type(a.data) is not ndarray:
-            p = b.item()  # array-API arrays take Python numbers, not NumPy scalars
+        p = _number(b)
         if p < 0:
             with _quiet(namespace(a.data)):  # 0 ** -1 is inf, as in PyTorch: no warning
                 out = a.data**p
@@ -133,6 +131,12 @@ def pow(a: Tensor, b: Any) -> Tensor:
         return ga, gb
 
     return node(out, (a, b), backward)
+
+
+def _number(v: Any) -> Any:
+    """A NumPy scalar as the Python number it holds: NumPy 2 would let a float64 scalar turn a
+    float32 array into float64, and array-API arrays take Python numbers only."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _quiet(xp: Any) -> Any:
@@ -868,6 +872,7 @@ def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tenso
     as ``torch.clamp``) and is 0 elsewhere."""
     x = a.data
     xp = namespace(x)
+    min, max = _number(min), _number(max)
     out = xp.clip(x, min, max)
 
     def backward(g):
@@ -979,6 +984,7 @@ def softplus(a: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """
     x = a.data
     xp = namespace(x)
+    beta, threshold = float(beta), float(threshold)
     b = x * beta if beta != 1 else x
     with _quiet(xp):
         e = xp.exp(-xp.abs(b))
