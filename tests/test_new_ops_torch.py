@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from conftest import torch_copy
 from test_ops_torch import compare
 
 import chainrule as cr
@@ -76,23 +77,14 @@ def test_operations_along_an_axis_match_torch(torch, name):
             correction = 0
         if name == "std":
             assume(np.all(np.ptp(a, axis=axis) > 0))  # a constant: see test_std_of_a_constant_has_gradient_zero
-        ours = {
-            "var": lambda x: x.var(axis=axis, correction=correction, keepdims=keep),
-            "std": lambda x: x.std(axis=axis, correction=correction, keepdims=keep),
-            "prod": lambda x: x.prod(axis=axis, keepdims=keep),
-            "cumsum": lambda x: x.cumsum(axis),
-            "flip": lambda x: x.flip(axis),
-            "squeeze": lambda x: x.squeeze(axis),
-            "flatten": lambda x: x.flatten(axis),
-        }[name]
-        theirs = {
-            "var": lambda t: t.var(dim=axis, correction=correction, keepdim=keep),
-            "std": lambda t: t.std(dim=axis, correction=correction, keepdim=keep),
-            "prod": lambda t: t.prod(dim=axis, keepdim=keep),
-            "cumsum": lambda t: t.cumsum(axis),
-            "flip": lambda t: t.flip(axis),
-            "squeeze": lambda t: t.squeeze(axis),
-            "flatten": lambda t: t.flatten(axis),
+        ours, theirs = {
+            "var": (lambda x: x.var(axis=axis, correction=correction, keepdims=keep), lambda t: t.var(dim=axis, correction=correction, keepdim=keep)),
+            "std": (lambda x: x.std(axis=axis, correction=correction, keepdims=keep), lambda t: t.std(dim=axis, correction=correction, keepdim=keep)),
+            "prod": (lambda x: x.prod(axis=axis, keepdims=keep), lambda t: t.prod(dim=axis, keepdim=keep)),
+            "cumsum": (lambda x: x.cumsum(axis), lambda t: t.cumsum(axis)),
+            "flip": (lambda x: x.flip(axis), lambda t: t.flip(axis)),
+            "squeeze": (lambda x: x.squeeze(axis), lambda t: t.squeeze(axis)),
+            "flatten": (lambda x: x.flatten(axis), lambda t: t.flatten(axis)),
         }[name]
         compare(torch, ours, theirs, a)
 
@@ -324,15 +316,4 @@ def test_gelu_and_silu_modules_match_torch(torch, name, torch_cls):
 def test_an_mlp_of_gelu_or_silu_matches_torch_and_starts_he_initialized(torch, name):
     model = nn.MLP([5, 8, 8, 3], activation=name, generator=0, dtype="float64")
     assert model.init == "he_normal"
-    x = np.random.default_rng(7).standard_normal((6, 5))
-    layers = []
-    for m in model:
-        if isinstance(m, nn.Linear):
-            lin = torch.nn.Linear(m.in_features, m.out_features).double()
-            with torch.no_grad():
-                lin.weight.copy_(torch.tensor(m.weight.data.T))
-                lin.bias.copy_(torch.tensor(m.bias.data))
-            layers.append(lin)
-        else:
-            layers.append(torch.nn.GELU() if name == "gelu" else torch.nn.SiLU())
-    compare(torch, model, torch.nn.Sequential(*layers), x)
+    compare(torch, model, torch_copy(torch, model), np.random.default_rng(7).standard_normal((6, 5)))

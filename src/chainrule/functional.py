@@ -587,16 +587,23 @@ def _unbatched_cross_entropy(logits: Tensor, target: Any, label_smoothing: float
     return out.reshape(()) if reduction == "none" else out
 
 
+def _constant(value: Any, like: Any, what: str) -> Any:
+    """A loss's weights as an array of the namespace, device and dtype of ``like``; no gradient
+    flows to them (as in PyTorch, which refuses weights that require one)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise ValueError(f"{what} gets no gradient (as in PyTorch); pass it with requires_grad=False")
+        value = value.data
+    a = _target_array(value, like)
+    return a if a.dtype == like.dtype else namespace(a).astype(a, like.dtype)
+
+
 def _class_weight(weight: Any, z: Any) -> Any:
     """``weight`` as a (C,) array of the logits' namespace, device and dtype."""
-    if isinstance(weight, Tensor):
-        if weight.requires_grad:
-            raise ValueError("cross_entropy: the class weight gets no gradient (as in PyTorch); pass it with requires_grad=False")
-        weight = weight.data
-    w = _target_array(weight, z)
+    w = _constant(weight, z, "cross_entropy: the class weight")
     if w.shape != (z.shape[1],):
         raise ShapeError(f"cross_entropy: weight needs one entry per class, shape ({z.shape[1]},), got {w.shape}")
-    return w if w.dtype == z.dtype else namespace(w).astype(w, z.dtype)
+    return w
 
 
 def _cross_entropy_general(
@@ -692,18 +699,14 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
 
 def _pos_weight(pos_weight: Any, x: Any) -> Any:
     """``pos_weight`` as an array of the logits' namespace, device and dtype, checked to broadcast."""
-    if isinstance(pos_weight, Tensor):
-        if pos_weight.requires_grad:
-            raise ValueError("binary_cross_entropy_with_logits: pos_weight gets no gradient (as in PyTorch); pass it with requires_grad=False")
-        pos_weight = pos_weight.data
-    pw = _target_array(pos_weight, x)
+    pw = _constant(pos_weight, x, "binary_cross_entropy_with_logits: pos_weight")
     try:
         fits = np.broadcast_shapes(pw.shape, x.shape) == x.shape
     except ValueError:
         fits = False
     if not fits:
         raise ShapeError(f"binary_cross_entropy_with_logits: pos_weight of shape {pw.shape} does not broadcast against logits of shape {x.shape}")
-    return pw if pw.dtype == x.dtype else namespace(pw).astype(pw, x.dtype)
+    return pw
 
 
 def binary_cross_entropy(probs: Tensor, target: Any, reduction: str = "mean", eps: float = 1e-12) -> Tensor:
