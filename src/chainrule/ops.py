@@ -94,6 +94,8 @@ def pow(a: Tensor, b: Any) -> Tensor:
     """``a ** b``. d/da = b a^(b-1), taken as 0 where b = 0 (so 0 ** 0 has slope 0, not 0 * inf);
     for a tensor exponent d/db = a^b log(a), taken as 0 where a = 0 and b >= 0 (PyTorch's rules:
     at a = 0 and b < 0 it is -inf)."""
+    if not isinstance(b, Tensor) and not isinstance(b, (int, float, np.generic)):
+        b = as_tensor(b, a)  # an array exponent: the tensor rule, with no gradient for it
     if not isinstance(b, Tensor):
         p = _number(b)
         if p < 0:
@@ -143,8 +145,6 @@ def _quiet(xp: Any) -> Any:
     """NumPy's floating-point warnings silenced (inf and NaN are the answers wanted); a no-op
     context elsewhere."""
     return np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else contextlib.nullcontext()
-
-
 
 
 def rpow(a: Tensor, b: Any) -> Tensor:
