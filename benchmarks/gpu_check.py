@@ -323,7 +323,8 @@ def cases() -> list:
          lambda t: F.fused_layers(t.a, [
              ("linear", t.w1, t.b1), ("relu", None, None), ("linear", t.w2, t.b2), ("sigmoid", None, None),
              ("tanh", None, None), ("leaky_relu", 0.1, None), ("elu", 1.0, None), ("prelu", t.s, None),
-             ("identity", None, None), ("linear", t.w3, t.b3),
+             ("identity", None, None), ("gelu", "none", None), ("silu", None, None), ("gelu", "tanh", None),
+             ("linear", t.w3, t.b3),
          ])),
     ]
     out += [Case(name, inputs, fn, kind="activation") for name, inputs, fn in kinds]

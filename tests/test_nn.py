@@ -143,6 +143,7 @@ def _run(model, x_data, need_x, fused):
 @pytest.mark.parametrize("activation, kw", [
     ("relu", {}), ("sigmoid", {}), ("tanh", {}), ("identity", {}), ("leaky_relu", {"negative_slope": 0.2}),
     ("elu", {"alpha": 0.7}), ("prelu", {}), ("prelu", {"num_parameters": 9, "init": 0.1}),
+    ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}),
 ])
 @pytest.mark.parametrize("need_x", [False, True])
 def test_fused_stack_equals_layer_by_layer(activation, kw, need_x):

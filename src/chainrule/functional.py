@@ -193,7 +193,7 @@ def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor,
 # ---- a stack of layers as one node ---------------------------------------------
 
 #: The step kinds that :func:`fused_layers` runs.
-FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu")
+FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "gelu", "silu")
 
 
 def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
@@ -254,6 +254,14 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
             d = xp.where(neg, e * p, xp.ones_like(a))
             saved.append((d, None))
             a = xp.where(neg, (e - 1) * p, a)
+        elif kind == "gelu":  # (the formulas: ops.gelu_forward and ops.gelu_slope, shared with gelu)
+            z = a
+            a, aux = ops.gelu_forward(z, p)
+            saved.append((ops.gelu_slope(z, aux, p), None))
+        elif kind == "silu":
+            z = a
+            a, sig = ops.silu_forward(z)
+            saved.append((ops.silu_slope(z, sig), None))
         elif kind == "prelu":
             pos = a > 0
             parents.append(p)
@@ -282,8 +290,9 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         x: input of shape (N, in).
         steps: sequence of ``(kind, a, b)``: ``("linear", weight, bias or None)``,
             ``("leaky_relu", negative_slope, None)``, ``("elu", alpha, None)``,
-            ``("prelu", weight, None)``, or ``(kind, None, None)`` for
-            "identity", "relu", "sigmoid", "tanh". Derivatives at kinks as the
+            ``("prelu", weight, None)``, ``("gelu", approximate, None)``, or
+            ``(kind, None, None)`` for "identity", "relu", "sigmoid", "tanh", "silu".
+            Derivatives at kinks as the
             unfused functions: ReLU'(0) = 0, leaky and PReLU take the slope at 0,
             ELU'(0) = alpha.
 

@@ -999,18 +999,28 @@ def softplus(a: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return node(out, (a,), backward)
 
 
-def silu_derivative(x: Any) -> Any:
-    """d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x), for an array x (NumPy, CuPy, array API):
-    the one copy of SiLU's derivative, for its backward and for the diagnostics."""
-    s = _sigmoid_array(x)
-    return s * (1 + x * (1 - s))
-
-
 def _sigmoid_array(x: Any) -> Any:
     """``1 / (1 + e^-x)``: e^-x overflows to inf for x << 0, and 1 / (1 + inf) = 0 is right."""
     xp = namespace(x)
     with _quiet(xp):
         return 1 / (1 + xp.exp(-x))
+
+
+def silu_forward(x: Any) -> tuple:
+    """(silu(x), sigmoid(x)) for an array x; the sigmoid is what :func:`silu_slope` needs."""
+    s = _sigmoid_array(x)
+    return x * s, s
+
+
+def silu_slope(x: Any, s: Any) -> Any:
+    """d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x): the one copy of SiLU's derivative,
+    for its backward, the fused layers and the diagnostics."""
+    return s * (1 + x * (1 - s))
+
+
+def silu_derivative(x: Any) -> Any:
+    """d silu / dx for an array x (NumPy, CuPy, array API)."""
+    return silu_slope(x, _sigmoid_array(x))
 
 
 def silu(a: Tensor) -> Tensor:
@@ -1023,7 +1033,8 @@ def silu(a: Tensor) -> Tensor:
         >>> F.silu(cr.tensor([-1.0, 0.0, 2.0]))   # [-0.2689, 0.0, 1.7616]
     """
     x = a.data
-    return node(x * _sigmoid_array(x), (a,), lambda g: (g * silu_derivative(x),))
+    out, s = silu_forward(x)
+    return node(out, (a,), lambda g: (g * silu_slope(x, s),))
 
 
 GELU_APPROXIMATIONS = ("none", "tanh")
@@ -1031,14 +1042,28 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-def gelu_derivative(x: Any, approximate: str = "none") -> Any:
-    """d gelu / dx for an array x: ``Phi(x) + x phi(x)`` (exact), or the derivative of the tanh
-    form. The one copy of GELU's derivative, for its backward and for the diagnostics."""
-    xp = namespace(x)
+def gelu_forward(x: Any, approximate: str = "none") -> tuple:
+    """(gelu(x), what :func:`gelu_slope` needs) for an array x: the normal CDF Phi(x), or for
+    the tanh form ``t = tanh(sqrt(2/pi) (x + 0.044715 x^3))``."""
     if approximate == "tanh":
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
-    return 0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        t = namespace(x).tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+        return 0.5 * x * (1 + t), t
+    cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+    return x * cdf, cdf
+
+
+def gelu_slope(x: Any, aux: Any, approximate: str = "none") -> Any:
+    """d gelu / dx: ``Phi(x) + x phi(x)`` (exact, aux = Phi(x)), or the derivative of the tanh form
+    (aux = t). The one copy of GELU's derivative, for its backward, the fused layers and the
+    diagnostics."""
+    if approximate == "tanh":
+        return 0.5 * (1 + aux) + 0.5 * x * (1 - aux * aux) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+    return aux + x * namespace(x).exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+
+
+def gelu_derivative(x: Any, approximate: str = "none") -> Any:
+    """d gelu / dx for an array x (NumPy, CuPy, array API)."""
+    return gelu_slope(x, gelu_forward(x, approximate)[1], approximate)
 
 
 def gelu(a: Tensor, approximate: str = "none") -> Tensor:
@@ -1055,12 +1080,8 @@ def gelu(a: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in GELU_APPROXIMATIONS:
         raise ValueError(f"gelu: approximate must be one of {GELU_APPROXIMATIONS}, got {approximate!r}")
     x = a.data
-    if approximate == "tanh":
-        xp = namespace(x)
-        out = 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)))
-    else:
-        out = 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
-    return node(out, (a,), lambda g: (g * gelu_derivative(x, approximate),))
+    out, aux = gelu_forward(x, approximate)
+    return node(out, (a,), lambda g: (g * gelu_slope(x, aux, approximate),))
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
