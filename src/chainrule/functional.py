@@ -654,6 +654,7 @@ def _cross_entropy_general(
         gq = logp * (-(1 - label_smoothing) * factor)  # d/dq of -sum_c w_c ((1 - eps) q_c + eps/C) log p_c
         return gz, (gq if w is None else gq * w)
 
+    backward.__qualname__ = "cross_entropy.<locals>.backward"  # one operation, whichever path computed it
     return node(out, parents, backward)
 
 

@@ -954,7 +954,12 @@ def _unary(name: str, forward: Any, derivative: Any, doc: str) -> Any:
         x = a.data
         xp = namespace(x)
         out = forward(xp, x)
-        return node(out, (a,), lambda g: (g * derivative(xp, x, out),))
+
+        def backward(g):
+            return (g * derivative(xp, x, out),)
+
+        backward.__qualname__ = f"{name}.<locals>.backward"  # the operation's name, where a tool reads it
+        return node(out, (a,), backward)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = doc
