@@ -9,7 +9,7 @@ import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn
 
-NAN, INF = float("nan"), float("inf")
+NAN = float("nan")
 TOL = {"float64": 1e-9, "float32": 1e-5}
 
 
@@ -80,7 +80,7 @@ def test_max_min_keep_the_dtype(torch, dtype, name):
         "max axis": (lambda x: x.max(axis=1), lambda t: torch.amax(t, dim=1)),
         "min": (lambda x: x.min(), lambda t: t.min()),
         "min axis keepdims": (lambda x: x.min(axis=0, keepdims=True), lambda t: torch.amin(t, dim=0, keepdim=True)),
-        "maximum 0": (lambda x: cr.maximum(x, 0), lambda t: torch.clamp_min(t, 0) * 0 + torch.maximum(t, torch.zeros_like(t))),
+        "maximum 0": (lambda x: cr.maximum(x, 0), lambda t: torch.maximum(t, torch.zeros_like(t))),
         "minimum number": (lambda x: cr.minimum(x, 2.0), lambda t: torch.minimum(t, torch.full_like(t, 2.0))),
     }
     if name in ("maximum", "minimum"):
