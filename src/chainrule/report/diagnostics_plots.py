@@ -74,11 +74,11 @@ def plot_gradient_heatmap(source: Any, path: str | Path) -> Path:
 
 
 def plot_unit_health(source: Any, path: str | Path) -> Path:
-    """Dead ReLU units and saturated sigmoid/tanh units, per layer and epoch, as two heat maps (0-100%).
+    """Dead ReLU/GELU/SiLU units and saturated sigmoid/tanh units, per layer and epoch, as two heat maps (0-100%).
 
     The first column ("init") is the probe batch before training, when the
-    monitor measured it. Dead: never active on the probe batch. Saturated:
-    local derivative below 1% of its peak.
+    monitor measured it. Dead: never active on the probe batch (ReLU), or always in
+    the flat left tail (GELU, SiLU). Saturated: local derivative below 1% of its peak.
 
     Example:
         >>> plot_unit_health(monitor, "runs/digits/unit_health.png")
@@ -92,7 +92,7 @@ def plot_unit_health(source: Any, path: str | Path) -> Path:
     width = max(4.0, 1.8 + 0.25 * len(records))
     fig, axes = new_figure(ncols=2, width=width, height=max(2.6, 1.2 + 0.32 * len(epochs[0]["layers"])))
     for ax, field, title, kinds in (
-        (axes[0, 0], "dead_fraction", "dead ReLU units", "ReLU"),
+        (axes[0, 0], "dead_fraction", "dead units", "ReLU, GELU or SiLU"),
         (axes[0, 1], "saturated_fraction", "saturated units", "sigmoid or tanh"),
     ):
         grid, labels, numbers = _grid(records, field)
