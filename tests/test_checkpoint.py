@@ -327,7 +327,7 @@ def test_flipped_bytes_are_refused_or_keep_the_architecture(trained):
         (lambda a, m, i: (a, m, {**i, "position": {"epoch": 2, "batch": "x", "step": 1}}), "bad position batch"),
         (lambda a, m, i: (a, m, {**i, "epoch_so_far": {"loss_sum": 1.0, "seen": 3}}), "do not match the 3 rows"),
         (lambda a, m, i: (a, m, {**i, "config": [1]}), "has no config"),
-        (lambda a, m, i: (a, {k: v for k, v in m.items() if k != "checkpoint"}, i), "unreadable metadata"),
+        (lambda a, m, i: (a, {k: v for k, v in m.items() if k != "checkpoint"}, i), "metadata field checkpoint is not valid JSON"),
     ],
 )
 def test_checkpoints_that_do_not_fit_are_refused_by_name(trained, edit, message):

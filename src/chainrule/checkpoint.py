@@ -3,7 +3,8 @@
 A checkpoint is one safetensors file (``checkpoint.safetensors`` in a run
 folder), written atomically (temporary file, fsync, rename: a crash at any
 moment leaves the previous checkpoint whole) and read with the same checks as
-a model file (:func:`chainrule.io.read_safetensors`, then every name, shape and
+a model file (:func:`chainrule.io.read_header`: the header and the model's
+shapes before anything is built, then every name, shape, SHA-256 digest and
 value). Nothing in it is ever executed.
 
 Arrays:
@@ -202,23 +203,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         >>> ck = load_checkpoint("runs/digits/checkpoint.safetensors")
         >>> ck.step, ck.model
     """
-    from .io import model_from, read_safetensors
+    from .io import model_from, read_header
+    from .validation import parse_json
 
     path = Path(path)
-    arrays, meta = read_safetensors(path)
+    file = read_header(path)
+    meta = file.metadata
     if meta.get("format") != FORMAT:
-        raise _bad(path, f"is not a chainrule checkpoint: format {meta.get('format')!r}, expected {FORMAT!r}")
-    try:
-        info = json.loads(meta.get("checkpoint", ""))
-    except json.JSONDecodeError as e:
-        raise _bad(path, f"has unreadable metadata: {e}") from None
+        raise _bad(path, f"is not a chainrule checkpoint: format {str(meta.get('format'))[:80]!r}, expected {FORMAT!r}")
+    info = parse_json(meta.get("checkpoint", ""), f"checkpoint {str(path)!r}: metadata field checkpoint", ModelFileError)
     if not isinstance(info, dict):
         raise _bad(path, f"has metadata of type {type(info).__name__}, expected a JSON object")
-    unknown = [k for k in arrays if not k.startswith(("model.", "optimizer.", "epoch."))]
+    unknown = [k for k in file.tensors if not k.startswith(("model.", "optimizer.", "epoch."))]
     if unknown:
         raise _bad(path, f"holds arrays that are not part of a checkpoint: {unknown[:5]}")
-    model = model_from(arrays, meta, str(path), prefix="model.")
+    model = model_from(file, str(path), prefix="model.")
     params = model.parameters()
+    arrays = file.read(k for k in file.tensors if not k.startswith("model."))  # bounded by the file's size
 
     config = info.get("config")
     if not isinstance(config, dict):
