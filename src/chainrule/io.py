@@ -334,6 +334,8 @@ def model_from(file: SafetensorsFile, source: str, prefix: str = "") -> Any:
     Order: parse the architecture; compare its declared shapes with the header; only
     then build the model and read the tensors (digests and finite values checked).
     """
+    from .nn.init import skip_random_init
+
     meta = file.metadata
     label = f"model file {source!r}"
     text = meta.get("architecture")
@@ -355,7 +357,8 @@ def model_from(file: SafetensorsFile, source: str, prefix: str = "") -> Any:
     extra = [k for k in stored if k not in expected]
     if extra:
         raise ModelFileError(f"{label} has parameters the architecture does not: {extra[:5]}")
-    model = build(desc, label)
+    with skip_random_init():  # the file's values replace the weights: drawing them would be wasted
+        model = build(desc, label)
     own = dict(model.named_parameters())
     if set(own) != set(expected):
         raise ChainruleError(f"{type(model).__name__}.state_shapes declares {sorted(expected)}, but the module holds {sorted(own)}")
