@@ -559,6 +559,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
     from .data import load_dataset
     from .io import describe, write_atomic
+    from .memory import check_training_memory, estimate_training_memory
     from .metrics import confusion_matrix
     from .train import History, evaluate, fit, predict
 
@@ -569,6 +570,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     if tensorboard is not None:
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
+    sizes = [ds.num_features, *config.layers, ds.num_outputs]
+    check_training_memory(estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=len(ds.X_train)), "this run")
     model = build_model(config, ds.num_features, ds.num_outputs)
     config = dataclasses.replace(config, init=model.init)
     if ck is not None:
