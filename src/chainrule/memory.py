@@ -154,3 +154,23 @@ def check_training_memory(estimate: MemoryEstimate, what: str = "this run", avai
         )
     return estimate
 
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed memory back to the operating system.
+
+    The C allocator (glibc's malloc) keeps what NumPy frees for later reuse, so a
+    process's resident memory stays at its peak after large arrays are gone; on glibc,
+    ``malloc_trim(0)`` returns it. Elsewhere only the collection happens.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)

@@ -20,7 +20,6 @@ sessions, bounds how many runs train at once and stops them all on shutdown.
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import json
 import logging
@@ -34,7 +33,7 @@ from .. import nn, optim
 from ..autograd import _leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
-from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes
+from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
 from ..metrics import accuracy
 from ..train import fit, get_loss, predict, prepare
 from . import views
@@ -589,7 +588,7 @@ class SessionManager:
             if run.alive:  # still finishing its step: its memory counts until its thread ends
                 self._leaving[run] = need
         if not run.alive:
-            gc.collect()  # a run's modules refer to each other: without this their arrays wait for the next collection
+            release_memory()  # the allocator would otherwise keep the run's arrays' pages
 
     def start(self, sid: str, settings: Settings, steps: int = 0) -> dict:
         """Start (or resume) training; with ``steps`` > 0, take that many steps and pause (Step)."""
