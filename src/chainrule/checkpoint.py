@@ -28,7 +28,8 @@ Metadata (JSON strings):
                     "history": the per-epoch records so far, "seconds": training time so far,
                     "diagnostics": the Monitor's records so far (or null),
                     "rng": how the batch order is drawn,
-                    "reason": "steps", "epochs", "seconds", "minutes" or "interrupt"}
+                    "reason": "steps", "epochs", "seconds", "minutes" or "interrupt",
+                    "first_loss": the run's first loss, for the divergence check (or null)}
 
 Random state: training draws random numbers only for the batch order, and
 ``cr.fit`` draws epoch e's order from a generator seeded with (seed, e), so
@@ -124,6 +125,7 @@ def save_checkpoint(
     partial_epoch: tuple | None = None,
     diagnostics: dict | None = None,
     reason: str = "steps",
+    first_loss: float | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` and ``optimizer`` at a position in training, atomically.
 
@@ -139,6 +141,7 @@ def save_checkpoint(
             done so far, when stopping mid-epoch.
         diagnostics: the diagnostics Monitor's ``to_dict()``, if one watches.
         reason: the interval's unit, or "interrupt" (kept for the record).
+        first_loss: the run's first loss (``History.first_loss``), which divergence is judged against.
 
     Returns:
         The path written.
@@ -171,6 +174,7 @@ def save_checkpoint(
         "diagnostics": diagnostics,
         "rng": {"batch_order": "numpy.random.default_rng([seed, epoch]).permutation(rows), drawn afresh each epoch", "seed": config.get("seed")},
         "reason": reason,
+        "first_loss": first_loss,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     # NaN and infinities are kept as JSON's NaN/Infinity tokens: the file is read back by Python only
@@ -386,7 +390,12 @@ class Checkpointer:
             self.save(state, done, 0, [*state.history.epochs, state.record], None, "epochs")
 
     def save(self, state: Any, epoch: int, batch: int, history: list, partial: tuple | None, reason: str) -> Path:
-        """Write the checkpoint for a position; returns its path."""
+        """Write the checkpoint for a position; returns its path. Weights that hold NaN or an
+        infinity are never written: the last good checkpoint stays."""
+        from .train import nonfinite_parameter
+
+        if nonfinite_parameter(state.model) is not None:
+            return self.path
         diagnostics = self.diagnostics() if self.diagnostics is not None else None
         save_checkpoint(
             self.path,
@@ -401,6 +410,7 @@ class Checkpointer:
             partial_epoch=partial if batch else None,
             diagnostics=diagnostics,
             reason=reason,
+            first_loss=state.history.first_loss,
         )
         self.saved_step = state.step
         self._last = time.perf_counter()

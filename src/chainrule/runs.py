@@ -6,7 +6,8 @@ and, given a folder, writes the run record:
 
     model.safetensors       the trained model (``cr.load`` reads it)
     config.json             every setting; ``TrainConfig.from_json`` repeats the run exactly
-    metrics.json            "status", per-epoch history, the final train and test metrics and,
+    metrics.json            "status", per-epoch history, the final train and test metrics, the
+                            training inputs' range ("input_range": [min, max]) and,
                             with ``monitor_every``, the gradient-flow "diagnostics" (per epoch
                             and layer: grad_norm, update_ratio, saturated_fraction, dead_fraction, ...)
     checkpoint.safetensors  while training, with ``checkpoint_every`` (see :mod:`chainrule.checkpoint`);
@@ -561,7 +562,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .io import describe, write_atomic
     from .memory import check_training_memory, estimate_training_memory
     from .metrics import confusion_matrix
-    from .train import History, evaluate, fit, predict
+    from .train import History, evaluate, fit, nonfinite_parameter, predict
 
     if config.device != "cpu":
         from .backend import cupy
@@ -593,6 +594,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     for record in ck.history if ck is not None else ():
         history.append(record)
     history.steps = ck.step if ck is not None else 0
+    if ck is not None and isinstance(ck.info.get("first_loss"), float) and math.isfinite(ck.info["first_loss"]):
+        history.first_loss = ck.info["first_loss"]
     watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
     checkpointer = None
     if out is not None:
@@ -620,6 +623,12 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
                     initial_epoch=ck.epoch if ck is not None else 0, initial_batch=ck.batch if ck is not None else 0,
                     history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
                 )
+                bad = nonfinite_parameter(model)
+                if bad is not None:  # the last step's update overflowed, though its loss was finite
+                    raise DivergenceError(
+                        f"parameter {bad!r} became NaN or infinite at step {history.steps}, the last one; "
+                        f"the learning rate ({config.lr}) is likely too large: try a smaller one"
+                    )
         except (DivergenceError, TrainingInterrupted) as e:
             if out is None:
                 raise
@@ -713,6 +722,8 @@ def metrics_record(result: RunResult) -> dict:
         "seconds": result.seconds,
         "final": result.metrics,
         "history": h.epochs,
+        # the smallest and largest training input: predict warns about inputs far outside it
+        "input_range": [float(result.dataset.X_train.min()), float(result.dataset.X_train.max())],
     }
     if result.resumed_from is not None:
         record["resumed_from_step"] = result.resumed_from
