@@ -193,3 +193,11 @@ def test_cli_sweep_refuses_a_bad_file_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "grid.lr must be a non-empty list" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["../../../somewhere", "/tmp/elsewhere", "a/b", "..", ".", "a\\b", "", 7])
+def test_sweep_names_cannot_leave_the_output_folder(tmp_path, name):
+    path = tmp_path / "escape.toml"
+    path.write_text(SWEEP_TOML.replace('name = "tiny"', f"name = {json.dumps(name)}"))
+    with pytest.raises(ChainruleError, match="sweep.name must be a plain folder name"):
+        load_sweep(path)

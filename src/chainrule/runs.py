@@ -44,6 +44,7 @@ import numpy as np
 from .checkpoint import FILENAME as CHECKPOINT_FILE
 from .checkpoint import format_interval, parse_interval
 from .errors import ChainruleError, DivergenceError, ModelFileError
+from .validation import check_file, parse_json
 
 # Losses each task can train with; the first is the default.
 LOSSES_FOR_TASK = {
@@ -260,13 +261,8 @@ class TrainConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise ChainruleError(f"config file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ChainruleError(f"config file {str(path)!r} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        check_file(path, "config file", ChainruleError)
+        return cls.from_dict(parse_json(path.read_bytes(), f"config file {str(path)!r}", ChainruleError))
 
 
 @dataclass
