@@ -140,7 +140,7 @@ def check_training_memory(estimate: MemoryEstimate, what: str = "this run", avai
     Example:
         >>> check_training_memory(estimate_training_memory([64, 10**8, 10], 32))
         Traceback (most recent call last):
-        ChainruleError: this run needs about 8.9 GiB ... but 3.1 GiB of memory is available; ...
+        ChainruleError: this run needs about 1.1 TiB (7,500,000,010 parameters: ...), but 18.3 GiB of memory is available; ...
     """
     if available is None:
         free = available_memory()
