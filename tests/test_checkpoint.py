@@ -430,3 +430,18 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resumes_exactly(uninte
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out)
     assert_same_run(out, uninterrupted)
+
+
+def test_a_flipped_byte_in_any_checkpoint_tensor_is_refused_by_name(trained):
+    from chainrule.io import read_header
+
+    _, _, _, path = trained
+    raw = path.read_bytes()
+    file = read_header(path)
+    assert {"model.0.weight", "optimizer.m.0", "optimizer.v.0", "epoch.outputs", "epoch.indices"} <= set(file.tensors)
+    for name, t in file.tensors.items():
+        flipped = bytearray(raw)
+        flipped[file.data_start + (t.start + t.end) // 2] ^= 0x01
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(ModelFileError, match=f"tensor '{name}' does not match its SHA-256 digest"):
+            load_checkpoint(path)

@@ -201,3 +201,10 @@ def test_sweep_names_cannot_leave_the_output_folder(tmp_path, name):
     path.write_text(SWEEP_TOML.replace('name = "tiny"', f"name = {json.dumps(name)}"))
     with pytest.raises(ChainruleError, match="sweep.name must be a plain folder name"):
         load_sweep(path)
+
+
+def test_a_point_too_large_for_memory_fails_with_the_estimate_before_building():
+    from chainrule.sweep import run_point
+
+    row = run_point({"layers": [10**9], "epochs": 1})
+    assert row["status"] == "failed" and row["error"].startswith("ChainruleError: this run needs about ")

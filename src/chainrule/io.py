@@ -14,6 +14,7 @@ crash leaves the previous file whole.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -95,6 +96,10 @@ def write_safetensors(path: str | os.PathLike, arrays: dict, metadata: dict) -> 
     write_atomic(path, save(plain, metadata=meta))
 
 
+def _bad(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"model file {str(path)!r} {what}")
+
+
 @dataclass(frozen=True)
 class StoredTensor:
     """One stored tensor as its header describes it: dtype, shape and byte range in the data."""
@@ -120,9 +125,6 @@ class SafetensorsFile:
     digests: dict | None
     data_start: int
 
-    def bad(self, what: str) -> ModelFileError:
-        return ModelFileError(f"model file {str(self.path)!r} {what}")
-
     def read(self, names: Any = None, into: dict | None = None) -> dict:
         """name -> NumPy array for ``names`` (every tensor by default), each checked against its digest.
 
@@ -140,9 +142,9 @@ class SafetensorsFile:
                 if a.size:
                     f.seek(self.data_start + t.start)
                     if f.readinto(a.reshape(-1).view(np.uint8)) != t.end - t.start:
-                        raise self.bad(f"is truncated: tensor {name!r} ends past the end of the file")
+                        raise _bad(self.path, f"is truncated: tensor {name!r} ends past the end of the file")
                 if self.digests is not None and digest(a) != self.digests[name]:
-                    raise self.bad(f"is corrupt: tensor {name!r} does not match its SHA-256 digest")
+                    raise _bad(self.path, f"is corrupt: tensor {name!r} does not match its SHA-256 digest")
                 out[name] = a.astype(a.dtype.newbyteorder("="), copy=False)
         return out
 
@@ -157,9 +159,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsFile:
     check_file(path, "model file", ModelFileError)
     size = path.stat().st_size
     label = f"model file {str(path)!r}"
-
-    def bad(what: str) -> ModelFileError:
-        return ModelFileError(f"{label} {what}")
+    bad = functools.partial(_bad, path)
 
     if size < 8:
         raise bad(f"is truncated: {size} bytes, not even a header length")

@@ -154,8 +154,8 @@ def check_file(path: Any, what: str, error: type = DataError) -> None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise error(f"{what} {str(path)!r} does not exist") from None
-    except OSError as e:
-        raise error(f"{what} {str(path)!r} cannot be read: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise error(f"{what} {str(path)!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
     if stat.S_ISDIR(mode):
         raise error(f"{what} {str(path)!r} is a folder, not a file")
     if not stat.S_ISREG(mode):
