@@ -450,6 +450,9 @@ def test_a_run_larger_than_the_memory_budget_is_refused():
         assert client.post(f"/api/sessions/{sid()}/start", json=small).status_code == 200
         r = client.post(f"/api/sessions/{sid()}/start", json=small)
         assert r.status_code == 429 and "needs about" in r.json()["error"]
+    with TestClient(create_app(SessionManager(memory_budget=need - 1))) as client:
+        r = client.post(f"/api/sessions/{sid()}/start", json=small)  # can never fit: a bad request, not a busy server
+        assert r.status_code == 400 and "more than the" in r.json()["error"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process's memory from /proc")

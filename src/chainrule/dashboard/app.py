@@ -19,8 +19,9 @@ GET  /api/sessions/{sid}/events     server-sent events: setup, snapshot and rese
 ==================================  =================================================================
 
 Errors come back as ``{"error": "..."}`` with 400 (bad settings or request,
-malformed JSON), 404, 405, 413 (a body over MAX_BODY_BYTES) or 429 (too many
-runs or tabs, or no memory left for the run); the page shows the message.
+malformed JSON, a run larger than the server's memory budget), 404, 405, 413
+(a body over MAX_BODY_BYTES) or 429 (too many runs or tabs, or no memory left
+for the run while other tabs hold theirs); the page shows the message.
 Only Start and Step create a tab's session: reading the state or the events
 of one that does not exist answers as for an idle tab and creates nothing.
 """

@@ -37,7 +37,7 @@ from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory
 from ..metrics import accuracy
 from ..train import fit, get_loss, predict, prepare
 from . import views
-from .settings import Settings, check_loss
+from .settings import Settings, SettingsError, check_loss
 
 log = logging.getLogger("chainrule.dashboard")
 
@@ -565,6 +565,11 @@ class SessionManager:
     def _reserve(self, settings: Settings) -> object:
         """Take a place for a run of ``settings`` (TooBusy when none is left); returns its key."""
         need = estimate_memory(settings).total
+        if need > self.memory_budget:  # never fits, whatever the other tabs do
+            raise SettingsError(
+                f"this run needs about {format_bytes(need)} of memory, more than the {format_bytes(self.memory_budget)} "
+                "the server's runs may hold: choose a smaller network or batch"
+            )
         with self.lock:
             if self._live() >= self.max_runs:
                 raise TooBusy(f"the server already trains {self.max_runs} networks; pause and reset one in another tab first")
