@@ -1,9 +1,11 @@
 """Hostile input, drawn by hypothesis: corrupt model files and checkpoints, random command lines
 and random dashboard requests. Whatever comes in, the answer is chainrule's own error (one line,
-exit status 2, a 4xx JSON answer) or a correct result: never a traceback, never a 500, and a
-model file never takes more memory to load than it holds (plus a small constant).
+exit status 2, a 4xx JSON answer) or a correct result: never a traceback, never a 500. Memory
+bounds: loading a file takes less than its size plus 1 MiB (traced); a refused command line
+less than 256 MiB; the dashboard's runs stay within its memory budget.
 
-Example counts are modest so that the whole file runs in well under a minute on a loaded machine."""
+Example counts are modest so that the whole file runs in well under a minute on a loaded
+machine (about 11 s on two busy cores); FUZZ_EXAMPLES=1000 runs a longer search."""
 
 import json
 import shlex
@@ -203,10 +205,20 @@ def test_known_hostile_command_lines(no_heavy_work, monkeypatch, capsys, args):
     _check_command_line(args, monkeypatch, capsys)
 
 
+# what one refused command line may take: the data set, the modules it imports, Python's bookkeeping
+CLI_MEMORY_BYTES = 256 << 20
+
+
 def _check_command_line(args: list, monkeypatch, capsys) -> None:
     command, *tokens = args
-    code, out, err = _run_cli([command, *tokens], monkeypatch, capsys)
+    tracemalloc.start()
+    try:
+        code, out, err = _run_cli([command, *tokens], monkeypatch, capsys)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     shown = shlex.join([command, *tokens])
+    assert peak < CLI_MEMORY_BYTES, (shown, peak)
     assert code in (0, 2), (shown, code, err)  # a sweep's failed points (status 1) cannot happen with the work skipped
     assert "Traceback" not in out + err, shown
     if code == 2:
