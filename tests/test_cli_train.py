@@ -356,3 +356,19 @@ def test_a_network_too_large_for_memory_is_refused_on_one_line(monkeypatch, caps
     (tmp_path / "huge.json").write_text('{"layers": [1e9]}')
     code, out, err = in_process(monkeypatch, capsys, "train", "--config", tmp_path / "huge.json")
     assert code == 2 and err.startswith("error: this run needs about ") and err.count("\n") == 1, err
+
+
+def test_a_hostile_model_file_in_a_run_folder_is_one_line_and_status_2(monkeypatch, capsys, digits_run, tmp_path):
+    import shutil
+
+    from chainrule.io import read_safetensors, write_safetensors
+
+    out, _ = digits_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    arrays, meta = read_safetensors(run / "model.safetensors")
+    write_safetensors(run / "model.safetensors", arrays, {**meta, "architecture": "[" * 100_000 + "]" * 100_000})
+    np.save(tmp_path / "rows.npy", load_digits()[0][:2])
+    for args in (["evaluate", run], ["predict", run, "--input", tmp_path / "rows.npy"]):
+        code, stdout, err = in_process(monkeypatch, capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and "architecture is not valid JSON: nested too deeply" in err, err

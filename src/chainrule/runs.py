@@ -15,7 +15,8 @@ and, given a folder, writes the run record:
     *.png                   loss and metric curves, confusion matrix (classes), fit (functions),
                             gradient_norms.png and unit_health.png (diagnostics)
 
-A run that diverges (its loss becomes NaN or infinite) or is interrupted
+A run that diverges (its loss becomes NaN or infinite, or a million times its
+first step's) or is interrupted
 (Ctrl-C, with ``interruptible=True``) leaves config.json, metrics.json with
 the epochs done ("status": "diverged" or "interrupted") and its last
 checkpoint; :func:`resume` continues an interrupted or killed run from its
@@ -391,7 +392,8 @@ def run(
         RunResult with the resolved config, model, History, final metrics, seconds and diagnostics.
 
     Raises:
-        DivergenceError: the loss became NaN or infinite; the message names the
+        DivergenceError: the loss became NaN or infinite, or rose above a million
+            times the first step's (see :func:`chainrule.fit`); the message names the
             step and, with ``out``, what the run folder keeps.
 
     Example:

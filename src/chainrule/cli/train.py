@@ -16,9 +16,11 @@ Stopping and going on:
   with RUN's own settings and ends with the weights an uninterrupted run has.
 - Ctrl-C stops after the current step, saves a checkpoint, prints the command
   that resumes and exits with status 130.
-- Exit status 2: bad input (one line on stderr), and a loss that became NaN or
-  infinite (one line naming the step, with a hint; metrics.json of the epochs
-  done and the last checkpoint stay in the run folder).
+- Exit status 2: bad input (one line on stderr), a network too large for the
+  memory (one line with the estimate), and a loss that became NaN or infinite
+  or a million times the first step's (one line naming the step, with a hint;
+  metrics.json of the epochs done and the last good checkpoint stay in the run
+  folder, and no model is written).
 """
 
 from __future__ import annotations
