@@ -385,7 +385,8 @@ def test_fifty_concurrent_starts_to_a_real_server_keep_the_limits():
         grown = _rss_bytes() - before
         stop.set()
         watcher.join()
-        assert codes.count(200) == 4 and codes.count(429) == 46, codes
+        # 4 runs start; a fifth only if one of them has ended in between (none should: 200,000 steps)
+        assert codes.count(200) >= 4 and codes.count(200) + codes.count(429) == 50, codes
         assert seen[0] <= 4 and manager.live_runs() <= 4
         assert grown < 4 * one_run + 200 * 2**20, (grown, one_run)  # 4 runs and the server, not 50 runs
     finally:
@@ -477,5 +478,5 @@ def test_closed_sessions_give_their_memory_back():
     before = _rss_bytes()
     peak = cycle(1024, 4)  # about 500 MB at its peak
     kept = _rss_bytes() - before
-    # measured: 23% kept with the memory handed back to the system, 63% without
-    assert kept < 0.4 * (peak - before), (kept >> 20, (peak - before) >> 20)
+    # measured: 5-6% of the peak's growth kept with the memory handed back to the system, 45-57% without
+    assert kept < 0.25 * (peak - before), (kept >> 20, (peak - before) >> 20)
