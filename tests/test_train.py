@@ -136,6 +136,7 @@ def test_a_checkpointer_never_writes_weights_that_are_not_finite(tmp_path):
     from types import SimpleNamespace
 
     from chainrule.checkpoint import Checkpointer, load_checkpoint
+    from chainrule.errors import DivergenceError
 
     model = nn.MLP([4, 3, 2], generator=0)
     opt = optim.SGD(model.parameters(), lr=0.1)
@@ -147,5 +148,6 @@ def test_a_checkpointer_never_writes_weights_that_are_not_finite(tmp_path):
     assert load_checkpoint(tmp_path / "ck.safetensors").info["first_loss"] == 0.75
     model[0].weight.data[0, 0] = np.nan
     state.step = 6
-    ck.save(state, 0, 6, [], None, "steps")
+    with pytest.raises(DivergenceError, match=r"parameter '0.weight' became NaN or infinite by step 6, though the loss stayed finite"):
+        ck.save(state, 0, 6, [], None, "steps")
     assert load_checkpoint(tmp_path / "ck.safetensors").step == 5 and ck.saved_step == 5

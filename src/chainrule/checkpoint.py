@@ -390,12 +390,20 @@ class Checkpointer:
             self.save(state, done, 0, [*state.history.epochs, state.record], None, "epochs")
 
     def save(self, state: Any, epoch: int, batch: int, history: list, partial: tuple | None, reason: str) -> Path:
-        """Write the checkpoint for a position; returns its path. Weights that hold NaN or an
-        infinity are never written: the last good checkpoint stays."""
+        """Write the checkpoint for a position; returns its path.
+
+        Weights that hold NaN or an infinity are never written: DivergenceError is raised
+        instead, and the last good checkpoint stays.
+        """
+        from .errors import DivergenceError
         from .train import nonfinite_parameter
 
-        if nonfinite_parameter(state.model) is not None:
-            return self.path
+        bad = nonfinite_parameter(state.model)
+        if bad is not None:
+            raise DivergenceError(
+                f"parameter {bad!r} became NaN or infinite by step {state.step}, though the loss stayed finite; "
+                f"the learning rate ({getattr(state.optimizer, 'lr', '?')}) is likely too large: try a smaller one"
+            )
         diagnostics = self.diagnostics() if self.diagnostics is not None else None
         save_checkpoint(
             self.path,

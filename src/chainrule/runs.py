@@ -622,10 +622,10 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
                     history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
                 )
                 bad = nonfinite_parameter(model)
-                if bad is not None:  # the last step's update overflowed, though its loss was finite
+                if bad is not None:  # an update overflowed where the loss does not show it (a dead unit's bias)
                     raise DivergenceError(
-                        f"parameter {bad!r} became NaN or infinite at step {history.steps}, the last one; "
-                        f"the learning rate ({config.lr}) is likely too large: try a smaller one"
+                        f"parameter {bad!r} holds NaN or infinite values at the end of training (step {history.steps}), "
+                        f"though the loss stayed finite; the learning rate ({config.lr}) is likely too large: try a smaller one"
                     )
         except (DivergenceError, TrainingInterrupted) as e:
             if out is None:
