@@ -208,3 +208,8 @@ def test_a_point_too_large_for_memory_fails_with_the_estimate_before_building():
 
     row = run_point({"layers": [10**9], "epochs": 1})
     assert row["status"] == "failed" and row["error"].startswith("ChainruleError: this run needs about ")
+
+
+def test_a_sweep_with_a_point_too_large_for_memory_is_refused_before_it_runs():
+    with pytest.raises(ChainruleError, match=r"sweep point 2 \(layers \[1000000000\]\) needs about"):
+        run_sweep({"base": {"epochs": 1}, "grid": {"layers": [[8], [10**9]]}})

@@ -310,6 +310,23 @@ def loss_function(config: TrainConfig) -> Any:
     return get_loss(config.loss)
 
 
+def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
+    """The memory a run of ``config`` needs, from its settings alone (nothing is loaded or built):
+    :func:`chainrule.memory.estimate_training_memory` of its MLP, batch and optimizer, with
+    ``rows`` training rows.
+
+    Example:
+        >>> estimate_memory(TrainConfig(layers=(256, 256, 128))).total < 10 * 2**20
+        True
+    """
+    from .data import dataset_info
+    from .memory import estimate_training_memory
+
+    info = dataset_info(config.dataset)
+    sizes = [info.num_features, *config.layers, info.num_outputs]
+    return estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=rows)
+
+
 def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any:
     """The MLP of a config: [num_features, *layers, num_outputs], weights seeded by ``config.seed``."""
     from .nn import MLP
@@ -558,7 +575,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
     from .data import load_dataset
     from .io import describe, write_atomic
-    from .memory import check_training_memory, estimate_training_memory
+    from .memory import check_training_memory
     from .metrics import confusion_matrix
     from .train import History, evaluate, fit, nonfinite_parameter, predict
 
@@ -569,8 +586,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     if tensorboard is not None:
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
-    sizes = [ds.num_features, *config.layers, ds.num_outputs]
-    check_training_memory(estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=len(ds.X_train)), "this run")
+    check_training_memory(estimate_memory(config, rows=len(ds.X_train)), "this run")
     model = build_model(config, ds.num_features, ds.num_outputs)
     config = dataclasses.replace(config, init=model.init)
     if ck is not None:
@@ -880,6 +896,7 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "build_optimizer",
+    "estimate_memory",
     "evaluate_run",
     "find_checkpoint",
     "json_ready",

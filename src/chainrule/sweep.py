@@ -310,13 +310,21 @@ def run_sweep(
 
 
 def _check_settings(points: list) -> None:
-    """Refuse setting names that TrainConfig does not have, before anything runs."""
-    from .runs import TrainConfig
+    """Refuse setting names that TrainConfig does not have, and points too large for the
+    memory, before anything runs (other bad values fail their own point)."""
+    from .memory import check_training_memory
+    from .runs import TrainConfig, estimate_memory
 
     known = TrainConfig.fields()
     unknown = sorted({k for p in points for k in p if k not in known})
     if unknown:
         raise ChainruleError(f"unknown train settings {unknown} in the sweep; expected any of {', '.join(known)}")
+    for i, point in enumerate(points, 1):
+        try:
+            config = TrainConfig.from_dict(dict(point))
+        except ChainruleError:
+            continue
+        check_training_memory(estimate_memory(config), f"sweep point {i} (layers {list(config.layers)})")
 
 
 # ---- the results --------------------------------------------------------------------------
