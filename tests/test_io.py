@@ -127,20 +127,35 @@ def test_loading_takes_about_the_files_size_in_memory(tmp_path):
 
 
 @pytest.mark.parametrize("arch, field", [
-    ("[" * 100_000 + "]" * 100_000, "architecture is not valid JSON: nested too deeply"),
+    ("[" * 30_000 + "]" * 30_000, "architecture is not valid JSON: nested too deeply"),
     ('{"type": "MLP", "config": {"sizes": ' + "[" * 70 + "]" * 70 + "}}", "deeper than 64 levels"),
     ('{"type": "MLP", "config": {"sizes": "abc"}}', "cannot work out the shapes of MLP"),
     ('{"type": "MLP", "config": {"sizes": [64, 4, 10], "colour": 1}}', "unexpected keyword argument 'colour'"),
     ('{"type": "Sequential", "config": {}}', "Sequential needs a list of 'layers'"),
     ('{"type": "MLP", "config": {"sizes": [64, 1' + "0" * 5000 + ', 10]}}', "architecture is not valid JSON"),
-    ("x" * ((1 << 20) + 1), "architecture takes 1048577 characters"),
-], ids=["nested-100000", "nested-70", "sizes-text", "unknown-argument", "no-layers", "huge-integer", "huge-text"])
+    ("x" * ((64 << 10) + 1), "architecture takes 65537 characters"),
+], ids=["nested-30000", "nested-70", "sizes-text", "unknown-argument", "no-layers", "huge-integer", "huge-text"])
 def test_malformed_architectures_are_model_file_errors_naming_the_field(tmp_path, arch, field):
     path = cr.save(nn.MLP([64, 4, 10], generator=0), tmp_path / "m.safetensors")
     bad = _rewrite(path, tmp_path / "bad.safetensors", architecture=arch)
     with pytest.raises(cr.ModelFileError, match="bad.safetensors") as e:
         cr.load(bad)
     assert field in str(e.value)
+
+
+@pytest.mark.parametrize("arch", [
+    {"type": "MLP", "config": {"sizes": [1] * 21_000}},
+    {"type": "Sequential", "layers": [{"type": "ReLU"}] * 3_500},
+    {"type": "Sequential", "layers": [{"type": "Linear", "config": {"in_features": 1, "out_features": 1}}] * 900},
+], ids=["mlp-of-21000-sizes", "3500-activations", "900-linears"])
+def test_the_largest_architectures_a_file_may_hold_cost_under_8_mib(tmp_path, arch):
+    path = cr.save(nn.MLP([1, 1], generator=0), tmp_path / "m.safetensors")
+    text = json.dumps(arch)
+    assert 40_000 < len(text) <= 64 << 10  # near the limit on the architecture's size
+    bad = _rewrite(path, tmp_path / "bad.safetensors", architecture=text)
+    peak, error = _peak_bytes(lambda: cr.load(bad))
+    assert isinstance(error, cr.ModelFileError)  # refused before building: their shapes are not the stored ones
+    assert peak < bad.stat().st_size + (8 << 20), peak  # measured: 6.9 MiB for the MLP, 1.0 and 0.6 MiB for the others
 
 
 def test_a_flipped_byte_inside_a_weight_is_refused_by_its_digest(tmp_path):

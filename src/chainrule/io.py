@@ -71,7 +71,7 @@ DTYPES = {
 # and diagnostics, a few megabytes on long runs); anything beyond these is refused unread.
 MAX_HEADER_BYTES = 64 << 20
 MAX_NAME_CHARS = 1024
-MAX_ARCHITECTURE_CHARS = 1 << 20
+MAX_ARCHITECTURE_CHARS = 64 << 10  # a real architecture takes under 1 KiB; 64 KiB of it expand to under 8 MiB
 # Metadata key of the tensors' SHA-256 digests (JSON: name -> hex digest).
 DIGESTS = "sha256"
 
