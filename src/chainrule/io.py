@@ -97,6 +97,7 @@ def describe(module: Any) -> dict:
     """The architecture of ``module`` as plain JSON-ready data."""
     from .nn.containers import Sequential
     from .nn.module import MODULES
+    from .nn.residual import Residual
 
     cls = type(module)
     if MODULES.get(cls.__name__) is not cls:
@@ -107,6 +108,8 @@ def describe(module: Any) -> dict:
     desc = {"type": cls.__name__, "config": module.get_config()}
     if cls is Sequential:
         desc["layers"] = [describe(m) for m in module]
+    elif cls is Residual:
+        desc["block"] = describe(module.block)
     return desc
 
 
@@ -114,6 +117,7 @@ def build(desc: Any, source: str = "<architecture>") -> Any:
     """A module from :func:`describe`'s data; only registered types, only plain arguments."""
     from .nn.containers import Sequential
     from .nn.module import MODULES
+    from .nn.residual import Residual
 
     if not isinstance(desc, dict) or not isinstance(desc.get("type"), str):
         raise ModelFileError(f"{source}: architecture entry must be an object with a 'type', got {str(desc)[:80]!r}")
@@ -130,6 +134,8 @@ def build(desc: Any, source: str = "<architecture>") -> Any:
             if not isinstance(layers, list):
                 raise ModelFileError(f"{source}: Sequential needs a list of 'layers'")
             return Sequential(*[build(d, source) for d in layers])
+        if cls is Residual:
+            return Residual(build(desc.get("block"), source))
         return cls(**config)
     except ModelFileError:
         raise
@@ -155,7 +161,11 @@ def save(model: Any, path: str | os.PathLike, metadata: dict | None = None) -> P
 
 
 def load(path: str | os.PathLike, device: str | None = None) -> Any:
-    """Read a model written by :func:`save`; ModelFileError names the file and the parameter at fault.
+    """Read a model written by :func:`save`, in evaluation mode; ModelFileError names the file and the parameter at fault.
+
+    The model comes back in evaluation mode (``model.eval()``) whatever mode it was saved in,
+    ready to predict: batch normalization uses its running statistics and dropout is off.
+    Call ``model.train()`` to train it further (``cr.fit`` does).
 
     Args:
         path: the model file.
@@ -165,7 +175,7 @@ def load(path: str | os.PathLike, device: str | None = None) -> Any:
         >>> model = cr.load("digits.safetensors", device="cuda")
     """
     arrays, meta = read_safetensors(path)
-    model = model_from(arrays, meta, str(path))
+    model = model_from(arrays, meta, str(path)).eval()
     return model if device is None else model.to(device)
 
 
@@ -177,7 +187,7 @@ def model_from(arrays: dict, meta: dict, source: str, prefix: str = "") -> Any:
     except json.JSONDecodeError as e:
         raise ModelFileError(f"model file {source!r}: architecture is not valid JSON: {e}") from None
     model = build(desc, f"model file {source!r}")
-    own = dict(model.named_parameters())
+    own = dict(model.named_state())  # parameters and buffers (running statistics)
     weights = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     for name, p in own.items():
         if name not in weights:

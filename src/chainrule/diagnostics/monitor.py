@@ -54,6 +54,7 @@ import numpy as np
 from ..autograd import Tensor, _leaf, no_grad
 from ..backend import namespace
 from ..errors import ChainruleError
+from ..nn.module import unchanged_state
 from ..optim.sgd import SGD
 from ..validation import check_positive_int
 from . import advice
@@ -570,7 +571,7 @@ class Monitor:
                 keep(layer.linear, (k, 0))
                 if layer.act_module is not None:
                     keep(layer.act_module, (k, 1))
-            with no_grad():
+            with no_grad(), unchanged_state(self.model):
                 self.model(_leaf(like_weights(X, self.layers[0])))
         finally:
             for module, had in reversed(wrapped):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..autograd import Tensor, _leaf, enable_grad
+from ..nn.module import unchanged_state
 from .layers import find_layers, host, like_weights
 
 
@@ -93,6 +94,7 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
                 stack.enter_context(wrapped_forward(layer.linear, _retaining(z_out, layer.index)))
                 if layer.act_module is not None:
                     stack.enter_context(wrapped_forward(layer.act_module, _retaining(a_out, layer.index)))
+            stack.enter_context(unchanged_state(model))
             with enable_grad():
                 for p in params:
                     p.grad = None

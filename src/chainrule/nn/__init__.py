@@ -3,14 +3,20 @@
 from . import init
 from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh, activation
 from .containers import Sequential
+from .dropout import Dropout
 from .linear import Linear
 from .mlp import MLP
 from .module import MODULES, Module, Parameter, register_module
+from .normalization import BatchNorm1d, LayerNorm
+from .residual import Residual
 
 __all__ = [
     "ACTIVATIONS",
+    "BatchNorm1d",
+    "Dropout",
     "ELU",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
@@ -20,6 +26,7 @@ __all__ = [
     "PReLU",
     "Parameter",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",

@@ -8,15 +8,53 @@ from ..errors import ChainruleError
 from . import init as _init
 from .activations import ACTIVATIONS, activation as _activation
 from .containers import Sequential
+from .dropout import Dropout
 from .linear import Linear
 from .module import register_module
+from .normalization import BatchNorm1d, LayerNorm
+from .residual import Residual
 
 _RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu")
+
+#: Normalization layers by the name ``MLP(norm=...)``, the command line and configs use.
+NORMS = {"batch": BatchNorm1d, "layer": LayerNorm}
+
+
+def check_norm(norm: Any) -> str | None:
+    """``norm`` as None, "batch" or "layer" ("none" and "" are None); ChainruleError otherwise."""
+    if norm is None or (isinstance(norm, str) and norm.strip().lower() in ("", "none")):
+        return None
+    key = str(norm).strip().lower()
+    if key not in NORMS:
+        raise ChainruleError(f"unknown norm {norm!r}; expected none, {', '.join(NORMS)}")
+    return key
+
+
+def check_dropout(p: Any) -> float:
+    """``p`` as a dropout probability in [0, 1); ChainruleError otherwise."""
+    try:
+        value = float(p)
+        if isinstance(p, (bool, str)):
+            raise TypeError
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise ChainruleError(f"dropout must be a probability in [0, 1), got {p!r}")
+    return value
 
 
 @register_module
 class MLP(Sequential):
     """Fully connected network: Linear, activation, ..., Linear (the last gives logits).
+
+    Each hidden block is Linear, then normalization (``norm``), then the activation, then
+    dropout, and with ``residual`` a skip connection around each block that keeps the width
+    (``x + block(x)``). The order is the usual one and each step has a reason: the
+    normalization standardizes the Linear's output, which is what the activation sees, so
+    sigmoid and tanh units stay in their steep middle and ReLUs stay half on; dropout comes
+    last, on what the block passes on, so it silences units rather than pre-activations; the
+    skip goes around the whole block so the gradient has one path back that no derivative
+    shrinks. Without any of the three options the network is the plain stack, and runs fused.
 
     Args:
         sizes: layer widths from input to output, e.g. ``[64, 128, 128, 10]``.
@@ -27,10 +65,17 @@ class MLP(Sequential):
         bias_init: constant for every hidden bias (the output bias starts at 0).
             A large negative value kills ReLUs from the start.
         activation_kwargs: passed to the activation, e.g. ``{"negative_slope": 0.1}``.
-        generator: seed or numpy Generator for the weights.
+        generator: seed or numpy Generator for the weights (and, spawned from it, the dropout masks).
+        residual: a skip connection around each hidden block whose input and output widths are equal.
+        norm: None, "batch" (:class:`BatchNorm1d`) or "layer" (:class:`LayerNorm`) after each hidden Linear.
+        dropout: probability of :class:`Dropout` after each hidden activation (0: none).
+
+    With ``residual``, each hidden block is one element of the network (``model[i]``): a
+    :class:`Residual` around a Sequential, or the Sequential alone where the width changes.
 
     Example:
         >>> model = nn.MLP([64, 128, 128, 10], activation="relu")
+        >>> deep = nn.MLP([64] + [64] * 50 + [10], residual=True, norm="layer")
     """
 
     def __init__(
@@ -42,6 +87,9 @@ class MLP(Sequential):
         activation_kwargs: dict | None = None,
         generator: Any = None,
         dtype: Any = "float32",
+        residual: bool = False,
+        norm: str | None = None,
+        dropout: float = 0.0,
     ):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s <= 0 for s in sizes):
@@ -52,29 +100,50 @@ class MLP(Sequential):
         scheme = init or ("he_normal" if activation in _RELU_FAMILY else "xavier_uniform")
         if scheme not in _init.INITIALIZERS:
             raise ChainruleError(f"unknown init {scheme!r}; expected one of {', '.join(_init.INITIALIZERS)}")
+        norm = check_norm(norm)
+        dropout = check_dropout(dropout)
+        residual = bool(residual)
         kw = dict(activation_kwargs or {})
         rng = _init._generator(generator)
         slope = kw.get("negative_slope", kw.get("init"))
-        layers = []
+        blocks = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             lin = Linear(n_in, n_out, dtype=dtype, generator=rng)
             _init.initialize(lin.weight, scheme, activation, slope, generator=rng)
             hidden = i < len(sizes) - 2
             _init.constant_(lin.bias, bias_init if hidden else 0.0)
-            layers.append(lin)
+            block = [lin]
             if hidden:
-                layers.append(_activation(activation, **(dict(kw, dtype=dtype) if activation == "prelu" else kw)))
+                if norm is not None:
+                    block.append(NORMS[norm](n_out, dtype=dtype))
+                block.append(_activation(activation, **(dict(kw, dtype=dtype) if activation == "prelu" else kw)))
+                if dropout:
+                    block.append(Dropout(dropout))  # generators set below, once the weights are drawn
+            blocks.append((block, hidden and n_in == n_out))
+        if dropout:  # one generator for the masks, spawned from the weights' one, so the seed fixes both
+            masks = rng.spawn(1)[0]
+            for block, _ in blocks:
+                for m in block:
+                    if isinstance(m, Dropout):
+                        m.generator = masks
+        if residual:
+            layers = [(Residual(Sequential(*b)) if skip else Sequential(*b)) if len(b) > 1 else b[0] for b, skip in blocks]
+        else:
+            layers = [m for b, _ in blocks for m in b]
         super().__init__(*layers)
         self.sizes = sizes
         self.activation = activation
         self.init = scheme
         self.bias_init = float(bias_init)
         self.activation_kwargs = kw
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
 
     @property
     def linears(self) -> list:
         """The Linear layers, input to output."""
-        return [m for m in self._layers if isinstance(m, Linear)]
+        return [m for m in self.modules() if isinstance(m, Linear)]
 
     @property
     def in_features(self) -> int:
@@ -91,8 +160,12 @@ class MLP(Sequential):
             "init": self.init,
             "bias_init": self.bias_init,
             "activation_kwargs": self.activation_kwargs,
+            "residual": self.residual,
+            "norm": self.norm,
+            "dropout": self.dropout,
         }
 
     def __repr__(self) -> str:
         head = f"MLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, init={self.init!r}"
+        head += "".join(f", {k}={v!r}" for k, v in (("residual", self.residual), ("norm", self.norm), ("dropout", self.dropout)) if v)
         return head + super().__repr__()[len("MLP(") :]
