@@ -192,3 +192,19 @@ def test_cli_sweep_refuses_a_bad_file_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "grid.lr must be a non-empty list" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_sweep_over_depth_skips_and_normalization(tmp_path):
+    """The layers shorthand and the residual/norm/dropout settings are sweep keys like any other."""
+    config = {
+        "sweep": {"name": "deeper", "seeds": [0]},
+        "base": {"dataset": "xor", "epochs": 1, "layers": "8x6", "dropout": 0.1},
+        "grid": {"residual": [False, True], "norm": ["none", "layer"]},
+    }
+    assert len(expand(config)) == 4
+    result = run_sweep(config, jobs=1)
+    assert [r["status"] for r in result.rows] == ["ok"] * 4, [r.get("error") for r in result.rows]
+    columns, rows = result.table()
+    assert columns[2:4] == ["residual", "norm"] and [(row["residual"], row["norm"]) for row in rows] == [(False, "none"), (False, "layer"), (True, "none"), (True, "layer")]
+    bad = {**config, "grid": {"norm": ["group"]}}
+    assert "unknown norm 'group'" in run_sweep(bad, jobs=1).rows[0]["error"]

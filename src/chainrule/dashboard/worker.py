@@ -134,7 +134,10 @@ class Run:
         if self.fit_task == "regression" and d.task == "multiclass":
             y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
         sizes = [d.X_train.shape[1]] + [s.width] * s.depth + [d.num_outputs]
-        self.model = nn.MLP(sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed)
+        self.model = nn.MLP(
+            sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed,
+            residual=s.residual, norm=None if s.norm == "none" else s.norm, dropout=s.dropout,
+        )
         self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
         self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
         self.labels_test = d.y_test[:TEST_ROWS]
