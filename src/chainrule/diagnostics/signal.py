@@ -60,6 +60,11 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
     - ``preact_var``     = Var(z_i) over all samples and units
     - ``activation_var`` = Var(a_i) (the forward signal; equals preact_var for the output layer)
     - ``grad_var``       = Var(dL/dz_i) (the backward signal at the pre-activation)
+    - ``activation_grad_var`` = Var(dL/da_i), the backward signal at the layer's output (None for
+      the output layer). In a residual block ``h_i = h_{i-1} + a_i`` this is the gradient that
+      flows along the skip path, dL/dh_i: its ratio between the first and the last hidden
+      layer shows whether the gradient reaches the early layers undiminished, free of the
+      scale of each Linear's output that ``grad_var`` carries.
     - ``weight_grad_var``= Var(dL/dW_i)
 
     The model's parameters keep the gradients they had before the call.
@@ -115,6 +120,7 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
                     "preact_var": _var(None if z is None else z.data),
                     "activation_var": _var(None if a is None else a.data),
                     "grad_var": _var(z.grad) if backward and z is not None else None,
+                    "activation_grad_var": _var(a.grad) if backward and a is not None and a is not z else None,
                     "weight_grad_var": _var(layer.linear.weight.grad) if backward else None,
                 }
             )
