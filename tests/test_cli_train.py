@@ -237,7 +237,7 @@ def test_a_deep_sigmoid_run_prints_the_health_table_and_a_vanishing_gradient_war
                                 "--epochs", "2", "--out", tmp_path / "r")
     assert code == 0, err
     assert "Layer health after epoch 2" in out
-    assert "warning: vanishing gradients: layer 1's gradient norm is" in out and "try ReLU, He initialization or fewer layers" in out
+    assert "warning: vanishing gradients: layer 1's gradient norm is" in out and "try ReLU, He initialization, skip connections (residual) or fewer layers" in out
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     diagnostics = metrics["diagnostics"]
     assert diagnostics["monitor_every"] == 10  # the command line's default

@@ -364,7 +364,7 @@ class Run:
         if metric is not None:
             self._metric = views.num(metric)
             self.test_metric.add(step, self._metric)
-        self._health = views.layer_health(self.layers, self.probe)
+        self._health = views.layer_health(self.model, self.layers, self.probe)
         if self.picture == "boundary":
             self._view = views.boundary(self.model, self.grid[0], self.grid[1], self.loss_name, d.num_outputs)
         elif self.picture == "curve":

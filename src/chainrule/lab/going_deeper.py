@@ -7,8 +7,8 @@ gets the same budget: the same number of Adam steps at the same learning rate, b
 
 The gradient ratio is measured where a skip connection acts: at each hidden block's output
 ``h_i`` (the residual stream; the activation's output in a plain network), from
-:func:`chainrule.diagnostics.signal_propagation` on 256 training images. The ratio is
-``rms(dL/dh_first) / rms(dL/dh_last)``, the first hidden block against the last: 1 means the
+:func:`chainrule.diagnostics.signal_propagation` on 256 training images. The ratio
+(:func:`chainrule.diagnostics.gradient_ratio`) is ``rms(dL/dh_first) / rms(dL/dh_last)``, the first hidden block against the last: 1 means the
 first layers get as much gradient as the last ones. (The weight gradients' ratio would mix
 in the size of each layer's input, which grows along a residual stream.)
 """
@@ -40,20 +40,13 @@ NEAR_ONE = 10.0  # "within about 10x of 1"
 TINY = 1e-6
 
 
-def _ratio(rows: list) -> float:
-    """rms(dL/dh) of the first hidden block over that of the last, from signal_propagation's rows."""
-    first, last = rows[0]["activation_grad_var"], rows[-2]["activation_grad_var"]
-    if first is None or not last or not math.isfinite(last):
-        return float("nan")
-    return math.sqrt(first / last)
-
-
 def _profile(model: nn.MLP, X: np.ndarray, y: np.ndarray) -> tuple:
     """(first/last gradient ratio, rms(dL/dh) of every hidden block, input to output)."""
-    from ..diagnostics import signal_propagation
+    from ..diagnostics import gradient_ratio, signal_propagation
 
     rows = signal_propagation(model, X, F.cross_entropy, y)["layers"]
-    return _ratio(rows), [math.sqrt(r["activation_grad_var"]) for r in rows[:-1]]
+    ratio = gradient_ratio(rows)
+    return (float("nan") if ratio is None else ratio), [math.sqrt(r["activation_grad_var"]) for r in rows[:-1]]
 
 
 def train_one(activation: str, variant: str, depth: int, steps: int, seed: int) -> dict:
