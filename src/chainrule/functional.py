@@ -418,9 +418,9 @@ def batch_norm(
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
     out, mean, var = _standardize(x, (0,), eps)
     if running_mean is not None:
-        running_mean.data = running_mean.data * (1 - momentum) + mean[0] * momentum
+        running_mean.data = running_mean.data * (1 - momentum) + mean[0, ...] * momentum  # (every axis named: the array API)
     if running_var is not None:
-        running_var.data = running_var.data * (1 - momentum) + var[0] * (momentum * n / (n - 1))
+        running_var.data = running_var.data * (1 - momentum) + var[0, ...] * (momentum * n / (n - 1))
     return _affine(out, weight, bias)
 
 
