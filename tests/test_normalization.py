@@ -182,7 +182,7 @@ def test_dropout_is_inverted_seeded_and_the_identity_in_eval():
     assert np.array_equal(nn.Dropout(0.5)(cr.ones(4, 8)).data, a)  # chainrule's default generator
     assert nn.Dropout(0.0)(x) is x
     for bad in (1.0, -0.1, "0.2", True):
-        with pytest.raises(ChainruleError, match=r"p in \[0, 1\)"):
+        with pytest.raises(ChainruleError, match=r"Dropout's p must be a probability in \[0, 1\)"):
             nn.Dropout(bad)
 
 

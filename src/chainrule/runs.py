@@ -208,7 +208,8 @@ class TrainConfig:
         from .data import dataset_info
         from .nn.activations import ACTIVATIONS
         from .nn.init import INITIALIZERS
-        from .nn.mlp import check_dropout, check_norm
+        from .nn.dropout import check_dropout
+        from .nn.mlp import check_norm
         from .optim import OPTIMIZERS
 
         info = dataset_info(self.dataset)

@@ -61,7 +61,8 @@ from .backend import to_numpy
 from .diagnostics import Monitor
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
-from .nn.mlp import check_dropout, check_norm
+from .nn.dropout import check_dropout
+from .nn.mlp import check_norm
 from .optim import SGD, Adam
 from .train import fit as _fit
 from .train import predict as _predict

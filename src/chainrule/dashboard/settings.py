@@ -17,7 +17,8 @@ from ..data import DATASETS as _DATA
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.init import INITIALIZERS
-from ..nn.mlp import NORMS, check_dropout
+from ..nn.dropout import check_dropout
+from ..nn.mlp import NORMS
 
 # name -> (task, what the page says about it), from chainrule.data's registry. The task
 # picks the default loss and refuses losses that cannot fit it.

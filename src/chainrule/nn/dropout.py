@@ -8,7 +8,16 @@ from .. import functional as F
 from ..autograd import Tensor
 from ..errors import ChainruleError
 from ..random import generator as _generator
+from ..validation import real_number
 from .module import Module, register_module
+
+
+def check_dropout(p: Any, name: str = "dropout") -> float:
+    """``p`` as a dropout probability in [0, 1); ChainruleError naming ``name`` and ``p`` otherwise."""
+    value = real_number(p)
+    if not 0.0 <= value < 1.0:
+        raise ChainruleError(f"{name} must be a probability in [0, 1), got {p!r}")
+    return value
 
 
 @register_module
@@ -32,15 +41,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, generator: Any = None):
         super().__init__()
-        try:
-            value = float(p)
-            if isinstance(p, (bool, str)):
-                raise TypeError
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not 0.0 <= value < 1.0:
-            raise ChainruleError(f"Dropout needs a probability p in [0, 1), got {p!r}")
-        self.p = value
+        self.p = check_dropout(p, "Dropout's p")
         self.generator = _generator(generator)
 
     def forward(self, x: Tensor) -> Tensor:

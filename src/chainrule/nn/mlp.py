@@ -8,7 +8,7 @@ from ..errors import ChainruleError
 from . import init as _init
 from .activations import ACTIVATIONS, activation as _activation
 from .containers import Sequential
-from .dropout import Dropout
+from .dropout import Dropout, check_dropout
 from .linear import Linear
 from .module import register_module
 from .normalization import BatchNorm1d, LayerNorm
@@ -28,19 +28,6 @@ def check_norm(norm: Any) -> str | None:
     if key not in NORMS:
         raise ChainruleError(f"unknown norm {norm!r}; expected none, {', '.join(NORMS)}")
     return key
-
-
-def check_dropout(p: Any) -> float:
-    """``p`` as a dropout probability in [0, 1); ChainruleError otherwise."""
-    try:
-        value = float(p)
-        if isinstance(p, (bool, str)):
-            raise TypeError
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise ChainruleError(f"dropout must be a probability in [0, 1), got {p!r}")
-    return value
 
 
 @register_module

@@ -9,16 +9,12 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor
 from ..errors import ChainruleError, ShapeError
+from ..validation import real_number
 from .module import Module, Parameter, register_module
 
 
 def _positive_number(layer: str, name: str, value: Any, upper: float | None = None) -> float:
-    try:
-        v = float(value)
-        if isinstance(value, (bool, str)):
-            raise TypeError
-    except (TypeError, ValueError):
-        v = float("nan")
+    v = real_number(value)
     if not (v > 0 and (upper is None or v <= upper)):
         bounds = "> 0" if upper is None else f"in (0, {upper}]"
         raise ChainruleError(f"{layer} needs {name} {bounds}, got {value!r}")
