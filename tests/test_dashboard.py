@@ -143,6 +143,13 @@ def test_fifty_residual_normalized_layers_run_in_the_dashboard(client):
     assert 0.0 <= snap["metric"] <= 1.0
 
 
+def test_a_batch_too_small_for_batch_norm_is_refused_at_start(client):
+    s = sid()
+    r = client.post(f"/api/sessions/{s}/start", json={"norm": "batch", "batch_size": 2})  # 1347 rows: a last batch of 1
+    assert r.status_code == 400 and "BatchNorm1d needs at least 2 rows in every training batch" in r.json()["error"]
+    assert state(client, s)["state"] == "idle"
+
+
 def test_settings_errors_say_what_was_expected():
     with pytest.raises(SettingsError, match=r"depth must be an integer from 1 to 64, got '80'"):
         parse_settings({"depth": "80"})

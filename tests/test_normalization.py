@@ -309,3 +309,16 @@ def test_mlp_option_errors():
         nn.MLP([4, 4, 2], norm="group")
     with pytest.raises(ChainruleError, match="dropout must be a probability"):
         nn.MLP([4, 4, 2], dropout=1.0)
+
+
+def test_fit_refuses_a_batch_too_small_for_batch_norm_before_any_step():
+    X = np.random.default_rng(0).normal(size=(33, 4)).astype(np.float32)
+    y = np.arange(33) % 3
+    model = nn.MLP([4, 8, 3], norm="batch", generator=0)
+    before = [a.copy() for a in model.state_dict().values()]
+    with pytest.raises(ChainruleError, match="BatchNorm1d needs at least 2 rows in every training batch, but 33 rows in batches of 8 leave a batch of 1"):
+        cr.fit(model, "cross_entropy", optim.SGD(model.parameters(), lr=0.1), X, y, epochs=1, batch_size=8, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.state_dict().values()))  # nothing trained
+    cr.fit(model, "cross_entropy", optim.SGD(model.parameters(), lr=0.1), X, y, epochs=1, batch_size=11, progress=False)
+    layer = nn.MLP([4, 8, 3], norm="layer", generator=0)  # no batch statistics: any batch works
+    cr.fit(layer, "cross_entropy", optim.SGD(layer.parameters(), lr=0.1), X, y, epochs=1, batch_size=8, progress=False)

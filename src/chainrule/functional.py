@@ -383,6 +383,10 @@ def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     return x if bias is None else x + bias
 
 
+#: Rows a batch needs for batch normalization in training mode (a variance needs two).
+BATCH_NORM_MIN_ROWS = 2
+
+
 def batch_norm(
     x: Tensor,
     running_mean: Tensor | None,
@@ -414,7 +418,7 @@ def batch_norm(
         r = 1.0 / xp.sqrt(running_var.data + eps)
         return _affine((x - _leaf(running_mean.data)) * _leaf(r), weight, bias)  # (leaves keep the dtype)
     n = a.shape[0]
-    if n < 2:
+    if n < BATCH_NORM_MIN_ROWS:
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
     out, mean, var = _standardize(x, (0,), eps)
     if running_mean is not None:

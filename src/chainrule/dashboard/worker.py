@@ -34,7 +34,7 @@ from ..autograd import _leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..metrics import accuracy
-from ..train import fit, get_loss, predict, prepare
+from ..train import check_batches, fit, get_loss, predict, prepare
 from . import views
 from .settings import Settings, check_loss
 
@@ -140,6 +140,7 @@ class Run:
         )
         self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
         self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
+        check_batches(self.model, len(self.X_train), s.batch_size)  # before any thread: the page gets the reason
         self.labels_test = d.y_test[:TEST_ROWS]
         params = self.model.parameters()
         if s.optimizer == "adam":

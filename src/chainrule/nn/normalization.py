@@ -44,6 +44,9 @@ class BatchNorm1d(Module):
         (32, 64)
     """
 
+    #: Rows every training batch needs (``cr.fit`` checks its batches against it before training).
+    min_batch_rows = F.BATCH_NORM_MIN_ROWS
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, dtype: Any = "float32"):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features <= 0:
