@@ -1,6 +1,6 @@
 """The lab: every experiment in --quick mode asserts its claim with the margins measured, and the report.
 
-One quick run of all eleven experiments (about 50 s on two cores) is shared by the
+One quick run of all eleven experiments (about 90 s on two busy cores) is shared by the
 tests through a module-scoped fixture. Where a claim did not hold on the quick
 settings, the test asserts what was measured, and that the verdict says so.
 """

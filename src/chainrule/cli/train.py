@@ -241,7 +241,8 @@ def train(
     on = " on the GPU (cuda)" if c.device == "cuda" else ""
     sizes = result.model.sizes
     options = "".join([", residual" * c.residual, f", {c.norm} norm" * bool(c.norm), f", dropout {c.dropout:g}" * bool(c.dropout)])
-    shape = "-".join(map(str, [sizes[0], *([format_layers(sizes[1:-1])] if len(sizes) > 2 else []), sizes[-1]]))
+    hidden = sizes[1:-1] if len(sizes) <= 10 else [format_layers(sizes[1:-1])]  # 64-64x50-10 for deep ones
+    shape = "-".join(map(str, [sizes[0], *hidden, sizes[-1]]))
     typer.echo(f"{c.dataset}: MLP {shape} ({c.activation}{options}), {c.loss}, {c.optimizer} lr {c.lr:g}{on}")
     _print_table("chainrule train", result.metrics, result.dataset.task, {"epochs": len(result.history.epochs), "time": f"{result.seconds:.1f} s"})
     if diagnostics.get("epochs"):
