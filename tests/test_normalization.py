@@ -322,3 +322,11 @@ def test_fit_refuses_a_batch_too_small_for_batch_norm_before_any_step():
     cr.fit(model, "cross_entropy", optim.SGD(model.parameters(), lr=0.1), X, y, epochs=1, batch_size=11, progress=False)
     layer = nn.MLP([4, 8, 3], norm="layer", generator=0)  # no batch statistics: any batch works
     cr.fit(layer, "cross_entropy", optim.SGD(layer.parameters(), lr=0.1), X, y, epochs=1, batch_size=8, progress=False)
+
+
+def test_a_buffer_replaced_as_a_whole_stays_registered():
+    bn = nn.BatchNorm1d(3)
+    bn.running_var = cr.tensor(np.full(3, 2.0, dtype=np.float32))
+    assert np.array_equal(bn.state_dict()["running_var"], np.full(3, 2.0, dtype=np.float32))
+    with pytest.raises(ChainruleError, match="running_mean is a buffer: assign a Tensor"):
+        bn.running_mean = np.zeros(3)

@@ -26,7 +26,8 @@ class Dropout(Module):
     probability ``p`` and the others are scaled by ``1 / (1 - p)``; in evaluation mode, the identity.
 
     A new mask is drawn at every call from ``generator``: a seed, a NumPy Generator, or
-    chainrule's default generator (``cr.manual_seed``) when None. Checkpoints keep the
+    chainrule's default generator as it is when the layer is made (``cr.manual_seed`` first)
+    when None. Checkpoints keep the
     generator's state, so a resumed run draws the masks an uninterrupted one would.
 
     Args:

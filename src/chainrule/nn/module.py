@@ -110,6 +110,13 @@ class Module:
             self._modules[name] = value
         elif name in params and value is None:
             params.pop(name)
+        elif name in self._buffers:  # a buffer replaced as a whole stays registered (None removes it)
+            if value is None:
+                self._buffers.pop(name)
+            elif not isinstance(value, Tensor):
+                raise ChainruleError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor (or set .{name}.data), got {type(value).__name__}")
+            else:
+                self._buffers[name] = value
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
