@@ -85,6 +85,33 @@ def test_norm_layers_pass_gradcheck():
     assert cr.gradcheck(lambda x, w, b: F.layer_norm(x, (4,), w, b), x, w, b)
     block = nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype="float64"), nn.LayerNorm(4, dtype="float64"), nn.Tanh()))
     assert cr.gradcheck(lambda x: block(x), x)
+    # the same mask at every call (a generator made afresh from one seed), so differences see one function
+    assert cr.gradcheck(lambda x: F.dropout(x, 0.3, generator=np.random.default_rng(0)), x)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, as in PyTorch: NaN
+@pytest.mark.parametrize("case", ["constant", "zeros", "nan", "inf", "empty"])
+def test_normalization_at_the_edges_matches_torch(torch, case):
+    x = {"constant": np.full((5, 4), 3.0), "zeros": np.zeros((5, 4)), "nan": _data((5, 4)), "inf": _data((5, 4)),
+         "empty": np.zeros((0, 4))}[case]
+    if case in ("nan", "inf"):
+        x[2, 1] = np.nan if case == "nan" else np.inf
+    ln, tl = nn.LayerNorm(4, dtype="float64"), torch.nn.LayerNorm(4).double()
+    X, xt = cr.tensor(x, requires_grad=True, dtype="float64"), torch.tensor(x, requires_grad=True)
+    y, yt = ln(X), tl(xt)
+    assert np.array_equal(np.isnan(y.data), np.isnan(yt.detach().numpy()))
+    ok = ~np.isnan(y.data)
+    assert np.allclose(y.data[ok], yt.detach().numpy()[ok], rtol=0, atol=1e-12)
+    if case in ("constant", "zeros"):  # zero variance: the output is the bias, and the gradient is finite
+        y.sum().backward()
+        yt.sum().backward()
+        assert np.allclose(X.grad, xt.grad.numpy(), atol=1e-12)
+    if case != "empty":
+        bn, tb = nn.BatchNorm1d(4, dtype="float64"), torch.nn.BatchNorm1d(4).double()
+        yb, ytb = bn(cr.tensor(x, dtype="float64")), tb(torch.tensor(x))
+        assert np.array_equal(np.isnan(yb.data), np.isnan(ytb.detach().numpy()))
+        okb = ~np.isnan(yb.data)
+        assert np.allclose(yb.data[okb], ytb.detach().numpy()[okb], rtol=0, atol=1e-12)
 
 
 def _torch_block(torch, ours):
