@@ -390,3 +390,11 @@ def test_residual_norm_and_dropout_settings_build_the_model():
     ]:
         with pytest.raises(ChainruleError, match=message):
             TrainConfig(**kwargs)
+
+
+def test_config_files_take_the_depth_settings(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"layers": "64x50", "residual": True, "norm": "layer", "dropout": 0.1}))
+    cfg = TrainConfig.from_json(path)
+    assert cfg.layers == (64,) * 50 and (cfg.residual, cfg.norm, cfg.dropout) == (True, "layer", 0.1)
+    assert cfg.to_dict()["layers"] == [64] * 50  # written out in full, read back the same
