@@ -382,8 +382,8 @@ async function main() {
   options = await (await fetch("/api/options")).json();
   fillSelect("dataset", options.datasets.map((d) => d.name));
   fillSelect("activation", options.activations);
-  fillSelect("residual", ["false", "true"], { false: "none", true: "x + block(x)" });
-  fillSelect("norm", options.norms, { none: "none", batch: "batch norm", layer: "layer norm" });
+  fillSelect("residual", ["false", "true"], { false: "off", true: "on" });  // on: x + block(x) around each block
+  fillSelect("norm", options.norms);
   fillSelect("init", options.inits);
   fillSelect("optimizer", options.optimizers, { adam: "Adam", sgd: "SGD", momentum: "SGD + momentum 0.9" });
   fillForm(options.defaults);
