@@ -7,7 +7,7 @@ import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
 from chainrule.errors import ChainruleError, ShapeError
-from conftest import rel_err
+from conftest import rel_err, torch_copy
 
 TOL = 1e-10
 
@@ -114,25 +114,6 @@ def test_normalization_at_the_edges_matches_torch(torch, case):
         assert np.allclose(yb.data[okb], ytb.detach().numpy()[okb], rtol=0, atol=1e-12)
 
 
-def _torch_block(torch, ours):
-    """A torch copy of a chainrule Sequential of Linear, BatchNorm1d/LayerNorm and activation layers."""
-    layers = []
-    for m in ours:
-        if isinstance(m, nn.Linear):
-            t = torch.nn.Linear(m.in_features, m.out_features).double()
-            with torch.no_grad():
-                t.weight.copy_(torch.tensor(m.weight.data.T))
-                t.bias.copy_(torch.tensor(m.bias.data))
-        elif isinstance(m, nn.BatchNorm1d):
-            t = torch.nn.BatchNorm1d(m.num_features, momentum=m.momentum).double()
-        elif isinstance(m, nn.LayerNorm):
-            t = torch.nn.LayerNorm(m.normalized_shape).double()
-        else:
-            t = {"ReLU": torch.nn.ReLU, "Sigmoid": torch.nn.Sigmoid}[type(m).__name__]()
-        layers.append(t)
-    return torch.nn.Sequential(*layers)
-
-
 def test_twenty_training_steps_match_torch_weights_and_running_statistics(torch):
     """A residual network with batch and layer normalization trained 20 SGD steps in both frameworks."""
     cr.manual_seed(0)
@@ -141,8 +122,8 @@ def test_twenty_training_steps_match_torch_weights_and_running_statistics(torch)
         nn.Linear(5, 6, dtype="float64"), nn.LayerNorm(6, dtype="float64"), nn.Sigmoid(),
         nn.Residual(nn.Sequential(*inner)), nn.Linear(6, 3, dtype="float64"),
     )  # fmt: skip
-    head, tail = _torch_block(torch, [model[0], model[1], model[2]]), _torch_block(torch, [model[4]])
-    block = _torch_block(torch, inner)
+    head, tail = torch_copy(torch, [model[0], model[1], model[2]]), torch_copy(torch, [model[4]])
+    block = torch_copy(torch, inner)
 
     def theirs(x):
         h = head(x)

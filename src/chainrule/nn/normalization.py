@@ -21,6 +21,13 @@ def _positive_number(layer: str, name: str, value: Any, upper: float | None = No
     return v
 
 
+def _scale_and_shift(learned: bool, shape: tuple, dtype: Any) -> tuple:
+    """(weight, bias) Parameters of ``shape`` starting at ones and zeros (the identity), or (None, None)."""
+    if not learned:
+        return None, None
+    return Parameter(np.ones(shape, dtype=dtype), dtype=dtype), Parameter(np.zeros(shape, dtype=dtype), dtype=dtype)
+
+
 @register_module
 class BatchNorm1d(Module):
     """Batch normalization of (N, num_features) input (Ioffe and Szegedy 2015).
@@ -55,11 +62,7 @@ class BatchNorm1d(Module):
         self.eps = _positive_number("BatchNorm1d", "eps", eps)
         self.momentum = _positive_number("BatchNorm1d", "momentum", momentum, 1.0)
         self.affine = bool(affine)
-        if self.affine:
-            self.weight = Parameter(np.ones(self.num_features, dtype=dtype), dtype=dtype)
-            self.bias = Parameter(np.zeros(self.num_features, dtype=dtype), dtype=dtype)
-        else:
-            self.weight = self.bias = None
+        self.weight, self.bias = _scale_and_shift(self.affine, (self.num_features,), dtype)
         self.register_buffer("running_mean", np.zeros(self.num_features, dtype=dtype))
         self.register_buffer("running_var", np.ones(self.num_features, dtype=dtype))
 
@@ -104,11 +107,7 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(int(s) for s in shape)
         self.eps = _positive_number("LayerNorm", "eps", eps)
         self.elementwise_affine = bool(elementwise_affine)
-        if self.elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype), dtype=dtype)
-            self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype), dtype=dtype)
-        else:
-            self.weight = self.bias = None
+        self.weight, self.bias = _scale_and_shift(self.elementwise_affine, self.normalized_shape, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
