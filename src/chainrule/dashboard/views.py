@@ -10,8 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..autograd import _leaf, no_grad
-from ..diagnostics.layers import SATURATING, SATURATION_LEVEL, local_derivative
+from ..diagnostics.layers import SATURATING, SATURATION_LEVEL, layer_outputs, local_derivative
 from ..train import predict
 
 GRID = 40  # the decision boundary is drawn from GRID x GRID predictions
@@ -30,31 +29,35 @@ def nums(values: Any, digits: int = 4) -> list:
     return [num(v, digits) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def layer_health(layers: Sequence, probe: np.ndarray) -> dict:
+def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
     """Saturated and dead fractions per layer on a probe batch, by the diagnostics' rules.
 
     saturated: sigmoid and tanh layers, the share of (sample, unit) pairs whose local
     derivative is below SATURATION_LEVEL of its peak; dead: ReLU layers, the share of
-    units with z <= 0 on every probe sample. None where the rule does not apply.
+    units with z <= 0 on every probe sample. None where the rule does not apply. The
+    model runs in evaluation mode (running statistics, no dropout), and z is what each
+    activation receives (normalized, in a normalized layer).
 
     Args:
-        layers: from :func:`chainrule.diagnostics.find_layers` (an MLP's Linear and
-            activation pairs, in the order they run).
+        model: the network.
+        layers: from :func:`chainrule.diagnostics.find_layers`.
         probe: input rows.
     """
     saturated, dead = [], []
-    with no_grad():
-        h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
-        for layer in layers:
-            z = layer.linear(h)
-            zd = np.asarray(z.data, dtype=np.float64)
-            if layer.activation in SATURATING:
-                d = local_derivative(layer, zd)
-                saturated.append(num(np.mean(d < SATURATION_LEVEL * SATURATING[layer.activation])))
-            else:
-                saturated.append(None)
-            dead.append(num(np.mean(np.all(zd <= 0, axis=0))) if layer.activation == "relu" else None)
-            h = layer.act_module(z) if layer.act_module is not None else z
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = layer_outputs(model, layers, probe)
+    finally:
+        model.train(was_training)
+    for layer, (z, _) in zip(layers, outputs):
+        zd = np.asarray(z, dtype=np.float64)
+        if layer.activation in SATURATING:
+            d = local_derivative(layer, zd)
+            saturated.append(num(np.mean(d < SATURATION_LEVEL * SATURATING[layer.activation])))
+        else:
+            saturated.append(None)
+        dead.append(num(np.mean(np.all(zd <= 0, axis=0))) if layer.activation == "relu" else None)
     return {"saturated_fraction": saturated, "dead_fraction": dead}
 
 

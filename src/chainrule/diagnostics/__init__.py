@@ -26,7 +26,7 @@ from .advice import (
 )
 from .layers import SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, saturation_threshold
 from .monitor import Monitor
-from .signal import signal_propagation
+from .signal import gradient_ratio, signal_propagation
 from .summary import health_summary, health_table, health_text
 from .tensorboard import write_tensorboard
 
@@ -49,6 +49,7 @@ __all__ = [
     "health_table",
     "health_text",
     "saturation_threshold",
+    "gradient_ratio",
     "signal_propagation",
     "write_tensorboard",
 ]
