@@ -435,7 +435,7 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False, observe: 
                 if type(g) is not ndarray:
                     g = _own_copy(g, node.data, id(g) in given)
                 elif g.base is not None or id(g) in given:
-                    g = np.array(g, dtype=node.data.dtype)
+                    g = g.astype(node.data.dtype)  # (a copy; a method, so that cr.compile records it)
                 given.add(id(g))
                 node.grad = g
             else:

@@ -21,7 +21,10 @@ import numpy as np
 from . import ops
 from .autograd import Tensor, _leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
+from .capture import per_step, register
 from .errors import DataError, ShapeError
+
+ndarray = np.ndarray  # (a module name, so that a recording of cr.compile takes the NumPy paths)
 
 # ---- activations -------------------------------------------------------------
 
@@ -131,7 +134,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out += bias.data
 
     def backward(g):
-        if type(g) is not np.ndarray:
+        if type(g) is not ndarray:
             return _linear_backward_generic(g, xd, w, x, weight, bias)
         gx = g @ w.T if x.requires_grad else None
         if xd.ndim == 2:
@@ -450,11 +453,20 @@ def batch_norm(
     if n < BATCH_NORM_MIN_ROWS:
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
     out, mean, var = _standardize(x, (0,), eps)
+    # the running statistics in place (a compiled step replays the update on the same arrays)
     if running_mean is not None:
-        running_mean.data = running_mean.data * (1 - momentum) + mean[0, ...] * momentum  # (every axis named: the array API)
+        register("state", running_mean)
+        _blend(running_mean.data, 1 - momentum, mean[0, ...] * momentum)  # (every axis named: the array API)
     if running_var is not None:
-        running_var.data = running_var.data * (1 - momentum) + var[0, ...] * (momentum * n / (n - 1))
+        register("state", running_var)
+        _blend(running_var.data, 1 - momentum, var[0, ...] * (momentum * n / (n - 1)))
     return _affine(out, weight, bias)
+
+
+def _blend(running: Any, keep: float, new: Any) -> None:
+    """``running <- running * keep + new``, in place."""
+    running *= keep
+    running += new
 
 
 def layer_norm(x: Tensor, normalized_shape: tuple, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -492,10 +504,17 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     a = x.data
     if p >= 1:
         return x * 0.0
-    mask = (_generator(generator).random(a.shape) >= p) * (1.0 / (1.0 - p))  # float64, on the host
-    if type(a) is np.ndarray:
-        return x * _leaf(mask.astype(a.dtype))
+    # drawn through per_step, so a compiled step draws a new mask at each replay
+    if type(a) is ndarray:
+        return x * _leaf(per_step(_dropout_mask, _generator(generator), a.shape, p, a.dtype))
+    mask = _dropout_mask(_generator(generator), a.shape, p, np.float64)
     return x * _leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
+
+
+def _dropout_mask(rng: np.random.Generator, shape: tuple, p: float, dtype: Any) -> np.ndarray:
+    """Inverted dropout's mask, drawn on the host: 0 with probability p, else 1 / (1 - p)
+    (computed in float64, then given ``dtype``)."""
+    return ((rng.random(shape) >= p) * (1.0 / (1.0 - p))).astype(dtype)
 
 
 # ---- losses --------------------------------------------------------------------
@@ -519,7 +538,7 @@ def _reduced(per: Any, reduction: str, count: int) -> tuple:
     ``count`` is a number of entries, or an array (a sum of class weights)."""
     if reduction == "none":
         return per, None
-    total = np.add.reduce(per, axis=None) if type(per) is np.ndarray else namespace(per).sum(per)
+    total = np.add.reduce(per, axis=None) if type(per) is ndarray else namespace(per).sum(per)
     if reduction == "sum":
         return total, 1.0
     if isinstance(count, int):
@@ -556,7 +575,7 @@ def _target_array(target: Any, like: Any) -> Any:
     t = target.data if isinstance(target, Tensor) else target
     if type(t) is type(like):
         return t
-    if type(like) is np.ndarray:
+    if type(like) is ndarray:
         if not isinstance(t, (np.ndarray, np.generic, list, tuple, int, float)):
             check_same_device("loss", like, t)
         return np.asarray(t)
@@ -574,16 +593,13 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
     if t.ndim == logits.ndim - 1:
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")
-        if type(t) is np.ndarray:
+        if type(t) is ndarray:
             if t.dtype.kind not in "iu":
                 if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
                     t = t.astype(np.int64)
                 else:
                     raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-            kept = t if ignore_index is None else t[t != ignore_index]
-            # one reduction checks both ends: seen as unsigned, a negative index is huge
-            if kept.size and np.maximum.reduce(kept.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else kept) >= c:
-                raise DataError(_class_range_message(c, ignore_index, kept.min(), kept.max()))
+            per_step(_check_class_range, t, c, ignore_index)  # (a compiled step checks each batch too)
             return t, None
         xp = namespace(t)
         if not xp.isdtype(t.dtype, "integral"):
@@ -591,11 +607,7 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
                 t = xp.astype(t, xp.int64)
             else:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-        out_of_range = (t < 0) | (t >= c)
-        if ignore_index is not None:
-            out_of_range = out_of_range & (t != ignore_index)
-        if t.size and bool(xp.any(out_of_range)):  # one read-back (a GPU waits for it once)
-            raise DataError(_class_range_message(c, ignore_index, int(xp.min(t)), int(xp.max(t))))
+        _check_class_range(t, c, ignore_index)
         return t, None
     if ignore_index is not None:
         raise ValueError(
@@ -607,10 +619,26 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
             f"cross_entropy: logits of shape {logits.shape} need class indices of shape {logits.shape[:-1]} "
             f"or probabilities of shape {logits.shape}, got {t.shape}"
         )
-    if type(t) is np.ndarray:
+    if type(t) is ndarray:
         return None, t.astype(logits.dtype, copy=False)
     xp = namespace(t)
     return None, (t if t.dtype == logits.dtype else xp.astype(t, logits.dtype))
+
+
+def _check_class_range(t: Any, c: int, ignore_index: int | None) -> None:
+    """Raise DataError unless every class index in ``t`` lies in [0, c) (or equals ``ignore_index``)."""
+    if isinstance(t, np.ndarray):
+        kept = t if ignore_index is None else t[t != ignore_index]
+        # one reduction checks both ends: seen as unsigned, a negative index is huge
+        if kept.size and np.maximum.reduce(kept.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else kept) >= c:
+            raise DataError(_class_range_message(c, ignore_index, kept.min(), kept.max()))
+        return
+    xp = namespace(t)
+    out_of_range = (t < 0) | (t >= c)
+    if ignore_index is not None:
+        out_of_range = out_of_range & (t != ignore_index)
+    if t.size and bool(xp.any(out_of_range)):  # one read-back (a GPU waits for it once)
+        raise DataError(_class_range_message(c, ignore_index, int(xp.min(t)), int(xp.max(t))))
 
 
 def _class_range_message(c: int, ignore_index: int | None, lo: Any, hi: Any) -> str:
@@ -657,7 +685,7 @@ def cross_entropy(
         raise ShapeError(f"cross_entropy needs logits of shape (N, C) or (C,), got {z.shape}")
     idx, probs = _class_targets(z, target, ignore_index)
     target_grad = probs is not None and isinstance(target, Tensor) and target.requires_grad
-    if type(z) is not np.ndarray or weight is not None or ignore_index is not None or target_grad:
+    if type(z) is not ndarray or weight is not None or ignore_index is not None or target_grad:
         return _cross_entropy_general(logits, target, idx, probs, label_smoothing, reduction, weight, ignore_index)
     n, c = z.shape
     # NumPy is slow at reductions along short rows, so (speed): the row maxima come from argmax
@@ -694,7 +722,7 @@ def cross_entropy(
             p -= q
         if scale is None:
             p *= g[:, None]
-        elif type(g) is np.ndarray and g.ndim == 0:
+        elif type(g) is ndarray and g.ndim == 0:
             p *= p.dtype.type(float(g) * scale)  # one Python multiplication instead of an array one
         else:
             p *= g * scale

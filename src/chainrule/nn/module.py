@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import asarray, device_of, dtype_in, move, namespace, to_numpy
+from ..capture import refuse
 from ..errors import ChainruleError, ShapeError
 
 
@@ -133,6 +134,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "forward" in self.__dict__:  # replaced on the instance (watched): a compiled step cannot replay it
+            refuse(f"{type(self).__name__}.forward is replaced on the instance (a watched layer)")
         return self.forward(*args, **kwargs)
 
     # ---- traversal -----------------------------------------------------------
