@@ -189,8 +189,13 @@ class _Recorder:
         self.reasons: list = []
         self.optimizers: list = []
         self.states: list = []  # tensors whose .data is state updated in place (running statistics)
+        self.leaves: dict = {}  # id -> leaf tensor that a backward() inside the step reached
         self.guards: list = []  # (object, attribute, value) that a replay checks first
         self.paused = 0
+
+    def saw_leaves(self, leaves: list) -> None:
+        for t in leaves:
+            self.leaves.setdefault(id(t), t)
 
     def refuse(self, reason: str) -> None:
         if not self.paused and reason not in self.reasons:
@@ -233,7 +238,11 @@ class _Recorder:
             if any(r is not None for r in fresh):
                 self.program.append((_refill_many, (fresh, func, args, kwargs), {}))
             return type(result)(r.view(_Traced) for r in result)
-        if isinstance(result, (np.generic, bool, float, complex)):
+        if isinstance(result, np.generic):  # a full reduction (np.sum): kept as a 0-d buffer
+            buf = np.array(result)
+            self.program.append((_refill, (buf, func, args, kwargs), {}))
+            return buf.view(_Traced)
+        if isinstance(result, (bool, float, complex)):
             self.refuse(f"the step reads an array's value into Python ({getattr(func, '__name__', func)})")
         return result
 
@@ -352,6 +361,7 @@ class Compiled:
         self.cache_size = int(cache_size)
         self._entries: OrderedDict = OrderedDict()
         self._warned: set = set()
+        self.replays = 0  # how many calls were replays (for tests and the curious)
         functools.update_wrapper(self, fn)
 
     # the public counters, for tests and curious users
@@ -371,6 +381,7 @@ class Compiled:
             self._entries.move_to_end(key)
         if entry.stage == "ready":
             if self._still_valid(entry):
+                self.replays += 1
                 return self._replay(entry, args)
             entry = self._entries[key] = _Entry()
         if entry.stage == "eager" or _local.recorder is not None:
@@ -384,19 +395,21 @@ class Compiled:
         rec = _Recorder(tracing=False)
         reason = _unsupported(args)
         _local.recorder = rec
+        _autograd.leaf_observer = rec.saw_leaves
         try:
             result = self.fn(*args)
         finally:
             _local.recorder = None
+            _autograd.leaf_observer = None
         if reason:
             rec.refuse(reason)
-        entry.holders = (rec.optimizers, rec.states)
+        entry.holders = (rec.optimizers, rec.states, list(rec.leaves.values()))
         self._settle(entry, rec.reasons, "recorded")
         return result
 
     # -- stage 2: record the array operations
     def _record(self, entry: _Entry, args: tuple) -> Any:
-        optimizers, states = entry.holders
+        optimizers, states, leaves = entry.holders
         rec = _Recorder(tracing=True)
         inputs, targs = [], []
         for a in args:
@@ -408,7 +421,7 @@ class Compiled:
             else:
                 inputs.append(None)
                 targs.append(a)
-        slots = _state_slots(optimizers, states)
+        slots = _state_slots(optimizers, states, leaves)
         originals = [_get(s) for s in slots]
         for s, v in zip(slots, originals):
             if isinstance(v, np.ndarray):
@@ -503,14 +516,17 @@ def _unsupported(args: tuple) -> str | None:
     return None
 
 
-def _state_slots(optimizers: list, states: list) -> list:
-    """(holder, key) of every array the step may update in place: each parameter's data and grad,
-    each optimizer buffer, each registered state tensor's data."""
+def _state_slots(optimizers: list, states: list, leaves: list) -> list:
+    """(holder, key) of every array the step may update in place: each parameter's (and each
+    leaf's that got a gradient) data and grad, each optimizer buffer, each state tensor's data."""
     slots = []
-    for opt in optimizers:
-        for p in opt.params:
+    seen = set()
+    for p in [p for opt in optimizers for p in opt.params] + leaves:
+        if id(p) not in seen:
+            seen.add(id(p))
             slots.append((p, "data"))
             slots.append((p, "grad"))
+    for opt in optimizers:
         for buffers in opt._buffers().values():
             slots.extend((buffers, i) for i in range(len(buffers)))
     for t in states:
