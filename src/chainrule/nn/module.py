@@ -59,14 +59,14 @@ def unchanged_state(model: "Module") -> Iterator[None]:
         >>> with unchanged_state(model):
         ...     model(probe)
     """
-    buffers = [(b, b.data) for _, b in model.named_buffers()]  # layers assign new arrays, never write in place
+    buffers = [(b, copy_like(b.data, b.data)) for _, b in model.named_buffers()]  # (layers update them in place)
     generators = [g for m in model.modules() if isinstance(g := m.__dict__.get("generator"), np.random.Generator)]
     states = [g.bit_generator.state for g in generators]
     try:
         yield
     finally:
         for b, data in buffers:
-            b.data = data
+            b.data[...] = data
         for g, state in zip(generators, states):
             g.bit_generator.state = state
 
