@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from .activation_rules import ACTIVATION_RULES
 from .autograd import Tensor, _leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
 from .capture import per_step, register
@@ -195,7 +196,9 @@ def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor,
 
 # ---- a stack of layers as one node ---------------------------------------------
 
-#: The step kinds that :func:`fused_layers` runs.
+_RELU = ACTIVATION_RULES["relu"]
+
+#: The step kinds that :func:`fused_layers` runs (the activations' formulas: the activation table).
 FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "gelu", "silu")
 
 
@@ -204,9 +207,6 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
     a = x.data
     parents = [x]
     saved = []
-    zero = one = None
-    if on_numpy:  # NumPy is quicker with scalars of the array's own dtype than with Python numbers
-        zero, one = a.dtype.type(0), a.dtype.type(1)
     fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
     for kind, p, q in steps:
         if kind == "linear":
@@ -224,55 +224,22 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
         if kind == "identity":
             saved.append(None)
             continue
-        if kind in ("relu", "sigmoid", "tanh"):
-            if on_numpy:
-                out = a if fresh else np.empty_like(a)
-                if kind == "relu":
-                    np.maximum(a, zero, out=out)
-                elif kind == "tanh":
-                    np.tanh(a, out=out)
-                else:  # (under the caller's errstate) e^-z overflows to inf for z << 0, and 1 / (1 + inf) = 0 is right
-                    np.negative(a, out=out)
-                    np.exp(out, out=out)
-                    out += one
-                    np.reciprocal(out, out=out)
-                a = out
-            elif kind == "relu":
-                a = xp.maximum(a, 0.0)  # (Python scalars: the 2024.12 standard)
-            elif kind == "tanh":
-                a = xp.tanh(a)
-            else:
-                a = 1 / (1 + xp.exp(-a))
-            saved.append(a)  # the derivative comes from the output
+        act = ACTIVATION_RULES.get(kind)
+        if act is None:
+            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+        if act.reads == "output":  # relu, sigmoid, tanh: in place on a layer output we own; the output is kept
+            a, _ = act.forward(a, None, a if (fresh and on_numpy) else None)
+            saved.append(a)
             fresh = False
             continue
-        if kind == "leaky_relu":
-            pos = a > 0
-            d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
-            saved.append((d, None))
-            a = a * d
-        elif kind == "elu":
-            e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
-            neg = a <= 0  # (not ~pos: at NaN, ELU passes the gradient, as elu)
-            d = xp.where(neg, e * p, xp.ones_like(a))
-            saved.append((d, None))
-            a = xp.where(neg, (e - 1) * p, a)
-        elif kind == "gelu":  # (the formulas: ops.gelu_forward and ops.gelu_slope, shared with gelu)
-            z = a
-            a, aux = ops.gelu_forward(z, p)
-            saved.append((ops.gelu_slope(z, aux, p), None))
-        elif kind == "silu":
-            z = a
-            a, sig = ops.silu_forward(z)
-            saved.append((ops.silu_slope(z, sig), None))
-        elif kind == "prelu":
-            pos = a > 0
+        z = a
+        if kind == "prelu":
             parents.append(p)
-            d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
-            saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
-            a = a * d
+            a, d = act.forward(z, p.data)
+            saved.append((d, xp.where(z > 0, xp.zeros_like(z), z)))  # x where x <= 0: d/dweight
         else:
-            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+            a, aux = act.forward(z, p)
+            saved.append((act.slope(z, a, aux, p), None))
         fresh = True
     return a, parents, saved
 
@@ -317,7 +284,6 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
     def backward(g):
         grads = []
         ones = _ones(g.shape[0], g.dtype) if on_numpy else None  # for the bias gradients
-        zero, one = (g.dtype.type(0), g.dtype.type(1)) if on_numpy else (0, 1)
         owned = False  # whether g is our own array (else it may be shared: never write into it)
         i = len(steps)
         for (kind, p, q), s in zip(reversed(steps), reversed(saved)):
@@ -344,20 +310,14 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 if last:
                     break
                 continue
-            if kind == "relu":
-                if not on_numpy:  # (the standard multiplies no floats by booleans)
-                    if last:
-                        break
-                    g = xp.where(s != 0, g, 0.0)
-                    owned = True
-                    continue
-                m = s != zero  # (the output is 0 exactly where z <= 0; at NaN the gradient passes, as relu)
-            elif kind == "sigmoid":
-                m = one - s
-                m *= s
-            elif kind == "tanh":
-                m = s * s
-                m = (np.subtract(one, m, out=m) if on_numpy else 1 - m)
+            if kind == "relu" and not on_numpy:  # (the standard multiplies no floats by booleans)
+                if last:
+                    break
+                g = xp.where(_RELU.slope(None, s, None), g, 0.0)
+                owned = True
+                continue
+            if kind in ("relu", "sigmoid", "tanh"):
+                m = ACTIVATION_RULES[kind].slope(None, s, None)  # from the output (at NaN ReLU passes the gradient)
             else:
                 d, neg = s
                 if neg is not None:  # PReLU's slope: summed over the rows (and the units when it is shared)

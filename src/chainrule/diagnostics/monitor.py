@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from ..activation_rules import ACTIVATION_RULES
 from ..autograd import Tensor
 from ..backend import namespace
 from ..errors import ChainruleError
@@ -614,7 +615,7 @@ class Monitor:
                 continue
             if act in SATURATING and ak is not None:
                 ak = host(ak)
-                d = ak * (1 - ak) if act == "sigmoid" else 1 - ak * ak  # s' = s(1 - s), tanh' = 1 - tanh^2
+                d = ACTIVATION_RULES[act].slope(None, ak, None)  # from the output: s(1 - s), 1 - tanh^2
             else:
                 d = local_derivative(layer, zk)
             if d is not None:
