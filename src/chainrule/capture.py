@@ -178,6 +178,20 @@ def _refill_many(results: tuple, func: Any, args: tuple, kwargs: dict) -> None:
 
 
 _UNDEFINED_CONTENTS = {np.empty_like, np.empty}
+_COPIES = {np.ndarray.astype, np.ndarray.copy}
+_NO_KWARGS: dict = {}
+_UNSAFE = {"casting": "unsafe"}
+
+
+def _owned(value: Any) -> "_Traced":
+    """``value`` (an array or a NumPy scalar) copied into a traced array that owns its memory, as
+    the result of an eager operation does (``.base is None``: the engine may keep it as a
+    gradient without copying it)."""
+    value = np.asarray(value)
+    order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
+    t = np.ndarray.__new__(_Traced, value.shape, value.dtype, order=order)
+    np.copyto(t.view(np.ndarray), value)
+    return t
 
 
 class _Recorder:
@@ -213,12 +227,12 @@ class _Recorder:
             self.program.append((f, ins, kwargs))
             return None
         if isinstance(result, tuple):
-            bufs = tuple(np.asarray(r) if not isinstance(r, np.ndarray) else r for r in result)
-            self.program.append((f, ins, {**kwargs, "out": bufs}))
-            return tuple(b.view(_Traced) for b in bufs)
-        buf = result if isinstance(result, np.ndarray) else np.array(result)  # a NumPy scalar: a 0-d buffer
-        self.program.append((f, ins, {**kwargs, "out": (buf,)}))
-        return buf.view(_Traced)
+            owned = tuple(_owned(r) for r in result)
+            self.program.append((f, ins, {**kwargs, "out": tuple(t.view(np.ndarray) for t in owned)}))
+            return owned
+        t = _owned(result)  # (a NumPy scalar becomes a 0-d buffer)
+        self.program.append((f, ins, {**kwargs, "out": t.view(np.ndarray)}))
+        return t
 
     def call(self, func: Any, args: tuple, kwargs: dict) -> Any:
         result = func(*args, **kwargs)
@@ -230,8 +244,15 @@ class _Recorder:
         if isinstance(result, np.ndarray):
             if "out" in kwargs and kwargs["out"] is not None:
                 self.program.append((func, args, kwargs))
-            elif not self._is_view(result, args, kwargs) and func not in _UNDEFINED_CONTENTS:
-                self.program.append((_refill, (result, func, args, kwargs), {}))
+            elif self._is_view(result, args, kwargs):
+                return result.view(_Traced)
+            else:
+                t = _owned(result)
+                if func in _COPIES:  # astype, copy: one pass into the buffer
+                    self.program.append((np.copyto, (t.view(np.ndarray), args[0]), _UNSAFE))
+                elif func not in _UNDEFINED_CONTENTS:
+                    self.program.append((_refill, (t.view(np.ndarray), func, args, kwargs), _NO_KWARGS))
+                return t
             return result.view(_Traced)
         if isinstance(result, (tuple, list)) and result and all(isinstance(r, np.ndarray) for r in result):
             fresh = tuple(None if self._is_view(r, args, kwargs) else r for r in result)
@@ -239,9 +260,9 @@ class _Recorder:
                 self.program.append((_refill_many, (fresh, func, args, kwargs), {}))
             return type(result)(r.view(_Traced) for r in result)
         if isinstance(result, np.generic):  # a full reduction (np.sum): kept as a 0-d buffer
-            buf = np.array(result)
-            self.program.append((_refill, (buf, func, args, kwargs), {}))
-            return buf.view(_Traced)
+            t = _owned(result)
+            self.program.append((_refill, (t.view(np.ndarray), func, args, kwargs), _NO_KWARGS))
+            return t
         if isinstance(result, (bool, float, complex)):
             self.refuse(f"the step reads an array's value into Python ({getattr(func, '__name__', func)})")
         return result
@@ -340,9 +361,9 @@ def _signature(args: tuple) -> tuple:
     for a in args:
         if isinstance(a, Tensor):
             d = a.data
-            key.append(("t", type(d), d.shape, str(d.dtype), _backend.device_of(d), a.requires_grad))
+            key.append(("t", type(d), d.shape, d.dtype, None if type(d) is np.ndarray else _backend.device_of(d), a.requires_grad))
         elif isinstance(a, np.ndarray):
-            key.append(("a", a.shape, a.dtype.str))
+            key.append(("a", a.shape, a.dtype))
         else:
             try:
                 hash(a)
