@@ -349,7 +349,7 @@ def _fast_path_modules() -> list:
 class _Entry:
     """One input signature: discovered (first call), then recorded (second), then replayed."""
 
-    __slots__ = ("stage", "inputs", "program", "holders", "bindings", "guards", "params", "output", "reasons")
+    __slots__ = ("stage", "inputs", "program", "run", "holders", "bindings", "guards", "params", "output", "reasons")
 
     def __init__(self) -> None:
         self.stage = "new"
@@ -482,6 +482,7 @@ class Compiled:
         output = _outputs(result, rec)
         entry.inputs = inputs
         entry.program = rec.program
+        entry.run = _straight_line(rec.program)
         entry.bindings = bindings
         entry.guards = rec.guards
         entry.params = [(o, tuple(o.params)) for o in optimizers]
@@ -519,12 +520,33 @@ class Compiled:
         for a, slot in zip(args, entry.inputs):
             if slot is not None:
                 np.copyto(slot[0], a.data if slot[1] else a)
-        for f, a, k in entry.program:
-            f(*a, **k)
+        entry.run()
         for (obj, attr), value in entry.bindings:
             if attr == "grad":
                 obj.grad = value
         return _materialize(entry.output)
+
+
+def _straight_line(program: list) -> Callable:
+    """The program as one Python function of straight-line calls, its functions and arrays bound
+    as local names (default arguments): a replay then pays one plain call per operation, with
+    no loop, no tuple unpacking and no argument lists built."""
+    names: dict = {}
+    body = []
+    for i, (f, args, kwargs) in enumerate(program):
+        names[f"f{i}"] = f
+        call = []
+        for j, v in enumerate(args):
+            names[f"a{i}_{j}"] = v
+            call.append(f"a{i}_{j}")
+        for key, v in kwargs.items():
+            names[f"k{i}_{key}"] = v
+            call.append(f"{key}=k{i}_{key}")
+        body.append(f"    f{i}({', '.join(call)})")
+    source = f"def replay({', '.join(f'{n}={n}' for n in names)}):\n" + ("\n".join(body) or "    pass") + "\n"
+    scope: dict = dict(names)
+    exec(source, scope)  # (our own source: names and calls, no user text)
+    return scope["replay"]
 
 
 def _unsupported(args: tuple) -> str | None:
