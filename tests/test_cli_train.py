@@ -105,7 +105,8 @@ def test_predict_reads_npy_and_csv(monkeypatch, capsys, digits_run, tmp_path):
     np.savetxt(tmp_path / "rows.csv", X[:20], delimiter=",")
     code, stdout, stderr = chainrule("predict", out, "--input", tmp_path / "rows.npy")
     assert code == 0, stderr
-    lines = stdout.strip().splitlines()
+    header, *lines = stdout.strip().splitlines()
+    assert header.split("\t") == ["row", "class", "probability"]  # the columns are named
     assert len(lines) == 20
     assert [int(line.split("\t")[0]) for line in lines] == list(range(20))
     predicted = [int(line.split("\t")[1]) for line in lines]
@@ -116,6 +117,18 @@ def test_predict_reads_npy_and_csv(monkeypatch, capsys, digits_run, tmp_path):
     rows = json.loads(stdout)["predictions"]
     assert [int(r["class"]) for r in rows] == predicted
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+
+
+def test_header_names_every_setting_that_changes_the_loss():
+    from chainrule.cli.train import header
+    from chainrule.runs import TrainConfig
+
+    line = header(TrainConfig(weight_decay=1e-4).resolved(), [64, 32, 10])
+    assert "label smoothing 0.1" in line and "weight decay 0.0001" in line
+    # the smoothed target of 10 classes has entropy 0.500: a loss of 0.50 at 100% accuracy is explained
+    assert "cannot fall below 0.500" in line
+    plain = header(TrainConfig(label_smoothing=0.0).resolved(), [64, 32, 10])
+    assert "label smoothing 0)" in plain and "cannot fall below" not in plain and "weight decay 0" in plain
 
 
 def test_python_dash_m_lists_the_commands():

@@ -148,13 +148,21 @@ def fmt(x: Any, digits: int = 4) -> str:
 # ---- figures --------------------------------------------------------------------------
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6) -> tuple:
-    """A matplotlib Figure (no pyplot, so no global state and no display) and its axes."""
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, sharey: bool = False) -> tuple:
+    """A matplotlib Figure (no pyplot, so no global state and no display) and its axes.
+
+    ``sharey`` gives every panel the same y axis, for panels meant to be compared.
+    """
     from matplotlib.figure import Figure as _Figure
 
     fig = _Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     return fig, axes
+
+
+def legend_outside(ax: Any, fontsize: float = 8) -> None:
+    """The axes' legend to the right of the panel, where it hides no data."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def figure_png(fig: Any, dpi: int = 90) -> bytes:

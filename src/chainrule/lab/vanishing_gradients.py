@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..errors import DivergenceError
 from ..train import fit
-from .common import Result, new_result, digits, fmt, layer_grad_norms, new_figure, parallel_map
+from .common import Result, new_result, digits, fmt, layer_grad_norms, legend_outside, new_figure, parallel_map
 
 ACTS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu")
 WIDTH = 32
@@ -217,20 +217,24 @@ def _figures(r, norms, ratio, init_depths, by, sweep_depths, sweep_acts, best) -
         axes[0][1].semilogy(init_depths, [ratio[(a, d)] for d in init_depths], "o-", ms=4, label=a)
     axes[0][0].set(xlabel="layer (1 = first)", ylabel="||dL/dW||", title=f"At initialization, {deepest} hidden layers")
     axes[0][1].set(xlabel="hidden layers", ylabel="first / last layer", title="Gradient reaching the first layer")
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][1])
     r.add_figure("init", "Per-layer gradient norms at initialization (log scale).", fig)
 
     shown = [a for a in ("sigmoid", "tanh", "relu") if (a, DEEP) in by and not by[(a, DEEP)]["diverged"]]
     if shown:
-        fig, axes = new_figure(len(shown), 1, width=4.0, height=3.4)
+        # one shared log axis: the sigmoid's six decades against tanh's and ReLU's one must show at a glance
+        fig, axes = new_figure(len(shown), 1, width=4.0, height=3.4, sharey=True)
+        cmap = __import__("matplotlib").colormaps["viridis"]
         for ax, a in zip(axes[0], shown):
             g = np.array(by[(a, DEEP)]["grad_norm"], dtype=float)  # epochs x layers
-            cmap = __import__("matplotlib").colormaps["viridis"]
             for k in range(g.shape[1]):
                 ax.semilogy(range(1, g.shape[0] + 1), g[:, k], color=cmap(k / max(g.shape[1] - 1, 1)), lw=1.2)
-            ax.set(xlabel="epoch", ylabel="||dL/dW|| (epoch mean)", title=f"{a}, {DEEP} hidden layers")
-        r.add_figure("training", "Per-layer gradient norms during training, from the Monitor "
-                     "(dark: first layer, yellow: output layer).", fig)
+            spread = g[:, -1].mean() / max(g[:, 0].mean(), 1e-300)
+            ax.set(xlabel="epoch", title=f"{a}, {DEEP} hidden layers\nlast/first layer: {spread:.0e}")
+            ax.grid(True, which="major", axis="y", alpha=0.3)
+        axes[0][0].set(ylabel="||dL/dW|| (epoch mean)")
+        r.add_figure("training", "Per-layer gradient norms during training, from the Monitor, on one shared log "
+                     "axis (dark: first layer, yellow: output layer).", fig)
 
     fig, axes = new_figure(2, 1, width=5.0, height=3.7)
     for a, b in best.items():
@@ -238,15 +242,15 @@ def _figures(r, norms, ratio, init_depths, by, sweep_depths, sweep_acts, best) -
             continue
         ep = range(1, len(b["val_accuracy"]) + 1)
         axes[0][0].plot(ep, b["val_accuracy"], "o-", ms=3, label=f"{a} (lr {b['lr']:g})")
-        axes[0][1].plot(ep, b["loss"], "o-", ms=3, label=a)
+        axes[0][1].plot(ep, b["loss"], "o-", ms=3, label=f"{a} (lr {b['lr']:g})")
     axes[0][0].set(xlabel="epoch", ylabel="test accuracy", title=f"{DEEP} hidden layers, best learning rate each", ylim=(0, 1))
     axes[0][1].set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][1])
     r.add_figure("curves", "Training curves of deep networks with the same budget.", fig)
 
     fig, axes = new_figure(1, 1, width=5.0, height=3.6)
     for a in sweep_acts:
         axes[0][0].plot(sweep_depths, [by[(a, d)]["final_accuracy"] for d in sweep_depths], "o-", label=a)
     axes[0][0].set(xlabel="hidden layers", ylabel="test accuracy", title="Accuracy against depth (same budget)", ylim=(0, 1))
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][0])
     r.add_figure("depth", "Test accuracy against depth, SGD lr 0.01 with momentum, same number of epochs.", fig)
