@@ -215,6 +215,9 @@ def test_default_train_reaches_the_promised_accuracy(tmp_path):
     result = json.loads(out)
     assert result["config"]["layers"] == [256, 256, 128] and result["config"]["epochs"] == 30
     assert result["test"]["accuracy"] >= 0.98
+    from test_readme import DEFAULT_ACCURACY, readme_number
+
+    assert abs(readme_number(DEFAULT_ACCURACY) - 100 * result["test"]["accuracy"]) < 0.15  # the README's "about 98.7%"
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("digits-")
     assert (runs[0] / "model.safetensors").is_file()

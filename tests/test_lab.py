@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -24,8 +25,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab-report")
+    start = time.perf_counter()
     results = lab.run_lab(quick=True, out=out, jobs=2, seed=0)
+    quick_seconds.append(time.perf_counter() - start)
     return {r.name: r for r in results}, out
+
+
+quick_seconds: list = []  # the wall time of the quick lab, as `chainrule lab --quick` takes it on two cores
+
+
+def test_the_readme_states_the_quick_lab_time_that_it_takes(quick):
+    """Not a speed test (benchmarks do that): the README's number must not be off by more than 2.5x either way."""
+    from test_readme import QUICK_LAB, readme_number
+
+    stated, measured = readme_number(QUICK_LAB), quick_seconds[0]
+    assert stated / 2.5 <= measured <= stated * 2.5, f"the README says about {stated:.0f} s; this run took {measured:.0f} s"
 
 
 def checks(r: Result) -> dict:
