@@ -319,3 +319,34 @@ def test_command_line_serves_and_stops_on_ctrl_c():
         port = taken.getsockname()[1]
         out = subprocess.run([sys.executable, "-m", "chainrule", "dashboard", "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+SMALL_XOR = {"dataset": "xor", "depth": 2, "width": 8, "activation": "tanh"}
+
+
+def test_live_graph_of_a_small_network_with_a_gradient_on_every_edge(client):
+    s = sid()
+    r = client.get(f"/api/sessions/{s}/graph")
+    assert r.status_code == 404 and "press Start or Step" in r.json()["error"]
+    assert client.post(f"/api/sessions/{s}/step", json=SMALL_XOR).status_code == 200
+    wait_for(lambda: step_of(client, s) == 1, "the first step")
+    g = client.get(f"/api/sessions/{s}/graph").json()
+    assert g["step"] == 1 and g["units"] == 2 + 8 + 8 + 2 and g["expanded"]
+    # 3 linear, 2 tanh, the loss; 6 named parameters; the input rows and the targets
+    ops = [n for n in g["nodes"] if n["kind"] in ("op", "output")]
+    assert [n["op"] for n in ops] == ["cross_entropy", "linear", "tanh", "linear", "tanh", "linear"]
+    assert {n["label"] for n in g["nodes"] if n["kind"] == "leaf"} == {f"{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    carrying = [e for e in g["edges"] if g["nodes"][e["source"]]["kind"] != "constant"]
+    assert carrying and all(e["grad"] is not None and e["grad"]["norm"] > 0 for e in carrying)
+    assert all("x" in n and "y" in n for n in g["nodes"])
+    js = client.get("/vendor/compgraph.js")
+    assert js.status_code == 200 and "chainruleGraph" in js.text and "http" not in js.text
+    assert client.get("/static/graph_panel.js").status_code == 200
+
+
+def test_a_large_network_is_drawn_one_node_per_layer(client):
+    s = sid()
+    client.post(f"/api/sessions/{s}/step", json={"dataset": "digits", "depth": 3, "width": 32})
+    wait_for(lambda: step_of(client, s) == 1, "the first step")
+    g = client.get(f"/api/sessions/{s}/graph").json()
+    assert not g["expanded"] and [n["label"] for n in g["nodes"] if n["kind"] == "layer"] == [f"layer {k}" for k in (4, 3, 2, 1)]

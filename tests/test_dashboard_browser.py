@@ -177,3 +177,72 @@ def test_deep_sigmoid_network_in_the_browser(server, tmp_path):
         f"\ndashboard in Chromium: first paint {paint:.0f} ms, charts updated {updates_per_second:.1f} times a second "
         f"({snapshots_per_second:.1f} snapshots a second received, {draw_ms:.0f} ms per redraw); screenshot {shot}"
     )
+
+
+def test_backprop_animation_steps_through_backward_offline(tmp_path):
+    """The animation page, opened from disk: one step per node of backward()'s order, the fan-out
+    node showing both contributions and their sum, the leaves ending with their .grad."""
+    import chainrule as cr
+
+    a = cr.tensor(2.0, dtype="float64", requires_grad=True)
+    b = cr.tensor(3.0, dtype="float64", requires_grad=True)
+    c = a * b
+    e = (c + a) * c
+    g = cr.graph(e).backward()
+    path = tmp_path / "backprop.html"
+    g.save_html(path)
+    requests = []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri())
+            assert page.locator("svg.graph g.node").count() == 5 and page.locator("svg.graph path.edge").count() == 6
+            assert page.inner_text(".counter") == "step 0 of 3"
+            shown = []
+            for _ in range(3):
+                page.click(".next")
+                current = page.get_attribute("svg.graph g.node.current", "data-id")
+                shown.append(int(current))
+            assert shown == [s["node"] for s in g.steps] == g.order[:3]
+            # the third step is c = a * b: it received 8 (from the add) and 6 (from the output) and sums them
+            assert "8 + 6 = 14" in page.inner_text(".explain")
+            rows = page.eval_on_selector_all(".explain tr", "rows => rows.slice(1).map(r => r.innerText.split('\\t'))")
+            assert rows == [["leaf", "3", "14", "42"], ["leaf", "2", "14", "28"]]
+            page.click(".next")
+            grads = page.eval_on_selector_all("svg.graph g.node .grad", "els => els.map(e => e.textContent)")
+            assert grads[g.node(a).id] == f"grad {float(a.grad):g}" and grads[g.node(b).id] == f"grad {float(b.grad):g}"
+            assert errors == []
+        finally:
+            browser.close()
+    assert all(u.startswith("file:") for u in requests), requests
+
+
+def test_dashboard_draws_the_live_graph(server, tmp_path):
+    requests = []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(server + "?dataset=xor&depth=2&width=6&activation=tanh", wait_until="commit")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("#step")
+            page.wait_for_function("() => window.graphPanel && window.graphPanel.draws >= 1", timeout=30_000)
+            panel = page.evaluate("() => window.graphPanel")
+            assert panel["nodes"] == page.locator("#graph-svg g.node").count() > 0
+            assert panel["edges"] == page.locator("#graph-svg path.edge").count()
+            strokes = page.eval_on_selector_all("#graph-svg path.edge", "els => els.map(e => e.getAttribute('stroke'))")
+            assert sum(s.startswith("hsl(") for s in strokes) >= 11  # every edge into an operation but the data's
+            assert "operation by operation" in page.inner_text("#graph-note")
+            page.click("#start")
+            page.wait_for_function(f"() => window.graphPanel.step > {panel['step']}", timeout=30_000)
+            assert errors == []
+        finally:
+            browser.close()
+    assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]

@@ -6,6 +6,7 @@ settings, the test asserts what was measured, and that the verdict says so.
 """
 
 import base64
+import html
 import json
 import re
 import subprocess
@@ -86,6 +87,13 @@ def test_backprop(quick):
     assert min(r.numbers["naive_growth_per_layer"]) >= 3  # at least the width per layer: measured 3.56 at the least
     deepest = r.numbers["by_depth"][-1]
     assert deepest["naive_products"] > 100 * deepest["backprop_products"]
+    # the pictured network: its graph's edges that carry a gradient are the products backprop counts
+    pictured = r.numbers["pictured_network"]
+    assert pictured["edges_with_gradient"] == pictured["backprop_products"] == 24
+    assert pictured["paths"] == 9 and pictured["naive_products"] == 63
+    (page,) = r.pages
+    assert page.name == "graph" and "24 edges" in page.caption and "9 paths" in page.caption
+    assert "chainruleGraph.player" in page.html
 
 
 def test_scalar_graph_counts_match_the_layered_formula():
@@ -254,6 +262,13 @@ def test_report_is_self_contained_with_every_figure(quick):
     for ref in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page):
         assert ref.startswith(("data:image/png;base64,", "#")), ref
     assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
+    # an animation is an iframe holding its own page (script and data inline), also saved beside the report
+    pages = [(r.name, p) for r in results.values() for p in r.pages]
+    frames = re.findall(r'<iframe srcdoc="([^"]*)"', page)
+    assert pages and len(frames) == len(pages) == page.count("<iframe")
+    for (name, p), frame in zip(pages, frames):
+        assert html.unescape(frame) == p.html == (out / f"{name}-{p.name}.html").read_text(encoding="utf-8")
+        assert "https://" not in p.html and "http://" not in p.html and "<script src" not in p.html
     for r in results.values():
         assert f'id="{r.name}"' in page and r.verdict in page
 

@@ -267,6 +267,8 @@ def _notebook_outputs(path: Path) -> list:
                     out.text += o.text
                 elif "image/png" in data:
                     out.figures.append(base64.b64decode(data["image/png"]))
+                elif "image/svg+xml" in data:  # cr.graph's drawings: kept as SVG files
+                    out.figures.append(data["image/svg+xml"].encode())
                 elif "text/plain" in data and "application/vnd.jupyter.widget-view+json" not in data:
                     out.text += data["text/plain"] + "\n"
             outputs.append(out)
@@ -330,8 +332,10 @@ def _output_markdown(output: Output | None, indent: str, figure_uri) -> str:
 _outputs: dict = {}  # page src_uri -> [Output | None per block]; figures' site paths alongside
 
 
-def _asset(stem: str, number: int, figure: int) -> str:
-    return f"{ASSETS}/{stem.replace('/', '-')}-{number}-{figure}.png"
+def _asset(stem: str, number: int, figure: int, data: bytes = b"\x89PNG") -> str:
+    """The site path of a block's figure: PNG, or SVG for the drawings that notebooks show as SVG."""
+    kind = "png" if data.startswith(b"\x89PNG") else "svg"
+    return f"{ASSETS}/{stem.replace('/', '-')}-{number}-{figure}.{kind}"
 
 
 def on_files(files: Any, config: Any) -> Any:
@@ -345,15 +349,16 @@ def on_files(files: Any, config: Any) -> Any:
         _outputs[page.src_uri] = outputs
         for n, out in enumerate(outputs):
             for f, png in enumerate(out.figures if out else []):
-                files.append(File.generated(config, _asset(page.src_uri[:-3], n, f), content=png))
+                files.append(File.generated(config, _asset(page.src_uri[:-3], n, f, png), content=png))
     for path in sorted((docs / "notebooks").glob("*.ipynb")):
         outputs = _notebook_outputs(path)
         stem = f"notebooks/{path.stem}"
         for n, out in enumerate(outputs):
             for f, png in enumerate(out.figures):
-                files.append(File.generated(config, _asset(stem, n, f), content=png))
+                files.append(File.generated(config, _asset(stem, n, f, png), content=png))
 
-        markdown = _notebook_markdown(path, outputs, lambda n, f, stem=stem: posixpath.relpath(_asset(stem, n, f), "notebooks"))
+        markdown = _notebook_markdown(path, outputs, lambda n, f, stem=stem, outputs=outputs: posixpath.relpath(
+            _asset(stem, n, f, outputs[n].figures[f]), "notebooks"))
         files.append(File.generated(config, f"{stem}.md", content=markdown))
     return files
 
@@ -368,8 +373,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         raise PluginError(f"{page.file.src_uri}: {len(blocks)} code blocks at render, {len(outputs)} when run")
     pieces, at = [], 0
     for n, (block, out) in enumerate(zip(blocks, outputs)):
-        shown = _output_markdown(out, block.indent, lambda f, n=n: posixpath.relpath(
-            _asset(page.file.src_uri[:-3], n, f), posixpath.dirname(page.file.src_uri) or "."))
+        shown = _output_markdown(out, block.indent, lambda f, n=n, out=out: posixpath.relpath(
+            _asset(page.file.src_uri[:-3], n, f, out.figures[f]), posixpath.dirname(page.file.src_uri) or "."))
         pieces.append(markdown[at:block.end])
         if shown:
             pieces.append("\n\n" + shown + "\n")

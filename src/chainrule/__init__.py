@@ -23,6 +23,7 @@ from .autograd import (
     zeros,
     zeros_like,
 )
+from .compgraph import graph
 from .errors import ChainruleError, DataError, DivergenceError, ModelFileError, ShapeError
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
@@ -51,6 +52,7 @@ __all__ = [
     "full",
     "functional",
     "gradcheck",
+    "graph",
     "is_grad_enabled",
     "load",
     "log",

@@ -9,6 +9,9 @@ consumer has contributed: each node's gradient is computed once and reused
 (memoization), so backward costs time linear in the size of the graph.
 
 The operations themselves live in :mod:`chainrule.ops`; this file is the engine.
+Tools read the graph through :func:`walk`, :attr:`Tensor.parents`,
+:attr:`Tensor.op`, :func:`vjp` and the ``observe`` hook of ``backward()``; the
+underscore names are the engine's own.
 """
 
 from __future__ import annotations
@@ -147,6 +150,18 @@ class Tensor:
         return self._backward is None
 
     @property
+    def parents(self) -> tuple:
+        """The tensors this one was computed from, one per input of its operation (``()`` for a
+        leaf, for a result computed without a graph, and after ``backward()`` freed the graph)."""
+        return self._parents
+
+    @property
+    def op(self) -> str | None:
+        """The name of the operation that made this tensor ("add", "matmul", "fused_layers"...);
+        None for a leaf. Read from the operation's backward rule, so it needs no bookkeeping."""
+        return op_name(self._backward)
+
+    @property
     def device(self) -> str:
         """Where the data lives: "cpu" for NumPy, "cuda" for CuPy, the namespace's device otherwise."""
         return device_of(self.data)
@@ -214,13 +229,18 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype)
 
     # ---- backpropagation ---------------------------------------------------
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, gradient: Any = None, retain_graph: bool = False, observe: Callable | None = None) -> None:
         """Backpropagate from this tensor, filling ``.grad`` of every leaf that needs it.
 
         Args:
             gradient: d(loss)/d(self), of this tensor's shape. Optional for a
                 one-element tensor (taken as 1).
             retain_graph: keep the graph so that backward can run through it again.
+            observe: optional ``observe(node, g, parent_grads)``, called once per
+                operation in the order backpropagation visits them, with the node's
+                whole gradient ``g`` and what its backward rule sends to each parent
+                (see :func:`backpropagate`). :func:`chainrule.graph` uses it to show
+                backpropagation step by step.
 
         Leaf gradients are *added* to whatever ``.grad`` held before.
         """
@@ -244,7 +264,7 @@ class Tensor:
             seed = _seed(gradient.data if isinstance(gradient, Tensor) else gradient, self.data)
             if seed.shape != self.shape:
                 raise ShapeError(f"backward(gradient) needs shape {self.shape}, got {seed.shape}")
-        backpropagate(self, seed, retain_graph)
+        backpropagate(self, seed, retain_graph, observe)
 
 
 def _seed(gradient: Any, like: Any) -> Any:
@@ -295,12 +315,77 @@ def _seq_of(t: Tensor) -> int:
     return t._seq
 
 
-def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
+def walk(root: Tensor) -> list:
+    """The tensors that ``root.backward()`` visits, each once, in the order it visits them.
+
+    Operations come in reverse topological order (``root`` first; every node
+    before the nodes it was computed from), then the leaves that need a
+    gradient. Tensors that need no gradient (data, constants) are not part of
+    the walk; read them from :attr:`Tensor.parents`. The graph is collected with
+    an explicit stack, so a chain of any length works (no recursion).
+
+    Example:
+        >>> x = cr.tensor(2.0, requires_grad=True)
+        >>> [t.op for t in autograd.walk(x * x + x)]
+        ['add', 'mul', None]
+    """
+    if root._backward is _graph_freed:
+        raise ChainruleError(
+            "this graph was already freed by backward(); walk it (or call cr.graph) before backward(), "
+            "or run backward(retain_graph=True)"
+        )
+    return _toposort(root)
+
+
+def op_name(backward: Any) -> str | None:
+    """The operation's name from its backward rule: ``add`` for the closure ``add.<locals>.backward``."""
+    if backward is None:
+        return None
+    if backward is _graph_freed:
+        return "freed"
+    name = getattr(backward, "__qualname__", type(backward).__name__).split(".<locals>", 1)[0]
+    return name.rsplit(".", 1)[-1].strip("_") or "op"
+
+
+def vjp(t: Tensor, g: Any) -> tuple:
+    """What ``t``'s operation sends back to each parent for the upstream gradient ``g``.
+
+    The vector-Jacobian product ``g^T (d t / d parent)`` of the operation's own
+    backward rule, summed back to each parent's shape; ``None`` for a parent
+    that needs no gradient. With ``g = 1`` on a one-element tensor it is the
+    local derivative of each edge. The graph must not have been freed by
+    ``backward()`` yet.
+
+    Example:
+        >>> a, b = cr.tensor(3.0, requires_grad=True), cr.tensor(4.0, requires_grad=True)
+        >>> [float(d) for d in autograd.vjp(a * b, 1.0)]   # d(ab)/da = b, d(ab)/db = a
+        [4.0, 3.0]
+    """
+    backward = t._backward
+    if backward is None:
+        raise ChainruleError("vjp() of a leaf tensor: it has no operation to differentiate")
+    seed = _seed(g.data if isinstance(g, Tensor) else g, t.data)
+    if seed.shape != t.data.shape:
+        raise ShapeError(f"vjp() needs an upstream gradient of the tensor's shape {t.shape}, got {seed.shape}")
+    grads = backward(seed)
+    return tuple(
+        None if pg is None or not p.requires_grad else unbroadcast(pg, p.data.shape)
+        for p, pg in zip(t._parents, grads)
+    )
+
+
+def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False, observe: Callable | None = None) -> None:
     """Run reverse-mode differentiation from ``root`` with d(out)/d(root) = ``seed``.
 
     Each node is visited once, in reverse topological order, so its gradient
     is complete (summed over all its consumers) before it is passed on; then
     that intermediate gradient is dropped.
+
+    ``observe(node, g, parent_grads)``, when given, is called for each
+    operation right after its backward rule ran, before anything is freed:
+    ``g`` is the node's whole gradient, ``parent_grads`` what the rule returned
+    per parent (possibly in the broadcast shape; :func:`unbroadcast` sums it
+    back; ``None`` for a parent that needs none). It must not change them.
     """
     order = _toposort(root, leaves=False)
     ends = []  # nodes without parents (leaves), in the order their first gradient arrives
@@ -319,6 +404,8 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             if node._retain:
                 node.grad = g
             parent_grads = backward(g)
+            if observe is not None:
+                observe(node, g, parent_grads)
             if not retain_graph:
                 node._backward = _graph_freed
                 node._parents, parents = (), node._parents

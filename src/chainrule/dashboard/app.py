@@ -16,6 +16,8 @@ POST /api/sessions/{sid}/close      the tab is closing (sent with navigator.send
 GET  /api/sessions/{sid}/state      the latest setup and snapshot, as JSON
 GET  /api/sessions/{sid}/events     server-sent events: setup, snapshot and reset messages;
                                     ``?limit=N`` ends the stream after N messages
+GET  /api/sessions/{sid}/graph      the run's computation graph now, gradients on its edges
+GET  /vendor/compgraph.js           the graph drawing script (chainrule.compgraph's static/graph.js)
 ==================================  =================================================================
 
 Errors come back as ``{"error": "..."}`` with 400 (bad settings or request),
@@ -41,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ChainruleError
+from . import graph_view
 from .settings import SettingsError, options, parse_settings
 from .worker import SessionManager, TooBusy
 
@@ -141,6 +144,15 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         snapshot = next((m for m in parsed if m["type"] == "snapshot"), None)
         return JSONResponse({**s.status(), "setup": setup, "snapshot": snapshot})
 
+    async def live_graph(request: Request) -> Response:
+        run = manager.session(session_id(request)).run
+        if run is None:
+            raise HTTPException(404, "this tab has no run yet: press Start or Step to see the network's graph")
+        return JSONResponse(await run_in_threadpool(graph_view.live_graph, run))
+
+    async def compgraph_js(request: Request) -> Response:
+        return FileResponse(graph_view.SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
     async def events(request: Request) -> Response:
         s = manager.session(session_id(request))
         try:
@@ -214,6 +226,8 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         Route(f"{sid}/close", close, methods=["POST"]),
         Route(f"{sid}/state", state),
         Route(f"{sid}/events", events),
+        Route(f"{sid}/graph", live_graph),
+        Route("/vendor/compgraph.js", compgraph_js),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {SettingsError: settings_error, TooBusy: too_busy, ChainruleError: settings_error, HTTPException: http_error}

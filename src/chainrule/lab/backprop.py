@@ -9,7 +9,7 @@ Part 2 builds the same kind of network out of *scalar* tensors, one node per
 product, sum and activation, so that the graph chainrule records is the
 graph of the lesson's pictures. Backpropagation visits each edge of it once:
 one product "upstream gradient x local derivative" per edge, counted from the
-graph itself (``autograd._toposort`` and each node's parents). The naive way
+graph itself (``autograd.walk`` and each node's parents). The naive way
 writes dL/dw as a sum over every path from the loss down to w of the product
 of the local derivatives along it: its cost is the total length of all those
 paths, counted exactly by dynamic programming over the same graph. On a small
@@ -108,18 +108,22 @@ def scalar_network(depth: int, width: int, n_in: int = 2, seed: int = 0) -> tupl
     rng = np.random.default_rng(seed)
     params = []
     acts = [autograd.tensor(v, dtype="float64") for v in rng.standard_normal(n_in)]
-    for layer, n_out in enumerate([width] * depth + [1]):
+    for i, a in enumerate(acts):
+        a.name = f"x{i + 1}"
+    for layer, n_out in enumerate([width] * depth + [1], start=1):
         nxt = []
-        for _ in range(n_out):
+        for unit in range(1, n_out + 1):
             z = None
-            for a in acts:
+            for i, a in enumerate(acts, start=1):
                 w = autograd.tensor(rng.standard_normal() / np.sqrt(len(acts)), dtype="float64", requires_grad=True)
+                w.name = f"w{layer}[{unit},{i}]"  # layer, unit, input: the names cr.graph shows
                 params.append(w)
                 z = w * a if z is None else z + w * a
             b = autograd.tensor(0.1 * rng.standard_normal(), dtype="float64", requires_grad=True)
+            b.name = f"b{layer}[{unit}]"
             params.append(b)
             z = z + b
-            nxt.append(z.sigmoid() if layer < depth else z)
+            nxt.append(z.sigmoid() if layer <= depth else z)
         acts = nxt
     loss = (acts[0] - 0.5) ** 2
     return loss, params
@@ -132,13 +136,13 @@ def count_products(loss: autograd.Tensor, params: list) -> dict:
     the number of paths from the loss to node n, ``length[n]`` their total
     length: each edge n -> parent p extends every path that reaches n.
     """
-    order = autograd._toposort(loss)
+    order = autograd.walk(loss)
     paths = {id(loss): 1}
     length = {id(loss): 0}
     edges = 0
     for n in order:
         pn, ln = paths.get(id(n), 0), length.get(id(n), 0)
-        for parent in n._parents:
+        for parent in n.parents:
             if not parent.requires_grad:
                 continue
             edges += 1
@@ -158,10 +162,10 @@ def gradient_by_paths(loss: autograd.Tensor, params: list) -> tuple:
     Returns (gradients, products multiplied).
     """
     local = {}
-    for n in autograd._toposort(loss):
-        if n._backward is not None:
-            grads = n._backward(np.array(1.0))
-            local[id(n)] = [(p, float(g)) for p, g in zip(n._parents, grads) if g is not None and p.requires_grad]
+    for n in autograd.walk(loss):
+        if not n.is_leaf:
+            grads = autograd.vjp(n, 1.0)
+            local[id(n)] = [(p, float(g)) for p, g in zip(n.parents, grads) if g is not None]
     grad = {id(w): 0.0 for w in params}
     products = 0
     stack = [(loss, ())]
@@ -226,6 +230,8 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
         f"backprop used {counted['backprop_products']} products",
     )
 
+    _graph_page(r, seed)
+
     depths = list(range(1, 7 if quick else 11))
     widths = list(range(1, 6 if quick else 9))
     by_depth = [{"depth": d, "width": 3, **count_products(*scalar_network(d, 3, seed=seed))} for d in depths]
@@ -267,6 +273,26 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
     )
     _figures(r, by_depth, by_width)
     return r
+
+
+def _graph_page(r: Result, seed: int) -> None:
+    """The graph of a small scalar network with its path count, and backward() animated on it."""
+    from ..compgraph import graph
+
+    loss, params = scalar_network(1, 2, seed=seed)
+    counted = count_products(loss, params)
+    g = graph(loss).backward()
+    edges = sum(e.grad is not None for e in g.edges)  # the edges that carry a gradient: one product each
+    r.numbers["pictured_network"] = {"depth": 1, "width": 2, "graph_nodes": len(g.nodes), "graph_edges": len(g.edges),
+                                     "edges_with_gradient": edges, **counted}
+    r.add_page(
+        "graph",
+        f"The graph of a scalar network 2 -> 2 (sigmoid) -> 1, squared error: {counted['nodes']} nodes that "
+        f"receive a gradient, {counted['backprop_products']} edges, so {counted['backprop_products']} products for "
+        f"backpropagation; the {counted['paths']} paths from the loss to the weights hold "
+        f"{counted['naive_products']} products. Press Next to watch backward() visit each node once.",
+        g.to_html("backward() on a small network, one node at a time"),
+    )
 
 
 def _figures(r: Result, by_depth: list, by_width: list) -> None:

@@ -58,6 +58,15 @@ class Figure:
 
 
 @dataclass
+class Page:
+    """A self-contained HTML page (an animation), saved as ``<experiment>-<name>.html`` and shown in the report."""
+
+    name: str
+    caption: str
+    html: str
+
+
+@dataclass
 class Result:
     """What one experiment measured and concluded."""
 
@@ -69,6 +78,7 @@ class Result:
     checks: list = field(default_factory=list)
     tables: list = field(default_factory=list)
     figures: list = field(default_factory=list)
+    pages: list = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
@@ -96,8 +106,11 @@ class Result:
     def add_figure(self, name: str, caption: str, fig: Any) -> None:
         self.figures.append(Figure(name, caption, figure_png(fig)))
 
+    def add_page(self, name: str, caption: str, html: str) -> None:
+        self.pages.append(Page(name, caption, html))
+
     def to_dict(self) -> dict:
-        """Plain JSON-ready data: everything except the PNG bytes (figures by file name)."""
+        """Plain JSON-ready data: everything except the PNG bytes and pages (both by file name)."""
         return jsonable(
             {
                 "name": self.name,
@@ -112,6 +125,7 @@ class Result:
                 "checks": [c.to_dict() for c in self.checks],
                 "notes": list(self.notes),
                 "figures": [{"file": f"{self.name}-{f.name}.png", "caption": f.caption} for f in self.figures],
+                "pages": [{"file": f"{self.name}-{p.name}.html", "caption": p.caption} for p in self.pages],
                 "tables": [t.to_dict() for t in self.tables],
                 "numbers": self.numbers,
             }

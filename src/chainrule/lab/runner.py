@@ -61,7 +61,7 @@ def run_lab(
 
 
 def write_report(results: Sequence[Result], out: str | Path, meta: dict | None = None) -> Path:
-    """Write index.html, the PNGs and results.json for ``results`` into the folder ``out``; returns its path."""
+    """Write index.html, the PNGs, the pages and results.json for ``results`` into the folder ``out``; returns its path."""
     from ..report.html import render_html
 
     out = Path(out)
@@ -70,6 +70,8 @@ def write_report(results: Sequence[Result], out: str | Path, meta: dict | None =
     for r in results:
         for f in r.figures:
             write_atomic(out / f"{r.name}-{f.name}.png", f.png)
+        for page in r.pages:
+            write_atomic(out / f"{r.name}-{page.name}.html", page.html.encode("utf-8"))
     data = {**jsonable(meta), "experiments": [r.to_dict() for r in results]}
     write_atomic(out / "results.json", json.dumps(data, indent=1).encode())
     write_atomic(out / "index.html", render_html(results, meta).encode("utf-8"))

@@ -1,6 +1,7 @@
 """The lab's HTML report: one self-contained page, figures embedded as base64 PNG.
 
-The page loads nothing: styles are inline, every image is a ``data:`` URI and
+The page loads nothing: styles are inline, every image is a ``data:`` URI,
+an animation is an ``<iframe srcdoc>`` holding its own script and data, and
 the only links are anchors within the page, so it opens from disk in any
 browser with no network. One section per experiment: the claim, the verdict
 and the checks that decided it (with their numbers), the figures, the tables,
@@ -15,6 +16,7 @@ import json
 from typing import Any, Sequence
 
 _CSS = """
+figure.page iframe { width: 100%; height: 640px; border: 1px solid #ddd; border-radius: 6px; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;
        padding: 0 1.2em 3em; color: #1d1d1f; background: #fff; }
 h1 { margin-top: 1.2em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
@@ -63,6 +65,12 @@ def _figure(name: str, f: Any) -> str:
             f"<figcaption>{_e(f.caption)} <code>{_e(name)}-{_e(f.name)}.png</code></figcaption></figure>")
 
 
+def _page(name: str, p: Any) -> str:
+    # the page inline (srcdoc), so that the report stays one file; its script runs sandboxed
+    return (f'<figure class="page"><iframe srcdoc="{_e(p.html)}" sandbox="allow-scripts" title="{_e(p.caption)}"></iframe>'
+            f"<figcaption>{_e(p.caption)} <code>{_e(name)}-{_e(p.name)}.html</code></figcaption></figure>")
+
+
 def _section(r: Any) -> str:
     parts = [f'<section id="{_e(r.name)}">',
              f"<h2>{_e(r.title)} {_badge(r.verdict)}</h2>",
@@ -82,6 +90,7 @@ def _section(r: Any) -> str:
     for note in r.notes:
         parts.append(f'<p class="note">{_e(note)}</p>' if not r.error else f"<pre>{_e(note)}</pre>")
     parts.extend(_figure(r.name, f) for f in r.figures)
+    parts.extend(_page(r.name, p) for p in getattr(r, "pages", ()))
     parts.extend(_table(t) for t in r.tables)
     if r.settings:
         parts.append("<details><summary>Settings</summary><pre>"
