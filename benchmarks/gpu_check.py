@@ -287,6 +287,19 @@ def cases() -> list:
         Case("where", {"a": a, "b": b}, lambda t: cr.where(t.a > 0, t.a, t.b)),
         Case("maximum", {"a": a, "b": b}, lambda t: cr.maximum(t.a, t.b)),
         Case("minimum", {"a": a, "b": b}, lambda t: cr.minimum(t.a, t.b)),
+        # the operations of issue 17
+        Case("var", {"a": a}, lambda t: t.a.var(axis=1)),
+        Case("std", {"a": a}, lambda t: t.a.std(correction=0)),
+        Case("prod", {"a": a}, lambda t: t.a.prod(axis=0)),
+        Case("cumsum", {"a": a}, lambda t: t.a.cumsum(1)),
+        Case("sign", {"a": a}, lambda t: t.a.sign() * t.a),
+        Case("sin_cos", {"a": a}, lambda t: t.a.sin() + cr.cos(t.a)),
+        Case("log1p_expm1", {"p": P(4, 5)}, lambda t: t.p.log1p() + t.p.expm1()),
+        Case("squeeze_unsqueeze_flatten", {"a": a}, lambda t: t.a.unsqueeze(0).squeeze(0).flatten()),
+        Case("broadcast_to_expand", {"c": N(4, 1)}, lambda t: cr.broadcast_to(t.c, (2, 4, 5)) + t.c.expand(4, 5)),
+        Case("flip", {"a": a}, lambda t: t.a.flip(1)),
+        Case("einsum_one", {"s": N(4, 4)}, lambda t: cr.einsum("ii->i", t.s)),
+        Case("einsum_two", {"a": a, "b": b}, lambda t: cr.einsum("ij,kj->ik", t.a, t.b)),
     ]
     kinds = [
         # ---- activations (chainrule.functional)
@@ -300,12 +313,18 @@ def cases() -> list:
         ("elu", {"a": a}, lambda t: F.elu(t.a, 1.0)),
         ("softmax", {"a": a}, lambda t: F.softmax(t.a, axis=-1)),
         ("log_softmax", {"a": a}, lambda t: F.log_softmax(t.a, axis=1)),
+        ("gelu", {"a": a}, lambda t: F.gelu(t.a * 3)),
+        ("gelu_tanh", {"a": a}, lambda t: F.gelu(t.a * 3, approximate="tanh")),
+        ("silu", {"a": a}, lambda t: F.silu(t.a * 3)),
+        ("softplus", {"a": a}, lambda t: F.softplus(t.a * 10)),
+        ("logsigmoid", {"a": a}, lambda t: F.logsigmoid(t.a * 10)),
         ("linear", {"a": a, "m": N(5, 3), "bias": N(3)}, lambda t: F.linear(t.a, t.m, t.bias)),
         ("fused_layers", {"a": a, "w1": N(5, 6), "b1": N(6), "w2": N(6, 6), "b2": N(6), "w3": N(6, 3), "b3": N(3), "s": Input((1,))},
          lambda t: F.fused_layers(t.a, [
              ("linear", t.w1, t.b1), ("relu", None, None), ("linear", t.w2, t.b2), ("sigmoid", None, None),
              ("tanh", None, None), ("leaky_relu", 0.1, None), ("elu", 1.0, None), ("prelu", t.s, None),
-             ("identity", None, None), ("linear", t.w3, t.b3),
+             ("identity", None, None), ("gelu", "none", None), ("silu", None, None), ("gelu", "tanh", None),
+             ("linear", t.w3, t.b3),
          ])),
     ]
     out += [Case(name, inputs, fn, kind="activation") for name, inputs, fn in kinds]
@@ -324,6 +343,11 @@ def cases() -> list:
         ("binary_cross_entropy_with_logits_none", {"a": a, "z": Input((4, 5), "binary")},
          lambda t: F.binary_cross_entropy_with_logits(t.a, t.z, reduction="none")),
         ("binary_cross_entropy", {"a": a, "z": Input((4, 5), "binary")}, lambda t: F.binary_cross_entropy(F.sigmoid(t.a), t.z)),
+        ("cross_entropy_weight_ignore", {"a": a},
+         lambda t: F.cross_entropy(t.a, [0, 4, -1, 2], weight=[1.0, 2.0, 0.5, 1.5, 1.0], ignore_index=-1, label_smoothing=0.1)),
+        ("cross_entropy_soft_target_grad", {"a": a, "b": b}, lambda t: F.cross_entropy(t.a, F.softmax(t.b))),
+        ("binary_cross_entropy_with_logits_pos_weight", {"a": a, "b": b},
+         lambda t: F.binary_cross_entropy_with_logits(t.a, F.sigmoid(t.b), pos_weight=[0.5, 1.0, 2.0, 3.0, 1.5])),
     ]
     out += [Case(name, inputs, fn, kind="loss") for name, inputs, fn in losses]
     out += [

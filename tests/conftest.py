@@ -41,7 +41,7 @@ def _one_blas_thread():
 
 def torch_copy(torch, model):
     """A float64 torch.nn.Sequential with the same layers and weights as a chainrule MLP or
-    Sequential of Linear and sigmoid/tanh/relu layers (chainrule's weight is (in, out): transposed)."""
+    Sequential of Linear and sigmoid/tanh/relu/gelu/silu layers (chainrule's weight is (in, out): transposed)."""
     from chainrule import nn
 
     layers = []
@@ -53,7 +53,8 @@ def torch_copy(torch, model):
                 lin.bias.copy_(torch.tensor(m.bias.data))
             layers.append(lin)
         else:
-            layers.append({"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU}[type(m).__name__]())
+            kinds = {"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "GELU": torch.nn.GELU, "SiLU": torch.nn.SiLU}
+            layers.append(kinds[type(m).__name__]())
     return torch.nn.Sequential(*layers)
 
 

@@ -315,3 +315,15 @@ def test_train_device_cpu_is_written_to_the_config(monkeypatch, capsys, tmp_path
     assert code == 0, err
     assert json.loads(out)["config"]["device"] == "cpu"
     assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_train_takes_the_activations_beyond_the_lesson(monkeypatch, capsys, tmp_path, activation):
+    code, out, err = in_process(monkeypatch, capsys, "train", "-d", "circles", "--layers", "8,8", "--activation", activation,
+                                "--epochs", "2", "--out", tmp_path / "r", "--no-plots")
+    assert code == 0, err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["activation"] == activation and config["init"] == "he_normal"
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert activation in metrics["diagnostics"]["health_rules"]
+    assert all(row["dead_fraction"] is not None for row in metrics["diagnostics"]["epochs"][-1]["layers"][:-1])

@@ -171,7 +171,7 @@ def test_page_and_plotly_are_served_from_the_package(client):
 def test_options_offer_every_choice_with_its_limits(client):
     o = client.get("/api/options").json()
     assert [d["name"] for d in o["datasets"]] == ["digits", "digits-binary", "objects", "spirals", "xor", "circles", "sine", "abs", "step", "sawtooth"]
-    assert {"sigmoid", "tanh", "relu", "leaky_relu", "elu"} <= set(o["activations"])
+    assert {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"} <= set(o["activations"])
     assert o["limits"]["depth"] == [1, 20] and o["limits"]["width"] == [1, 1024]
     assert o["defaults"] == DEFAULTS.to_dict()
 

@@ -88,6 +88,44 @@ def test_healthy_relu_layer_is_not_dead(digits):
     assert not [w for w in monitor.warnings() if w.kind == "dead_units"]
 
 
+@pytest.mark.parametrize("activation, threshold", [("gelu", -3.0217), ("silu", -6.1429)])
+def test_gelu_and_silu_units_in_the_flat_left_tail_count_as_dead(digits, activation, threshold):
+    """GELU and SiLU never saturate; a unit is dead when every probe sample puts it where |f'| < 1%
+    of its peak for good (the left tail), and the Monitor says so, in its rules and its warning."""
+    from chainrule import ops
+    from chainrule.diagnostics import dead_threshold, health_rule
+
+    z = dead_threshold(activation)
+    assert z == pytest.approx(threshold, abs=2e-4)
+    f = ops.gelu_derivative if activation == "gelu" else ops.silu_derivative
+    peak = f(np.linspace(0, 4, 40_001)).max()
+    left = np.linspace(-40, z - 1e-3, 10_000)
+    assert np.all(np.abs(f(left)) < 0.01 * peak) and abs(f(np.array([z + 2e-4])))[0] >= 0.01 * peak
+    X, _, y, _ = digits
+    for bias, dead in ((0.0, 0.0), (-100.0, 1.0)):  # healthy, then dead (whose monitor is kept)
+        model = nn.MLP([64, 32, 10], activation=activation, bias_init=bias, generator=0)
+        monitor = Monitor(probe=(X[:128], y[:128]))
+        _fit(model, X[:256], y[:256], monitor, lr=0.05)
+        first = monitor.records[0]["layers"][0]
+        assert first["activation"] == activation and first["dead_fraction"] == dead
+        assert first["saturated_fraction"] is None and first["dead_fraction_epoch"] is None
+        assert 0.0 <= first["mean_derivative"] <= 1.13 if bias == 0 else abs(first["mean_derivative"]) < 1e-3
+        warned = [w for w in monitor.warnings() if w.kind == "dead_units"]
+        assert bool(warned) == (dead == 1.0)
+    name = {"gelu": "GELU", "silu": "SiLU"}[activation]
+    assert f"100% of the {name} units of layer 1 stay in the flat left tail" in warned[0].message
+    rule = monitor.to_dict()["health_rules"][activation]
+    assert rule == health_rule(activation) and f"z < {threshold:.2f}" in rule and "never saturated" in rule
+
+
+def test_every_registry_activation_has_a_health_rule():
+    from chainrule.diagnostics import health_rule
+
+    rules = {name: health_rule(name) for name in nn.ACTIVATIONS}
+    assert rules["sigmoid"].startswith("saturated: |z| > 5.99") and rules["relu"].startswith("dead: z <= 0")
+    assert rules["elu"] == rules["identity"] == "no saturated or dead rule for this activation"
+
+
 @pytest.mark.parametrize("activation, peak", [("sigmoid", 0.25), ("tanh", 1.0)])
 def test_saturation_threshold_is_where_the_derivative_falls_to_one_percent_of_its_peak(activation, peak):
     z = saturation_threshold(activation)

@@ -60,7 +60,8 @@ def test_activation_modules_match_torch_modules(torch, cls, tcls, kw):
 
 
 def test_activation_registry_names_every_activation():
-    assert set(cr.nn.ACTIVATIONS) == {"sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "identity"}
+    assert set(cr.nn.ACTIVATIONS) == {"sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "identity"}
+    assert cr.nn.BEYOND_THE_LESSON == ("gelu", "silu")
     assert isinstance(cr.nn.activation("leaky_relu", negative_slope=0.2), cr.nn.LeakyReLU)
     with pytest.raises(cr.ChainruleError, match="expected one of sigmoid"):
         cr.nn.activation("swish")

@@ -23,9 +23,10 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 # DESIGN.md's public API: each needs a case in the check (and every Tensor primitive)
 PRIMITIVES = ("add", "sub", "mul", "div", "pow_scalar", "pow_tensor", "neg", "matmul", "sum", "mean", "max", "min", "reshape",
               "transpose", "T", "getitem", "exp", "log", "sqrt", "abs", "clip", "where", "maximum", "minimum", "concat",
-              "stack", "logsumexp")
+              "stack", "logsumexp", "var", "std", "prod", "cumsum", "sign", "sin_cos", "log1p_expm1", "squeeze_unsqueeze_flatten",
+              "broadcast_to_expand", "flip", "einsum_one", "einsum_two")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "softmax", "log_softmax", "identity", "linear",
-               "fused_layers")
+               "fused_layers", "gelu", "gelu_tanh", "silu", "softplus", "logsigmoid")
 LOSSES = ("mse_loss", "cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 

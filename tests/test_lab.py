@@ -123,6 +123,10 @@ def test_activations(quick):
     assert a["prelu"]["min_derivative_negative_side"] == pytest.approx(0.25)
     assert a["elu"]["min_derivative_negative_side"] == pytest.approx(np.exp(-6), rel=1e-3)
     assert max(x["max_abs_autograd_vs_formula"] for x in a.values()) < 1e-12
+    # beyond the lesson, beside the six: GELU and SiLU, with their measured slopes
+    assert {"gelu", "silu"} <= set(a) and any("beyond the lesson" in row[0] for t in r.tables for row in t.rows)
+    assert a["gelu"]["max_derivative"] == pytest.approx(1.1289, abs=1e-3) and a["silu"]["max_derivative"] == pytest.approx(1.0998, abs=1e-3)
+    assert a["gelu"]["min_derivative_negative_side"] == pytest.approx(-0.1289, abs=1e-3)
 
 
 def test_vanishing_gradients(quick):

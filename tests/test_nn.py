@@ -41,10 +41,11 @@ def test_mlp_structure_and_init_choice():
     assert [n for n, _ in m.named_parameters()][:2] == ["0.weight", "0.bias"]
     assert nn.MLP([4, 3, 2], activation="sigmoid").init == "xavier_uniform"
     assert nn.MLP([4, 3, 2], activation="tanh").init == "xavier_uniform"
+    assert nn.MLP([4, 3, 2], activation="gelu").init == nn.MLP([4, 3, 2], activation="silu").init == "he_normal"
     dead = nn.MLP([4, 3, 3, 2], activation="relu", bias_init=-100.0)
     assert np.all(dead.linears[0].bias.data == -100) and np.all(dead.linears[-1].bias.data == 0)
     with pytest.raises(cr.ChainruleError, match="unknown activation"):
-        nn.MLP([4, 2], activation="gelu")
+        nn.MLP([4, 2], activation="swish")
     with pytest.raises(cr.ChainruleError, match="two positive layer sizes"):
         nn.MLP([4])
     assert "MLP(64-32-32-10" in repr(m) and "Linear(64 -> 32)" in repr(m)
@@ -142,6 +143,7 @@ def _run(model, x_data, need_x, fused):
 @pytest.mark.parametrize("activation, kw", [
     ("relu", {}), ("sigmoid", {}), ("tanh", {}), ("identity", {}), ("leaky_relu", {"negative_slope": 0.2}),
     ("elu", {"alpha": 0.7}), ("prelu", {}), ("prelu", {"num_parameters": 9, "init": 0.1}),
+    ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}),
 ])
 @pytest.mark.parametrize("need_x", [False, True])
 def test_fused_stack_equals_layer_by_layer(activation, kw, need_x):

@@ -125,7 +125,7 @@ def test_clone_get_params_set_params():
 # ---- what the estimators do -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "logistic", "tanh", "relu", "leaky_relu", "prelu", "elu", "identity"])
+@pytest.mark.parametrize("activation", ["sigmoid", "logistic", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "identity"])
 def test_every_activation_learns_the_digits(digits, activation):
     Xtr, Xte, ytr, yte = digits
     clf = MLPClassifier((32,), activation=activation, max_iter=30, learning_rate_init=0.01, random_state=0).fit(Xtr[:600], ytr[:600])

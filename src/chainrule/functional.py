@@ -28,6 +28,21 @@ from .errors import DataError, ShapeError
 sigmoid = ops.sigmoid
 tanh = ops.tanh
 relu = ops.relu
+silu = ops.silu
+gelu = ops.gelu
+softplus = ops.softplus
+GELU_APPROXIMATIONS = ops.GELU_APPROXIMATIONS
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    """``log(sigmoid(x)) = -softplus(-x)``, computed without overflow; composed.
+
+    d/dx = sigmoid(-x) = 1 - sigmoid(x).
+
+    Example:
+        >>> F.logsigmoid(cr.tensor([0.0]))   # [-0.6931]
+    """
+    return -ops.softplus(-x, threshold=float("inf"))
 
 
 def identity(x: Tensor) -> Tensor:
@@ -61,9 +76,12 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     """Exponential linear unit: ``x`` for x > 0, ``alpha (e^x - 1)`` otherwise.
 
     Smooth, with negative outputs that pull mean activations towards zero. The
-    exponential is taken of ``min(x, 0)`` so the unused branch cannot overflow.
+    exponential is taken of x where x <= 0 and of 0 elsewhere, so the unused branch can
+    neither overflow nor turn a NaN input's gradient into NaN.
+    Derivative 1 for x > 0 and at NaN (as PyTorch), ``alpha e^x`` for x <= 0.
     """
-    return ops.where(x.data > 0, x, (ops.exp(ops.clip(x, None, 0.0)) - 1.0) * alpha)
+    neg = x.data <= 0
+    return ops.where(neg, (ops.exp(ops.where(neg, x, 0.0)) - 1.0) * alpha, x)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
@@ -175,7 +193,7 @@ def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor,
 # ---- a stack of layers as one node ---------------------------------------------
 
 #: The step kinds that :func:`fused_layers` runs.
-FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu")
+FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "gelu", "silu")
 
 
 def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
@@ -225,17 +243,27 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
             saved.append(a)  # the derivative comes from the output
             fresh = False
             continue
-        pos = a > 0
         if kind == "leaky_relu":
+            pos = a > 0
             d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
             saved.append((d, None))
             a = a * d
         elif kind == "elu":
             e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
-            d = xp.where(pos, xp.ones_like(a), e * p)
+            neg = a <= 0  # (not ~pos: at NaN, ELU passes the gradient, as elu)
+            d = xp.where(neg, e * p, xp.ones_like(a))
             saved.append((d, None))
-            a = xp.where(pos, a, (e - 1) * p)
+            a = xp.where(neg, (e - 1) * p, a)
+        elif kind == "gelu":  # (the formulas: ops.gelu_forward and ops.gelu_slope, shared with gelu)
+            z = a
+            a, aux = ops.gelu_forward(z, p)
+            saved.append((ops.gelu_slope(z, aux, p), None))
+        elif kind == "silu":
+            z = a
+            a, sig = ops.silu_forward(z)
+            saved.append((ops.silu_slope(z, sig), None))
         elif kind == "prelu":
+            pos = a > 0
             parents.append(p)
             d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
             saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
@@ -262,8 +290,9 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         x: input of shape (N, in).
         steps: sequence of ``(kind, a, b)``: ``("linear", weight, bias or None)``,
             ``("leaky_relu", negative_slope, None)``, ``("elu", alpha, None)``,
-            ``("prelu", weight, None)``, or ``(kind, None, None)`` for
-            "identity", "relu", "sigmoid", "tanh". Derivatives at kinks as the
+            ``("prelu", weight, None)``, ``("gelu", approximate, None)``, or
+            ``(kind, None, None)`` for "identity", "relu", "sigmoid", "tanh", "silu".
+            Derivatives at kinks as the
             unfused functions: ReLU'(0) = 0, leaky and PReLU take the slope at 0,
             ELU'(0) = alpha.
 
@@ -316,10 +345,10 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 if not on_numpy:  # (the standard multiplies no floats by booleans)
                     if last:
                         break
-                    g = xp.where(s > 0, g, 0.0)
+                    g = xp.where(s != 0, g, 0.0)
                     owned = True
                     continue
-                m = s > zero
+                m = s != zero  # (the output is 0 exactly where z <= 0; at NaN the gradient passes, as relu)
             elif kind == "sigmoid":
                 m = one - s
                 m *= s
@@ -363,14 +392,19 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 def _reduced(per: Any, reduction: str, count: int) -> tuple:
     """A fused loss's per-example values reduced, with the factor its gradient takes:
-    (total / count, 1 / count) for "mean", (total, 1) for "sum", (per, None) for "none"."""
+    (total / count, 1 / count) for "mean", (total, 1) for "sum", (per, None) for "none".
+    ``count`` is a number of entries, or an array (a sum of class weights)."""
     if reduction == "none":
         return per, None
     total = np.add.reduce(per, axis=None) if type(per) is np.ndarray else namespace(per).sum(per)
     if reduction == "sum":
         return total, 1.0
-    scale = 1.0 / max(count, 1)
-    return total * scale, scale
+    if isinstance(count, int):
+        scale = ops.inverse_count(count)  # NaN over an empty batch, as PyTorch
+        return total * scale, scale
+    with ops._quiet(namespace(count)):  # a sum of class weights, on the device: 0 gives NaN as well
+        scale = 1 / count
+        return total * scale, scale
 
 
 def _check_reduction(reduction: str) -> None:
@@ -409,8 +443,9 @@ def _target_array(target: Any, like: Any) -> Any:
     return t
 
 
-def _class_targets(logits: Any, target: Any) -> tuple:
-    """(indices or None, probabilities or None) from class indices (N,) or probabilities (N, C)."""
+def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) -> tuple:
+    """(indices or None, probabilities or None) from class indices (N,) or probabilities (N, C).
+    Indices equal to ``ignore_index`` are exempt from the range check."""
     t = _target_array(target, logits)
     c = logits.shape[-1]
     if t.ndim == logits.ndim - 1:
@@ -422,9 +457,10 @@ def _class_targets(logits: Any, target: Any) -> tuple:
                     t = t.astype(np.int64)
                 else:
                     raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
+            kept = t if ignore_index is None else t[t != ignore_index]
             # one reduction checks both ends: seen as unsigned, a negative index is huge
-            if t.size and np.maximum.reduce(t.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else t) >= c:
-                raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {t.min()} to {t.max()}")
+            if kept.size and np.maximum.reduce(kept.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else kept) >= c:
+                raise DataError(_class_range_message(c, ignore_index, kept.min(), kept.max()))
             return t, None
         xp = namespace(t)
         if not xp.isdtype(t.dtype, "integral"):
@@ -432,9 +468,17 @@ def _class_targets(logits: Any, target: Any) -> tuple:
                 t = xp.astype(t, xp.int64)
             else:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-        if t.size and bool(xp.any((t < 0) | (t >= c))):  # one read-back (a GPU waits for it once)
-            raise DataError(f"cross_entropy: class targets must lie in [0, {c - 1}], got values from {int(xp.min(t))} to {int(xp.max(t))}")
+        out_of_range = (t < 0) | (t >= c)
+        if ignore_index is not None:
+            out_of_range = out_of_range & (t != ignore_index)
+        if t.size and bool(xp.any(out_of_range)):  # one read-back (a GPU waits for it once)
+            raise DataError(_class_range_message(c, ignore_index, int(xp.min(t)), int(xp.max(t))))
         return t, None
+    if ignore_index is not None:
+        raise ValueError(
+            f"cross_entropy: ignore_index={ignore_index} applies to class-index targets, and the target "
+            f"holds probabilities (shape {t.shape}); set the probabilities of the rows to leave out to 0 instead"
+        )
     if t.shape != logits.shape:
         raise ShapeError(
             f"cross_entropy: logits of shape {logits.shape} need class indices of shape {logits.shape[:-1]} "
@@ -446,18 +490,36 @@ def _class_targets(logits: Any, target: Any) -> tuple:
     return None, (t if t.dtype == logits.dtype else xp.astype(t, logits.dtype))
 
 
-def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy ``-sum_c q_c log softmax(logits)_c``.
+def _class_range_message(c: int, ignore_index: int | None, lo: Any, hi: Any) -> str:
+    but = "" if ignore_index is None else f" (or equal ignore_index={ignore_index})"
+    return f"cross_entropy: class targets must lie in [0, {c - 1}]{but}, got values from {lo} to {hi}"
+
+
+def cross_entropy(
+    logits: Tensor,
+    target: Any,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    weight: Any = None,
+    ignore_index: int | None = None,
+) -> Tensor:
+    """Softmax cross-entropy ``-sum_c w_c q_c log softmax(logits)_c``.
 
     Args:
-        logits: (N, C) unnormalised scores.
-        target: class indices (N,) or probabilities (N, C): one-hot or any soft
-            distribution per row.
+        logits: (N, C) unnormalised scores, or (C,) for one unbatched sample.
+        target: class indices (N,) (a scalar for (C,) logits) or probabilities (N, C):
+            one-hot or any soft distribution per row. Probabilities that require grad get
+            a gradient, ``-w_c log softmax(logits)_c`` (distillation, learned soft labels).
         label_smoothing: eps in [0, 1]; the target becomes ``(1 - eps) q + eps / C``.
-        reduction: "mean" (over the N rows), "sum" or "none".
+        reduction: "mean", "sum" or "none". "mean" divides by N, or with class indices and
+            ``weight`` by the sum of the weights of the rows' classes (as PyTorch); NaN for
+            an empty batch, or when every row is ignored.
+        weight: one weight per class, shape (C,) (no gradient flows to it, as in PyTorch).
+        ignore_index: a class index whose rows add nothing to the loss or to the count of
+            a "mean" (class-index targets only).
 
     Fused for stability (log-sum-exp) and speed (the gradient is
-    ``softmax(logits) - q``, one node).
+    ``softmax(logits) sum_c Q_c - Q``, one node, with ``Q = w q``).
 
     Example:
         >>> F.cross_entropy(cr.tensor([[2.0, 0.5, -1.0]]), cr.tensor([0]))   # 0.241
@@ -466,12 +528,15 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
     z = logits.data
+    if z.ndim == 1:  # one unbatched sample, as PyTorch: a batch of one
+        return _unbatched_cross_entropy(logits, target, label_smoothing, reduction, weight, ignore_index)
     if z.ndim != 2:
-        raise ShapeError(f"cross_entropy needs logits of shape (N, C), got {z.shape}")
-    idx, probs = _class_targets(z, target)
+        raise ShapeError(f"cross_entropy needs logits of shape (N, C) or (C,), got {z.shape}")
+    idx, probs = _class_targets(z, target, ignore_index)
+    target_grad = probs is not None and isinstance(target, Tensor) and target.requires_grad
+    if type(z) is not np.ndarray or weight is not None or ignore_index is not None or target_grad:
+        return _cross_entropy_general(logits, target, idx, probs, label_smoothing, reduction, weight, ignore_index)
     n, c = z.shape
-    if type(z) is not np.ndarray:
-        return _cross_entropy_generic(logits, idx, probs, label_smoothing, reduction)
     # NumPy is slow at reductions along short rows, so (speed): the row maxima come from argmax
     # and a gather, the row sums from a product with a vector of ones, and the target entries are
     # picked through flat indices
@@ -515,37 +580,100 @@ def cross_entropy(logits: Tensor, target: Any, label_smoothing: float = 0.0, red
     return node(out, (logits,), backward)
 
 
-def _cross_entropy_generic(logits: Tensor, idx: Any, probs: Any, label_smoothing: float, reduction: str) -> Tensor:
-    """cross_entropy in any array-API namespace: class indices become one-hot rows."""
+def _unbatched_cross_entropy(logits: Tensor, target: Any, label_smoothing: float, reduction: str, weight: Any, ignore_index: int | None) -> Tensor:
+    """cross_entropy of (C,) logits: the same as a batch of one row, with a scalar result."""
+    c = logits.shape[0]
+    if isinstance(target, Tensor):
+        t = target.reshape(1, *target.shape) if target.requires_grad else target.data
+    else:
+        t = target
+    if not isinstance(t, Tensor):
+        t = _target_array(t, logits.data)
+        t = namespace(t).reshape(t, (1, *t.shape))
+    if t.shape not in ((1,), (1, c)):
+        raise ShapeError(f"cross_entropy: logits of shape ({c},) need a scalar class index or probabilities of shape ({c},), got {t.shape[1:]}")
+    out = cross_entropy(logits.reshape(1, c), t, label_smoothing, reduction, weight, ignore_index)
+    return out.reshape(()) if reduction == "none" else out
+
+
+def _constant(value: Any, like: Any, what: str) -> Any:
+    """A loss's weights as an array of the namespace, device and dtype of ``like``; no gradient
+    flows to them (as in PyTorch, which refuses weights that require one)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise ValueError(f"{what} gets no gradient (as in PyTorch); pass it with requires_grad=False")
+        value = value.data
+    a = _target_array(value, like)
+    return a if a.dtype == like.dtype else namespace(a).astype(a, like.dtype)
+
+
+def _class_weight(weight: Any, z: Any) -> Any:
+    """``weight`` as a (C,) array of the logits' namespace, device and dtype."""
+    w = _constant(weight, z, "cross_entropy: the class weight")
+    if w.shape != (z.shape[1],):
+        raise ShapeError(f"cross_entropy: weight needs one entry per class, shape ({z.shape[1]},), got {w.shape}")
+    return w
+
+
+def _cross_entropy_general(
+    logits: Tensor, target: Any, idx: Any, probs: Any, label_smoothing: float, reduction: str, weight: Any, ignore_index: int | None
+) -> Tensor:
+    """cross_entropy in any array-API namespace, with class weights, ignored rows and a gradient
+    for probability targets: everything becomes one weighted target matrix Q, and the loss of
+    row i is ``-sum_c Q_ic log p_ic``."""
     z = logits.data
     xp = namespace(z)
     n, c = z.shape
     shifted = z - xp.max(z, axis=1, keepdims=True)
     e = xp.exp(shifted)
     s = xp.sum(e, axis=1, keepdims=True)
+    logp = shifted - xp.log(s)
+    w = None if weight is None else _class_weight(weight, z)
+    count: Any = n
     if idx is not None:
-        q = xp.astype(xp.expand_dims(idx, axis=1) == xp.arange(c, device=z.device), z.dtype)
+        safe = idx if ignore_index is None else xp.where(idx == ignore_index, xp.zeros_like(idx), idx)
+        q = xp.astype(xp.expand_dims(safe, axis=1) == xp.arange(c, device=z.device), z.dtype)
+        if ignore_index is not None:
+            q = q * xp.astype(xp.expand_dims(idx != ignore_index, axis=1), z.dtype)
+        if ignore_index is not None or w is not None:  # "mean" divides by the rows' weights (or the rows kept)
+            count = xp.sum(q if w is None else q * w)
+        if label_smoothing:  # spread over every class of the rows kept
+            q = (1 - label_smoothing) * q + (label_smoothing / c) * xp.sum(q, axis=1, keepdims=True)
     else:
-        q = probs
-    if label_smoothing:
-        q = (1 - label_smoothing) * q + label_smoothing / c
-    per = -xp.sum(q * (shifted - xp.log(s)), axis=1)
-    out, scale = _reduced(per, reduction, n)
+        q = probs if not label_smoothing else (1 - label_smoothing) * probs + label_smoothing / c
+    wq = q if w is None else q * w
+    per = -xp.sum(wq * logp, axis=1)
+    out, scale = _reduced(per, reduction, count)
+    parents = (logits, target) if probs is not None and isinstance(target, Tensor) and target.requires_grad else (logits,)
 
     def backward(g):
-        d = (e / s) * xp.sum(q, axis=1, keepdims=True) - q  # softmax * sum(q) - q
-        return (d * (xp.expand_dims(g, axis=1) if scale is None else g * scale),)
+        factor = xp.expand_dims(g, axis=1) if scale is None else g * scale
+        gz = ((e / s) * xp.sum(wq, axis=1, keepdims=True) - wq) * factor  # softmax * sum(Q) - Q
+        if len(parents) == 1:
+            return (gz,)
+        gq = logp * (-(1 - label_smoothing) * factor)  # d/dq of -sum_c w_c ((1 - eps) q_c + eps/C) log p_c
+        return gz, (gq if w is None else gq * w)
 
-    return node(out, (logits,), backward)
+    backward.__qualname__ = "cross_entropy.<locals>.backward"  # one operation, whichever path computed it
+    return node(out, parents, backward)
 
 
-def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean", pos_weight: Any = None) -> Tensor:
     """Binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], one term per output.
 
-    ``-[y log s(x) + (1 - y) log(1 - s(x))] = max(x, 0) - x y + log(1 + e^-|x|)``.
+    ``-[p y log s(x) + (1 - y) log(1 - s(x))] = (1 - y) x + (1 + (p - 1) y) softplus(-x)``,
+    with ``softplus(-x) = max(-x, 0) + log(1 + e^-|x|)``.
     For multi-label problems: each output has its own sigmoid, so several
     labels can be on at once. Fused for stability (no log of a saturated
-    sigmoid); gradient ``sigmoid(x) - y``. "mean" averages over every element.
+    sigmoid); gradient ``(1 + (p - 1) y) s(x) - p y`` (``s(x) - y`` without ``pos_weight``),
+    and ``-x + (p - 1) softplus(-x)`` for a target that requires grad.
+
+    Args:
+        logits: scores of any shape.
+        target: the same shape, values in [0, 1].
+        reduction: "mean" (over every element; NaN for none), "sum" or "none".
+        pos_weight: p, the weight of the positive term, broadcast against the logits
+            (one per output, shape (C,), weighs each label's positives). No gradient flows to it.
     """
     _check_reduction(reduction)
     x = logits.data
@@ -555,16 +683,40 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
         raise ShapeError(f"binary_cross_entropy_with_logits needs target of shape {x.shape}, got {y.shape}")
     if y.dtype != x.dtype:
         y = xp.astype(y, x.dtype)
+    pw = None if pos_weight is None else _pos_weight(pos_weight, x)
     e = xp.exp(-xp.abs(x))
-    per = xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(e)
+    if pw is None:
+        per = xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(e)
+    else:
+        lw = 1 + (pw - 1) * y
+        soft = xp.log1p(e) + xp.maximum(-x, xp.zeros_like(x))  # softplus(-x) = -log s(x)
+        per = (1 - y) * x + lw * soft
     out, scale = _reduced(per, reduction, per.size)
+    parents = (logits, target) if isinstance(target, Tensor) and target.requires_grad else (logits,)
 
     def backward(g):
+        factor = g if scale is None else g * scale
         r = 1 / (1 + e)
-        s = xp.where(x >= 0, r, e * r)
-        return ((s - y) * (g if scale is None else g * scale),)
+        sig = xp.where(x >= 0, r, e * r)
+        gx = (sig - y if pw is None else lw * sig - pw * y) * factor
+        if len(parents) == 1:
+            return (gx,)
+        gy = -x if pw is None else (pw - 1) * soft - x
+        return gx, gy * factor
 
-    return node(out, (logits,), backward)
+    return node(out, parents, backward)
+
+
+def _pos_weight(pos_weight: Any, x: Any) -> Any:
+    """``pos_weight`` as an array of the logits' namespace, device and dtype, checked to broadcast."""
+    pw = _constant(pos_weight, x, "binary_cross_entropy_with_logits: pos_weight")
+    try:
+        fits = np.broadcast_shapes(pw.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"binary_cross_entropy_with_logits: pos_weight of shape {pw.shape} does not broadcast against logits of shape {x.shape}")
+    return pw
 
 
 def binary_cross_entropy(probs: Tensor, target: Any, reduction: str = "mean", eps: float = 1e-12) -> Tensor:

@@ -20,13 +20,15 @@ type test (one comparison on the NumPy path) catches a mix and
 from __future__ import annotations
 
 import builtins
+import contextlib
+import math
 import operator
 from typing import Any, Sequence
 
 import numpy as np
 
 from .autograd import Tensor, _leaf, as_tensor, node
-from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
+from .backend import asarray, check_same_device, dtype_in, erf, is_array, is_foreign, namespace
 from .errors import ShapeError
 
 ndarray = np.ndarray
@@ -89,37 +91,60 @@ def rsub(a: Tensor, b: Any) -> Tensor:
 
 
 def pow(a: Tensor, b: Any) -> Tensor:
-    """``a ** b``. d/da = b a^(b-1); for a tensor exponent d/db = a^b log(a) (0 where a = 0)."""
+    """``a ** b``. d/da = b a^(b-1), taken as 0 where b = 0 (so 0 ** 0 has slope 0, not 0 * inf);
+    for a tensor exponent d/db = a^b log(a), taken as 0 where a = 0 and b >= 0 (PyTorch's rules:
+    at a = 0 and b < 0 it is -inf)."""
+    if not isinstance(b, Tensor) and not isinstance(b, (int, float, np.generic)):
+        b = as_tensor(b, a)  # an array exponent: the tensor rule, with no gradient for it
     if not isinstance(b, Tensor):
-        p = b
-        if isinstance(b, np.generic) and type(a.data) is not ndarray:
-            p = b.item()  # array-API arrays take Python numbers, not NumPy scalars
-        out = a.data**p
+        p = _number(b)
+        if p < 0:
+            with _quiet(namespace(a.data)):  # 0 ** -1 is inf, as in PyTorch: no warning
+                out = a.data**p
+        else:
+            out = a.data**p
 
         def backward_scalar(g):
             if p == 2:
                 return (g * (2 * a.data),)
+            if p == 0:
+                return (namespace(g).zeros_like(g),)
+            if p < 1:
+                with _quiet(namespace(g)):
+                    return (g * (p * a.data ** (p - 1)),)
             return (g * (p * a.data ** (p - 1)),)
 
         return node(out, (a,), backward_scalar)
     if type(a.data) is not type(b.data):
         check_same_device("pow", a.data, b.data)
-    out = a.data**b.data
-    xp = namespace(out)
+    xp = namespace(a.data)
+    with _quiet(xp):  # 0 ** -1 is inf, as in PyTorch: no warning
+        out = a.data**b.data
 
     def backward(g):
-        ga = g * (b.data * a.data ** (b.data - 1)) if a.requires_grad else None
-        gb = None
-        if b.requires_grad:
-            zero = a.data == 0
-            if xp is np:  # log of a negative base is NaN, as in PyTorch: no warning
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gb = g * np.where(zero, 0, out * np.log(np.where(zero, 1, a.data)))
-            else:
-                gb = g * xp.where(zero, 0.0, out * xp.log(xp.where(zero, 1.0, a.data)))
+        ad, bd = a.data, b.data
+        ga = gb = None
+        with _quiet(xp):  # log of a negative base is NaN, and 0 ** -1 inf, as in PyTorch: no warning
+            if a.requires_grad:
+                ga = xp.where(bd == 0, 0.0, g * (bd * ad ** (bd - 1)))
+            if b.requires_grad:
+                zero = ad == 0
+                gb = xp.where(zero & (bd >= 0), 0.0, g * (out * xp.log(ad)))
         return ga, gb
 
     return node(out, (a, b), backward)
+
+
+def _number(v: Any) -> Any:
+    """A NumPy scalar as the Python number it holds: NumPy 2 would let a float64 scalar turn a
+    float32 array into float64, and array-API arrays take Python numbers only."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _quiet(xp: Any) -> Any:
+    """NumPy's floating-point warnings silenced (inf and NaN are the answers wanted); a no-op
+    context elsewhere."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else contextlib.nullcontext()
 
 
 def rpow(a: Tensor, b: Any) -> Tensor:
@@ -247,15 +272,22 @@ def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return node(out, (a,), backward)
 
 
+def inverse_count(n: int) -> float:
+    """1 / n, the factor of a mean over n entries: NaN for n = 0, as PyTorch (a mean over nothing
+    is undefined; 0 would hide an empty batch)."""
+    return 1.0 / n if n else float("nan")
+
+
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis``: the sum divided by the number of entries n; the gradient is g / n
-    copied back. A primitive rather than ``sum / n`` for speed (one node; losses end with it)."""
+    copied back. NaN over no entries (n = 0), as PyTorch. A primitive rather than ``sum / n``
+    for speed (one node; losses end with it)."""
     x = a.data
     shape = x.shape
     n = 1
     for ax in _axes(axis, x.ndim):
         n *= shape[ax]
-    scale = 1.0 / builtins.max(n, 1)
+    scale = inverse_count(n)
 
     def backward(g):
         return (_expand(g * scale, shape, axis, keepdims),)
@@ -269,7 +301,8 @@ def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``. The gradient goes to the maximal entries, shared evenly among ties
-    (as ``torch.amax``)."""
+    (as ``torch.amax``). Where NaN is the maximum, the gradient goes to the NaN entries (as
+    ``torch.max()``; ``torch.amax`` would give NaN to every entry)."""
     x = a.data
     if type(x) is ndarray:
         kept = x.max(axis=axis, keepdims=True)
@@ -278,7 +311,9 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
             if not keepdims:
                 g = g.reshape(kept.shape)
             mask = x == kept
-            return (g * mask / mask.sum(axis=axis, keepdims=True),)
+            if kept.dtype.kind == "f":
+                mask |= x != x  # NaN entries: where one is, the maximum is NaN and no entry equals it
+            return (g * mask / mask.sum(axis=axis, keepdims=True, dtype=g.dtype),)
 
     else:
         xp = namespace(x)
@@ -287,7 +322,7 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
         def backward(g):
             if not keepdims:
                 g = xp.reshape(g, kept.shape)
-            mask = xp.astype(x == kept, g.dtype)
+            mask = xp.astype((x == kept) | xp.isnan(x), g.dtype)
             return (g * mask / xp.sum(mask, axis=_axis_arg(axis), keepdims=True),)
 
     return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
@@ -318,6 +353,135 @@ def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
         return (g * xp.exp(x - kept),)
 
     return node(out, (a,), backward)
+
+
+def _count(shape: tuple, axis: Any) -> int:
+    """The number of entries a reduction over ``axis`` takes together."""
+    n = 1
+    for ax in _axes(axis, len(shape)):
+        n *= shape[ax]
+    return n
+
+
+def _spread(x: Any, axis: Any, correction: int) -> tuple:
+    """(deviations from the mean, the variance kept with ``keepdims=True``, 1 / (n - correction))
+    of array ``x`` over ``axis``: var's and std's shared forward."""
+    xp = namespace(x)
+    ax = _axis_arg(axis)
+    axes = _axes(axis, x.ndim)
+    n = _count(x.shape, axis)
+    dof = n - correction
+    scale = 1.0 / dof if dof > 0 else float("inf")  # a divisor of 0 (as PyTorch): NaN or inf
+    # shifted by one entry of each slice first, so that a constant slice has deviations of
+    # exactly 0 (and std's gradient there is 0, not rounding noise divided by rounding noise)
+    first = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+    with _quiet(xp):
+        shifted = x - first
+        d = shifted - xp.sum(shifted, axis=ax, keepdims=True) * inverse_count(n)
+        return d, xp.sum(d * d, axis=ax, keepdims=True) * scale, scale
+
+
+def var(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False) -> Tensor:
+    """Variance over ``axis``: ``sum((a - mean)^2) / (n - correction)``; ``correction=1`` (the
+    default, as PyTorch) is the unbiased estimate, 0 the mean square deviation.
+
+    d/da = 2 (a - mean) / (n - correction). With n - correction <= 0 the divisor is 0 (as
+    PyTorch): NaN where every deviation is 0, inf elsewhere.
+
+    Example:
+        >>> cr.tensor([1.0, 2.0, 3.0, 4.0]).var()               # 1.6667
+        >>> cr.tensor([1.0, 2.0, 3.0, 4.0]).var(correction=0)   # 1.25
+    """
+    x = a.data
+    xp = namespace(x)
+    d, kept, scale = _spread(x, axis, correction)
+
+    def backward(g):
+        if not keepdims:
+            g = xp.reshape(g, kept.shape)
+        with _quiet(xp):
+            return (g * d * (2 * scale),)
+
+    return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
+
+
+def std(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False) -> Tensor:
+    """Standard deviation over ``axis``, ``sqrt(var(a, axis, correction))``.
+
+    d/da = (a - mean) / ((n - correction) std), taken as 0 where std = 0 (as PyTorch: a
+    constant slice has no direction to grow in).
+    """
+    x = a.data
+    xp = namespace(x)
+    d, v, scale = _spread(x, axis, correction)
+    kept = xp.sqrt(v)
+
+    def backward(g):
+        if not keepdims:
+            g = xp.reshape(g, kept.shape)
+        with _quiet(xp):
+            return (xp.where(kept == 0, 0.0, g / kept) * d * scale,)
+
+    return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
+
+
+def prod(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """Product over ``axis``. d/da_j = the product of the other entries: ``out / a_j`` where no
+    entry is 0; with one zero, that product at the zero and 0 elsewhere; with two or more, 0.
+
+    Example:
+        >>> cr.tensor([[1.0, 2.0], [3.0, 4.0]]).prod(axis=1)   # [2.0, 12.0]
+    """
+    x = a.data
+    xp = namespace(x)
+    ax = _axis_arg(axis)
+    kept = xp.prod(x, axis=ax, keepdims=True)
+
+    def backward(g):
+        if not keepdims:
+            g = xp.reshape(g, kept.shape)
+        zero = x == 0
+        zeros = xp.sum(xp.astype(zero, x.dtype), axis=ax, keepdims=True)
+        nonzero = xp.where(zero, 1.0, x)
+        others = xp.prod(nonzero, axis=ax, keepdims=True)  # the product of the entries that are not 0
+        d = xp.where(zero, xp.where(zeros == 1, others, 0.0), xp.where(zeros == 0, kept / nonzero, 0.0))
+        return (g * d,)
+
+    return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
+
+
+def cumsum(a: Tensor, axis: int | None = None) -> Tensor:
+    """Running sum along ``axis`` (over the flattened tensor when it is None, as NumPy).
+    The gradient is the running sum of g taken from the other end.
+
+    Example:
+        >>> cr.tensor([1.0, 2.0, 3.0]).cumsum(0)   # [1.0, 3.0, 6.0]
+    """
+    x = a.data
+    if axis is None:
+        return cumsum(reshape(a, -1), 0)
+    if x.ndim == 0:
+        return reshape(cumsum(reshape(a, 1), 0), ())
+    xp = namespace(x)
+    ax = _one_axis(axis, x.ndim, "cumsum")
+
+    def backward(g):
+        return (xp.flip(_cumsum(xp, xp.flip(g, axis=ax), ax), axis=ax),)
+
+    return node(_cumsum(xp, x, ax), (a,), backward)
+
+
+def _cumsum(xp: Any, x: Any, axis: int) -> Any:
+    """NumPy's and CuPy's ``cumsum``, the array API's ``cumulative_sum``."""
+    f = getattr(xp, "cumsum", None)
+    return f(x, axis=axis) if f is not None else xp.cumulative_sum(x, axis=axis)
+
+
+def _one_axis(axis: Any, ndim: int, op: str) -> int:
+    """``axis`` as a non-negative axis of an ``ndim``-dimensional tensor, or a ShapeError."""
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor of {ndim} dimensions")
+    return int(axis) % ndim
 
 
 # ---- shape -----------------------------------------------------------------
@@ -594,6 +758,73 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     return node(out, tensors, backward)
 
 
+def squeeze(a: Tensor, axis: Any = None) -> Tensor:
+    """Drop axes of length 1: all of them, or those of ``axis`` (an int or a tuple) that have
+    length 1; an axis of another length is left as it is (as PyTorch). Composed from reshape."""
+    shape = a.shape
+    axes = _axes(axis, len(shape)) if shape else ()
+    if axis is not None and shape:
+        for ax in (axis,) if isinstance(axis, int) else tuple(axis):
+            _one_axis(ax, len(shape), "squeeze")
+    return reshape(a, tuple(n for i, n in enumerate(shape) if not (i in axes and n == 1)))
+
+
+def unsqueeze(a: Tensor, axis: int) -> Tensor:
+    """Insert an axis of length 1 at position ``axis`` (-1: at the end). Composed from reshape."""
+    shape = a.shape
+    ax = _one_axis(axis, len(shape) + 1, "unsqueeze")
+    return reshape(a, (*shape[:ax], 1, *shape[ax:]))
+
+
+def flatten(a: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+    """Merge the axes from ``start_axis`` to ``end_axis`` (both included) into one; a 0-d tensor
+    becomes shape (1,), as PyTorch. Composed from reshape.
+
+    Example:
+        >>> cr.zeros(2, 3, 4).flatten(1).shape   # (2, 12)
+    """
+    shape = a.shape
+    if not shape:
+        return reshape(a, (1,))
+    lo, hi = _one_axis(start_axis, len(shape), "flatten"), _one_axis(end_axis, len(shape), "flatten")
+    if lo > hi:
+        raise ShapeError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} in a tensor of shape {shape}")
+    return reshape(a, (*shape[:lo], _prod(shape[lo : hi + 1]), *shape[hi + 1 :]))
+
+
+def broadcast_to(a: Tensor, shape: Sequence[int]) -> Tensor:
+    """The tensor repeated along new leading axes and axes of length 1 to ``shape`` (NumPy's
+    broadcasting rules). The gradient is summed back by the engine, as for any broadcast."""
+    x = a.data
+    shape = tuple(int(n) for n in shape)
+    try:
+        out = namespace(x).broadcast_to(x, shape)
+    except ValueError:
+        raise ShapeError(f"cannot broadcast a tensor of shape {a.shape} to {shape}") from None
+    return node(out, (a,), lambda g: (g,))
+
+
+def expand(a: Tensor, *sizes: Any) -> Tensor:
+    """PyTorch's ``expand``: :func:`broadcast_to` with -1 meaning "keep this axis's length"."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    shape, lead = a.shape, len(sizes) - a.ndim
+    if lead < 0:
+        raise ShapeError(f"expand to {sizes} gives fewer axes than the tensor's shape {shape}")
+    return broadcast_to(a, tuple(shape[i - lead] if n == -1 and i >= lead else n for i, n in enumerate(sizes)))
+
+
+def flip(a: Tensor, axis: Any = None) -> Tensor:
+    """The entries in reverse order along ``axis`` (every axis when None); the gradient is g flipped back."""
+    x = a.data
+    xp = namespace(x)
+    ax = _axis_arg(axis)
+    if ax is not None:
+        for k in (ax,) if isinstance(ax, int) else ax:
+            _one_axis(k, x.ndim, "flip")
+    return node(xp.flip(x, axis=ax), (a,), lambda g: (xp.flip(g, axis=ax),))
+
+
 # ---- elementwise functions -------------------------------------------------
 
 
@@ -641,6 +872,7 @@ def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tenso
     as ``torch.clamp``) and is 0 elsewhere."""
     x = a.data
     xp = namespace(x)
+    min, max = _number(min), _number(max)
     out = xp.clip(x, min, max)
 
     def backward(g):
@@ -660,19 +892,20 @@ def relu(a: Tensor) -> Tensor:
     """Rectified linear unit ``max(a, 0)``.
 
     Derivative: 1 where a > 0, and 0 where a <= 0; at the kink a = 0 we take 0,
-    as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update.
+    as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update. At NaN
+    it is 1, as PyTorch (the mask is ``out != 0``: the output is 0 exactly where a <= 0).
     """
     x = a.data
     if type(x) is ndarray:
         out = np.maximum(x, 0)
 
         def backward(g):
-            return (g * (out > 0),)
+            return (g * (out != 0),)
 
         return node(out, (a,), backward)
     xp = namespace(x)
     out = xp.maximum(x, 0)
-    return node(out, (a,), lambda g: (xp.where(out > 0, g, 0.0),))
+    return node(out, (a,), lambda g: (xp.where(out != 0, g, 0.0),))
 
 
 def sigmoid(a: Tensor) -> Tensor:
@@ -713,6 +946,149 @@ def tanh(a: Tensor) -> Tensor:
     return node(out, (a,), backward)
 
 
+def _unary(name: str, forward: Any, derivative: Any, doc: str) -> Any:
+    """An elementwise primitive from its forward ``forward(xp, x)`` and its derivative
+    ``derivative(xp, x, out)`` (from the input, the output or both)."""
+
+    def op(a: Tensor) -> Tensor:
+        x = a.data
+        xp = namespace(x)
+        out = forward(xp, x)
+
+        def backward(g):
+            return (g * derivative(xp, x, out),)
+
+        backward.__qualname__ = f"{name}.<locals>.backward"  # the operation's name, where a tool reads it
+        return node(out, (a,), backward)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
+
+
+def _sign(xp: Any, x: Any) -> Any:
+    s = xp.sign(x)
+    return xp.where(xp.isnan(x), 0.0, s) if xp.isdtype(x.dtype, "real floating") else s
+
+
+sign = _unary("sign", _sign, lambda xp, x, out: xp.zeros_like(x), """``sign(a)``: -1, 0 or 1, and 0 at NaN (as PyTorch). d/da = 0 everywhere (at 0, the jump, too).""")
+sin = _unary("sin", lambda xp, x: xp.sin(x), lambda xp, x, out: xp.cos(x), """``sin(a)``; d/da = cos(a).""")
+cos = _unary("cos", lambda xp, x: xp.cos(x), lambda xp, x, out: -xp.sin(x), """``cos(a)``; d/da = -sin(a).""")
+log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda xp, x, out: 1 / (1 + x), """``log(1 + a)``, exact for small a; d/da = 1 / (1 + a).""")
+expm1 = _unary("expm1", lambda xp, x: xp.expm1(x), lambda xp, x, out: out + 1, """``e^a - 1``, exact for small a; d/da = e^a (computed as out + 1, as PyTorch).""")
+
+
+def softplus(a: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + e^(beta a)) / beta``, a smooth ReLU, computed as ``(max(b, 0) + log(1 + e^-|b|)) / beta``
+    with ``b = beta a`` so that nothing overflows; ``a`` itself where b > threshold (as PyTorch).
+
+    d/da = sigmoid(beta a), and 1 where b > threshold.
+
+    Example:
+        >>> F.softplus(cr.tensor([0.0]))   # [0.6931]
+    """
+    x = a.data
+    xp = namespace(x)
+    beta, threshold = float(beta), float(threshold)
+    b = x * beta if beta != 1 else x
+    with _quiet(xp):
+        e = xp.exp(-xp.abs(b))
+        smooth = xp.maximum(b, xp.zeros_like(b)) + xp.log1p(e)
+    linear = b > threshold
+    out = xp.where(linear, x, smooth / beta if beta != 1 else smooth)
+
+    def backward(g):
+        r = 1 / (1 + e)
+        return (xp.where(linear, g, g * xp.where(b >= 0, r, e * r)),)  # sigmoid(b) from e^-|b|
+
+    return node(out, (a,), backward)
+
+
+def _sigmoid_array(x: Any) -> Any:
+    """``1 / (1 + e^-x)``: e^-x overflows to inf for x << 0, and 1 / (1 + inf) = 0 is right."""
+    xp = namespace(x)
+    with _quiet(xp):
+        return 1 / (1 + xp.exp(-x))
+
+
+def silu_forward(x: Any) -> tuple:
+    """(silu(x), sigmoid(x)) for an array x; the sigmoid is what :func:`silu_slope` needs."""
+    s = _sigmoid_array(x)
+    return x * s, s
+
+
+def silu_slope(x: Any, s: Any) -> Any:
+    """d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x): the one copy of SiLU's derivative,
+    for its backward, the fused layers and the diagnostics."""
+    return s * (1 + x * (1 - s))
+
+
+def silu_derivative(x: Any) -> Any:
+    """d silu / dx for an array x (NumPy, CuPy, array API)."""
+    return silu_slope(x, _sigmoid_array(x))
+
+
+def silu(a: Tensor) -> Tensor:
+    """SiLU (swish) ``a sigmoid(a)``: a smooth ReLU that dips below 0 (to -0.278 at a = -1.28).
+
+    d/da = s (1 + a (1 - s)) with s = sigmoid(a), at most 1.0998 (at a = 2.40).
+    A primitive (one node, and its derivative shared with the diagnostics).
+
+    Example:
+        >>> F.silu(cr.tensor([-1.0, 0.0, 2.0]))   # [-0.2689, 0.0, 1.7616]
+    """
+    x = a.data
+    out, s = silu_forward(x)
+    return node(out, (a,), lambda g: (g * silu_slope(x, s),))
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def gelu_forward(x: Any, approximate: str = "none") -> tuple:
+    """(gelu(x), what :func:`gelu_slope` needs) for an array x: the normal CDF Phi(x), or for
+    the tanh form ``t = tanh(sqrt(2/pi) (x + 0.044715 x^3))``."""
+    if approximate == "tanh":
+        t = namespace(x).tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+        return 0.5 * x * (1 + t), t
+    cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+    return x * cdf, cdf
+
+
+def gelu_slope(x: Any, aux: Any, approximate: str = "none") -> Any:
+    """d gelu / dx: ``Phi(x) + x phi(x)`` (exact, aux = Phi(x)), or the derivative of the tanh form
+    (aux = t). The one copy of GELU's derivative, for its backward, the fused layers and the
+    diagnostics."""
+    if approximate == "tanh":
+        return 0.5 * (1 + aux) + 0.5 * x * (1 - aux * aux) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+    return aux + x * namespace(x).exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+
+
+def gelu_derivative(x: Any, approximate: str = "none") -> Any:
+    """d gelu / dx for an array x (NumPy, CuPy, array API)."""
+    return gelu_slope(x, gelu_forward(x, approximate)[1], approximate)
+
+
+def gelu(a: Tensor, approximate: str = "none") -> Tensor:
+    """GELU ``a Phi(a) = a/2 (1 + erf(a / sqrt 2))``, with Phi the standard normal CDF; or, with
+    ``approximate="tanh"``, ``a/2 (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))`` (as PyTorch).
+
+    d/da = Phi(a) + a phi(a) (phi the normal density), at most 1.129 (at a = 1.41), and
+    slightly negative for a < -0.75. A primitive (one node, its derivative shared with the
+    diagnostics).
+
+    Example:
+        >>> F.gelu(cr.tensor([-1.0, 0.0, 1.0]))   # [-0.1587, 0.0, 0.8413]
+    """
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ValueError(f"gelu: approximate must be one of {GELU_APPROXIMATIONS}, got {approximate!r}")
+    x = a.data
+    out, aux = gelu_forward(x, approximate)
+    return node(out, (a,), lambda g: (g * gelu_slope(x, aux, approximate),))
+
+
 def where(condition: Any, a: Any, b: Any) -> Tensor:
     """``a`` where ``condition`` holds, else ``b`` (broadcast). The gradient goes to the branch taken.
 
@@ -747,7 +1123,8 @@ def _float32_like(like: Any, value: Any) -> Any:
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise maximum. Where a = b the gradient is split in half between them (as PyTorch)."""
+    """Elementwise maximum. Where a = b the gradient is split in half between them; where either
+    is NaN both get the whole gradient (PyTorch's rule: each gets g unless it is the smaller)."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b if isinstance(b, Tensor) else None)
     b = _t(b, a)
     ad, bd = a.data, b.data
@@ -756,11 +1133,11 @@ def maximum(a: Any, b: Any) -> Tensor:
     xp = namespace(ad)
 
     def backward(g):
-        if xp is np:
-            share = (ad > bd) + 0.5 * (ad == bd)
-        else:
-            share = xp.astype(ad > bd, g.dtype) + 0.5 * xp.astype(ad == bd, g.dtype)
-        return (g * share if a.requires_grad else None, g * (1 - share) if b.requires_grad else None)
+        share = xp.where(ad == bd, g * 0.5, g)
+        return (
+            xp.where(ad < bd, 0.0, share) if a.requires_grad else None,
+            xp.where(ad > bd, 0.0, share) if b.requires_grad else None,
+        )
 
     return node(xp.maximum(ad, bd), (a, b), backward)
 
@@ -769,6 +1146,132 @@ def minimum(a: Any, b: Any) -> Tensor:
     """Elementwise minimum, composed as ``-maximum(-a, -b)``."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b if isinstance(b, Tensor) else None)
     return neg(maximum(neg(a), neg(_t(b, a))))
+
+
+# ---- einsum ----------------------------------------------------------------
+
+
+def einsum(subscripts: str, *operands: Any) -> Tensor:
+    """Einstein summation over one or two tensors: ``cr.einsum("ij,jk->ik", a, b)`` is ``a @ b``.
+
+    Each operand's axes are named by letters; letters missing from the output (after ``->``)
+    are summed over, and a letter repeated in one operand takes its diagonal (``"ii->i"``,
+    ``"ii->"`` the trace). Without ``->`` the output is the letters seen once, in alphabetical
+    order (NumPy's and PyTorch's rule). ``...`` is not supported: name every axis.
+
+    The gradient of an operand is itself an einsum: of g with the other operand, into the
+    operand's letters (a vector of ones brings back a letter that was summed away in that
+    operand alone, an identity matrix a repeated letter's diagonal).
+
+    Example:
+        >>> cr.einsum("bij,bjk->bik", a, b)   # batched matrix product
+        >>> cr.einsum("ii->", m)              # trace
+    """
+    if not 1 <= len(operands) <= 2:
+        raise ValueError(f"einsum takes one or two tensors, got {len(operands)}")
+    first = operands[0] if isinstance(operands[0], Tensor) else as_tensor(operands[0])
+    tensors = tuple(_t(o, first) for o in operands)
+    _same_place("einsum", tensors)
+    ins, out, sizes = _einsum_parse(subscripts, [t.shape for t in tensors])
+    xp = namespace(tensors[0].data)
+    result = _einsum_eval(xp, ins, out, [t.data for t in tensors])
+
+    def backward(g):
+        grads = []
+        for k, t in enumerate(tensors):
+            if not t.requires_grad:
+                grads.append(None)
+                continue
+            others = [(ins[j], tensors[j].data) for j in range(len(tensors)) if j != k]
+            grads.append(_einsum_grad(xp, ins[k], out, sizes, g, others, t.data))
+        return tuple(grads)
+
+    return node(result, tensors, backward)
+
+
+def _einsum_parse(subscripts: str, shapes: list) -> tuple:
+    """(input letter strings, output letters, size of each letter), checked against the shapes."""
+    spec = subscripts.replace(" ", "")
+    if "." in spec:
+        raise ValueError(f"einsum {subscripts!r}: '...' is not supported; name every axis with a letter")
+    lhs, arrow, rhs = spec.partition("->")
+    ins = lhs.split(",")
+    if len(ins) != len(shapes):
+        raise ValueError(f"einsum {subscripts!r} names {len(ins)} operand(s), and {len(shapes)} were given")
+    if not all(c.isalpha() for c in lhs.replace(",", "") + rhs):
+        raise ValueError(f"einsum {subscripts!r}: subscripts are letters, ',' and '->'")
+    if not arrow:
+        letters = "".join(ins)
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    sizes: dict = {}
+    for k, (names, shape) in enumerate(zip(ins, shapes)):
+        if len(names) != len(shape):
+            raise ShapeError(f"einsum {subscripts!r}: operand {k} has shape {shape}, and its subscripts {names!r} name {len(names)} axes")
+        for c, n in zip(names, shape):
+            if sizes.setdefault(c, n) != n:
+                raise ShapeError(f"einsum {subscripts!r}: letter {c!r} stands for axes of lengths {sizes[c]} and {n} (shapes {shapes})")
+    for c in rhs:
+        if rhs.count(c) > 1 or c not in sizes:
+            raise ValueError(f"einsum {subscripts!r}: each output letter must appear once in the output and in some input, {c!r} does not")
+    return ins, rhs, sizes
+
+
+def _einsum_eval(xp: Any, ins: list, out: str, arrays: list) -> Any:
+    """einsum of arrays: the namespace's own where it has one (NumPy, CuPy), else products of
+    broadcast arrays summed over the letters that are not kept (the array API has no einsum)."""
+    f = getattr(xp, "einsum", None)
+    spec = f"{','.join(ins)}->{out}"
+    if f is not None:
+        return f(spec, *arrays, optimize=len(arrays) > 1) if xp is np else f(spec, *arrays)
+    letters = list(dict.fromkeys("".join(ins)))
+    total = None
+    for names, x in zip(ins, arrays):
+        names, x = _einsum_diagonals(xp, names, x)
+        present = [c for c in letters if c in names]
+        x = xp.permute_dims(x, tuple(names.index(c) for c in present))
+        x = xp.reshape(x, tuple(x.shape[present.index(c)] if c in names else 1 for c in letters))
+        total = x if total is None else total * x
+    summed = tuple(i for i, c in enumerate(letters) if c not in out)
+    if summed:
+        total = xp.sum(total, axis=summed)
+    kept = [c for c in letters if c in out]
+    return xp.permute_dims(total, tuple(kept.index(c) for c in out))
+
+
+def _einsum_diagonals(xp: Any, names: str, x: Any) -> tuple:
+    """``x`` with each repeated letter's axes reduced to their diagonal (``"ii"`` -> ``"i"``)."""
+    for c in dict.fromkeys(names):
+        while names.count(c) > 1:
+            p, q = names.index(c), names.index(c, names.index(c) + 1)
+            n = x.shape[p]
+            eye = xp.reshape(xp.eye(n, dtype=x.dtype, device=x.device), tuple(n if i in (p, q) else 1 for i in range(x.ndim)))
+            x = xp.sum(x * eye, axis=q)
+            names = names[:q] + names[q + 1 :]
+    return names, x
+
+
+def _einsum_grad(xp: Any, names: str, out: str, sizes: dict, g: Any, others: list, x: Any) -> Any:
+    """d/dx of einsum: einsum(g, the other operands [, ones, identities] -> x's letters)."""
+    free = iter(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in sizes)
+    specs, arrays = [out], [g]
+    for spec, data in others:
+        specs.append(spec)
+        arrays.append(data)
+    seen = set(out).union(*(spec for spec, _ in others))
+    target = ""
+    for c in names:
+        if c in target:  # a repeated letter: a fresh one, tied to it by an identity matrix
+            fresh = next(free)
+            specs.append(c + fresh)
+            arrays.append(xp.eye(sizes[c], dtype=x.dtype, device=x.device) if xp is not np else np.eye(sizes[c], dtype=x.dtype))
+            target += fresh
+            continue
+        if c not in seen:  # summed away in x alone: its gradient is the same along it
+            specs.append(c)
+            arrays.append(xp.ones((sizes[c],), dtype=x.dtype, device=x.device) if xp is not np else np.ones(sizes[c], dtype=x.dtype))
+            seen.add(c)
+        target += c
+    return _einsum_eval(xp, specs, target, arrays)
 
 
 # ---- comparisons and conversions (no gradient) ------------------------------
@@ -790,6 +1293,13 @@ def argmax(a: Tensor, axis: int | None = None) -> Tensor:
     """Index of the largest entry (over the flattened tensor when ``axis`` is None); no gradient."""
     x = a.data
     return Tensor(x.argmax(axis=axis) if type(x) is ndarray else namespace(x).argmax(x, axis=axis))
+
+
+def argmin(a: Tensor, axis: int | None = None) -> Tensor:
+    """Index of the smallest entry (over the flattened tensor when ``axis`` is None); no gradient.
+    The first one among ties; a NaN counts as the smallest (as NumPy and PyTorch)."""
+    x = a.data
+    return Tensor(x.argmin(axis=axis) if type(x) is ndarray else namespace(x).argmin(x, axis=axis))
 
 
 def astype(a: Tensor, dtype: Any) -> Tensor:
@@ -843,7 +1353,23 @@ def _install() -> None:
     T.sigmoid = sigmoid
     T.tanh = tanh
     T.argmax = argmax
+    T.argmin = argmin
     T.astype = astype
+    T.var = var
+    T.std = std
+    T.prod = prod
+    T.cumsum = cumsum
+    T.sign = sign
+    T.sin = sin
+    T.cos = cos
+    T.log1p = log1p
+    T.expm1 = expm1
+    T.squeeze = squeeze
+    T.unsqueeze = unsqueeze
+    T.flatten = flatten
+    T.broadcast_to = broadcast_to
+    T.expand = expand
+    T.flip = flip
 
 
 _install()

@@ -13,8 +13,8 @@ into ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``:
 Their parameters mean what scikit-learn's ``MLPClassifier``/``MLPRegressor``
 parameters of the same name mean; what differs:
 
-- ``activation`` takes all six of chainrule's activations ("sigmoid", "tanh",
-  "relu", "leaky_relu", "prelu", "elu") and "identity"; "logistic" is accepted
+- ``activation`` takes all of chainrule's activations ("sigmoid", "tanh",
+  "relu", "leaky_relu", "prelu", "elu", "gelu", "silu") and "identity"; "logistic" is accepted
   as scikit-learn's name for "sigmoid". PReLU's slopes are learned.
 - ``init`` names chainrule's initializer (He for the ReLU family and Xavier
   otherwise, by default); ``label_smoothing`` (classifier) and ``device`` are new.
@@ -352,7 +352,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Args:
         hidden_layer_sizes: widths of the hidden layers, e.g. ``(128, 64)``.
         activation: "sigmoid" (or "logistic"), "tanh", "relu", "leaky_relu",
-            "prelu", "elu" or "identity".
+            "prelu", "elu", "gelu", "silu" or "identity".
         init: weight initializer name, or None for He (ReLU family) / Xavier (others).
         solver: "adam" or "sgd".
         alpha: L2 penalty, ``alpha / (2 n_batch) * sum ||W||^2`` added to the loss.

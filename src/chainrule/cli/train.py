@@ -107,7 +107,7 @@ def train(
         help="digits, digits-binary, objects (multi-label), spirals, xor, circles, sine, abs, step or sawtooth.",
     ),
     layers: Optional[str] = typer.Option(None, "--layers", show_default="256,256,128", help="Hidden layer widths, comma-separated (\"\" for none)."),
-    activation: Optional[str] = typer.Option(None, "--activation", show_default="relu", help="sigmoid, tanh, relu, leaky_relu, prelu, elu or identity."),
+    activation: Optional[str] = typer.Option(None, "--activation", show_default="relu", help="sigmoid, tanh, relu, leaky_relu, prelu, elu, gelu, silu or identity."),
     init: Optional[str] = typer.Option(
         None, "--init", show_default="he_normal for the ReLU family, else xavier_uniform",
         help="xavier_uniform, xavier_normal, he_uniform, he_normal, normal (N(0, 0.01^2)) or uniform.",

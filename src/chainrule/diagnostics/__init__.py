@@ -24,7 +24,7 @@ from .advice import (
     VANISHING_RATIO,
     HealthWarning,
 )
-from .layers import SATURATION_LEVEL, find_layers, saturation_threshold
+from .layers import SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, saturation_threshold
 from .monitor import Monitor
 from .signal import signal_propagation
 from .summary import health_summary, health_table, health_text
@@ -38,10 +38,13 @@ __all__ = [
     "LARGE_UPDATE_RATIO",
     "SATURATED_FRACTION_WARN",
     "SATURATION_LEVEL",
+    "SMOOTH_RELUS",
     "VANISHING_RATIO",
     "HealthWarning",
     "Monitor",
+    "dead_threshold",
     "find_layers",
+    "health_rule",
     "health_summary",
     "health_table",
     "health_text",

@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .layers import SATURATING, SATURATION_LEVEL
+from .layers import SATURATING, SATURATION_LEVEL, SMOOTH_RELUS
+
+_NAMES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU"}
 
 # Vanishing gradients: the first layer's weight-gradient norm is below this
 # fraction of the output layer's. An MLP of 10 hidden layers of 64 on the digits,
@@ -24,7 +26,8 @@ EXPLODING_GROWTH = 1e3
 # Healthy training on the digits stays below 0.08 (median 0.002-0.01); a learning rate
 # 10x too large reaches 0.5-5.
 LARGE_UPDATE_RATIO = 0.25
-# Dead ReLUs: this share of a layer's units never active on the probe batch.
+# Dead units: this share of a layer's units never active on the probe batch (ReLU), or always in
+# the flat left tail of a GELU or SiLU (see diagnostics.layers.SMOOTH_RELUS).
 DEAD_FRACTION_WARN = 0.5
 # Saturation: this share of a sigmoid or tanh layer's (sample, unit) pairs saturated
 # (local derivative below SATURATION_LEVEL of its peak).
@@ -166,15 +169,20 @@ def check_record(record: dict, first: dict | None = None) -> list:
         d = row.get("dead_fraction")
         if d is None and row.get("dead_fraction_epoch") is not None:
             d, where = row["dead_fraction_epoch"], f"in any batch of epoch {epoch}"
-        if row["activation"] == "relu" and d is not None and d >= DEAD_FRACTION_WARN:
-            dead.append((row["layer"], d))
+        if (row["activation"] == "relu" or row["activation"] in SMOOTH_RELUS) and d is not None and d >= DEAD_FRACTION_WARN:
+            dead.append((row["layer"], d, row["activation"]))
     if dead:
         worst = max(dead, key=lambda t: t[1])
+        acts = sorted({t[2] for t in dead})
+        if "relu" not in acts:
+            how = "stay in the flat left tail, where the derivative is near 0,"
+        else:
+            how = "are never active" if acts == ["relu"] else "are never active (ReLU) or stay in the flat left tail (GELU, SiLU)"
         warn(
             DEAD_UNITS,
-            f"dead units: {_share(dead)} the ReLU units of {_layers(dead)} are never active {where} "
-            f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back no gradient and cannot recover; "
-            "try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
+            f"dead units: {_share(dead)} the {'/'.join(_NAMES[a] for a in acts)} units of {_layers(dead)} {how} {where} "
+            f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back {'no' if acts == ['relu'] else 'almost no'} gradient "
+            "and cannot recover; try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
             [t[0] for t in dead],
             worst[1],
             DEAD_FRACTION_WARN,

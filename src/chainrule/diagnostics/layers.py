@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import ops
 from ..backend import asarray, namespace, to_numpy
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
@@ -27,6 +28,12 @@ SATURATION_LEVEL = 0.01
 
 # Activations whose derivative dies away for large |z|, with their largest derivative.
 SATURATING = {"sigmoid": 0.25, "tanh": 1.0}
+
+# The smooth ReLUs (beyond the lesson). They do not saturate: for large z their derivative
+# tends to 1. For z << 0 it dies away as ReLU's does, so a unit counts as dead when every
+# probe sample puts it in that flat left tail, z < dead_threshold(activation), below which
+# |f'(z)| stays under SATURATION_LEVEL of its peak (z < -3.02 for GELU, z < -6.14 for SiLU).
+SMOOTH_RELUS = ("gelu", "silu")
 
 _NAME_OF_CLASS = {cls: name for name, cls in ACTIVATIONS.items()}
 
@@ -100,7 +107,44 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
         return np.where(z > 0, 1.0, to_numpy(m.weight.data).astype(z.dtype))
     if act == "elu":
         return np.where(z > 0, 1.0, m.alpha * np.exp(np.minimum(z, 0.0))).astype(z.dtype)
+    if act == "gelu":
+        return ops.gelu_derivative(z, m.approximate).astype(z.dtype, copy=False)
+    if act == "silu":
+        return ops.silu_derivative(z).astype(z.dtype, copy=False)
     return None
+
+
+def health_rule(activation: str, approximate: str = "none") -> str:
+    """How the monitor judges a unit of ``activation`` saturated or dead, in one sentence.
+
+    Example:
+        >>> health_rule("relu")
+        'dead: z <= 0 on every probe sample, so no gradient passes; never saturated'
+    """
+    level = f"{100 * SATURATION_LEVEL:g}%"
+    if activation in SATURATING:
+        return (f"saturated: |z| > {saturation_threshold(activation):.2f}, where f'(z) < {level} of its peak "
+                f"{SATURATING[activation]:g}, counted over (sample, unit) pairs; never dead")
+    if activation == "relu":
+        return "dead: z <= 0 on every probe sample, so no gradient passes; never saturated"
+    if activation in SMOOTH_RELUS:
+        z = np.linspace(0.0, 6.0, 60_001)
+        d = ops.gelu_derivative(z, approximate) if activation == "gelu" else ops.silu_derivative(z)
+        return (f"dead: every probe sample puts the unit in the flat left tail, z < {dead_threshold(activation, approximate):.2f}, "
+                f"where |f'(z)| < {level} of its peak {d.max():.3f}; never saturated (f'(z) tends to 1 for large z)")
+    return "no saturated or dead rule for this activation"
+
+
+@lru_cache(maxsize=None)
+def dead_threshold(activation: str, approximate: str = "none") -> float:
+    """z below which a GELU or SiLU unit counts as dead: in the left tail where |f'(z)| stays
+    under ``SATURATION_LEVEL`` of f's largest derivative (found on a grid of step 1e-4)."""
+    if activation not in SMOOTH_RELUS:
+        raise ChainruleError(f"the dead-unit threshold is defined for {', '.join(SMOOTH_RELUS)}, got {activation!r}")
+    z = np.linspace(-12.0, 6.0, 180_001)
+    d = ops.gelu_derivative(z, approximate) if activation == "gelu" else ops.silu_derivative(z)
+    live = np.abs(d) >= SATURATION_LEVEL * d.max()
+    return float(z[np.argmax(live)])
 
 
 @lru_cache(maxsize=None)

@@ -14,13 +14,17 @@ update_ratio                ||W_after - W_before|| / ||W_before|| around optimiz
 update_ratio_max            the largest of those in the epoch
 preact_mean, preact_std     mean and standard deviation of z = x @ W + b on the probe batch
 mean_derivative             mean local derivative f'(z) on the probe (sigmoid <= 0.25, tanh <= 1,
-                            ReLU: the share of active units): about the share of the gradient
-                            each unit passes back
+                            ReLU: the share of active units; GELU <= 1.13, SiLU <= 1.10): about
+                            the share of the gradient each unit passes back
 saturated_fraction          sigmoid and tanh: share of (sample, unit) pairs on the probe whose
                             local derivative is below 1% of its peak (|z| > 5.99 for the
-                            sigmoid, |z| > 2.99 for tanh); None for other activations
-dead_fraction               ReLU: share of units never active (z <= 0) on any probe sample
-dead_fraction_epoch         ReLU: share of units whose bias got exactly zero gradient on every
+                            sigmoid, |z| > 2.99 for tanh); None for other activations (GELU and
+                            SiLU do not saturate: their derivative tends to 1 for large z)
+dead_fraction               ReLU: share of units never active (z <= 0) on any probe sample.
+                            GELU and SiLU: share of units that every probe sample puts in the
+                            flat left tail, where |f'(z)| stays below 1% of its peak (z < -3.02
+                            for GELU, z < -6.14 for SiLU): they pass back almost no gradient
+dead_fraction_epoch         ReLU only: share of units whose bias got exactly zero gradient on every
                             monitored batch of the epoch, that is, never active on any of
                             those samples (or cut off from the loss); None without a bias
 prelu_slope                 PReLU: the mean learned negative slope, and prelu_slope_range [min, max]
@@ -57,7 +61,7 @@ from ..errors import ChainruleError
 from ..optim.sgd import SGD
 from ..validation import check_positive_int
 from . import advice
-from .layers import SATURATING, SATURATION_LEVEL, find_layers, host, like_weights, local_derivative
+from .layers import SATURATING, SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, host, like_weights, local_derivative
 from .signal import signal_propagation
 
 PROBE_SIZE = 64  # rows in the probe batch taken from training data when none is given (it runs once per epoch)
@@ -407,11 +411,21 @@ class Monitor:
         log = self.step_log
         return log[-1] if log else None
 
+    def health_rules(self) -> dict:
+        """How each watched activation's units are judged saturated or dead, in words:
+        ``{"gelu": "dead: every probe sample puts the unit in the flat left tail, z < -3.02, ..."}``."""
+        rules = {}
+        for layer in self.layers or []:
+            if layer.act_module is not None and layer.activation not in rules:
+                rules[layer.activation] = health_rule(layer.activation, getattr(layer.act_module, "approximate", "none"))
+        return rules
+
     def to_dict(self) -> dict:
         """Plain data for metrics.json: settings, the initial state, per-epoch records and the warnings."""
         return {
             "monitor_every": self.monitor_every,
             "saturation_rule": f"local derivative below {SATURATION_LEVEL:g} of its maximum",
+            "health_rules": self.health_rules(),
             "initial": self.initial,
             "epochs": self.records,
             "warnings": [w.to_dict() for w in self.warnings()],
@@ -604,6 +618,12 @@ class Monitor:
                 active = zk > 0
                 row["mean_derivative"] = float(np.count_nonzero(active) / n)
                 row["dead_fraction"] = float(1.0 - active.any(axis=0).mean())
+                continue
+            if act in SMOOTH_RELUS:
+                d = local_derivative(layer, zk)
+                row["mean_derivative"] = float(d.sum(dtype=np.float64)) / n
+                alive = zk >= dead_threshold(act, getattr(layer.act_module, "approximate", "none"))
+                row["dead_fraction"] = float(1.0 - alive.any(axis=0).mean())
                 continue
             if act in SATURATING and ak is not None:
                 ak = host(ak)

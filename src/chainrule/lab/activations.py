@@ -1,14 +1,19 @@
-"""activations: the six activations of the lesson and their derivatives, measured by autograd.
+"""activations: the six activations of the lesson and their derivatives, measured by autograd,
+with GELU and SiLU, the smooth ReLUs of today's networks, beside them (beyond the lesson).
 
 Each derivative is read from ``backward()`` of ``sum(f(x))`` over a grid of
 inputs (each input's gradient is f'(x) there) in float64, and checked against
 the formula. Then the claims: the sigmoid's slope is at most 0.25 and dies
 away from zero, tanh is a shifted and scaled sigmoid with outputs centred
 on zero, ReLU's slope is a step that stays 1 for every positive input, and
-the ReLU variants keep a non-zero slope on the negative side.
+the ReLU variants keep a non-zero slope on the negative side. GELU and SiLU are
+shown and checked as well, marked as beyond the lesson: slopes that tend to 1 on the
+right and to 0 on the left, with a small negative dip in between.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -31,7 +36,16 @@ ACTIVATIONS = {
     "leaky_relu": (lambda x: F.leaky_relu(x, LEAKY_SLOPE), lambda x: np.where(x > 0, 1.0, LEAKY_SLOPE)),
     "prelu": (_prelu, lambda x: np.where(x > 0, 1.0, PRELU_SLOPE)),
     "elu": (F.elu, lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
+    # beyond the lesson: Phi(x) + x phi(x), with erf from the standard library as the reference
+    "gelu": (F.gelu, lambda x: 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
+    "silu": (F.silu, lambda x: (s := 0.5 * (1 + np.tanh(x / 2))) * (1 + x * (1 - s))),
 }
+BEYOND_THE_LESSON = ("gelu", "silu")
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+def _label(name: str) -> str:
+    return f"{name} (beyond the lesson)" if name in BEYOND_THE_LESSON else name
 
 
 def value_and_derivative(name: str, x: np.ndarray) -> tuple:
@@ -68,7 +82,7 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
             "max_abs_autograd_vs_formula": float(np.max(np.abs(d - d_formula))),
         }
         s = stats[name]
-        rows.append([name, fmt(s["f_at_0"]), fmt(s["max_derivative"]), fmt(s["derivative_at_5"]),
+        rows.append([_label(name), fmt(s["f_at_0"]), fmt(s["max_derivative"]), fmt(s["derivative_at_5"]),
                      fmt(s["min_derivative_negative_side"]), fmt(s["min_derivative_positive_side"]),
                      fmt(s["mean_output_on_standard_normal"]), fmt(s["max_abs_autograd_vs_formula"])])
         curves[name] = value_and_derivative(name, grid)
@@ -133,6 +147,20 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
         "ELU's slope on the negative side is e^x: non-zero, but it too shrinks for very negative inputs "
         f"(elu'(-6) = {fmt(keep['elu'])})."
     )
+    smooth = {k: stats[k] for k in BEYOND_THE_LESSON}
+    far_left = {k: float(value_and_derivative(k, np.array([-10.0]))[1][0]) for k in BEYOND_THE_LESSON}
+    r.numbers["derivative_at_minus_10"] = far_left
+    r.check(
+        "Beyond the lesson: GELU and SiLU are smooth ReLUs, slope near 1 on the right, near 0 far left, dipping below 0 between",
+        all(abs(v["derivative_at_5"] - 1) < 0.05 and -0.2 < v["min_derivative_negative_side"] < 0 and abs(far_left[k]) < 0.01
+            for k, v in smooth.items()),
+        "; ".join(f"{k}'(5) = {fmt(v['derivative_at_5'])}, {k}'(-10) = {fmt(far_left[k])}, max {fmt(v['max_derivative'])} "
+                  f"at x = {fmt(v['argmax_derivative'])}, min {fmt(v['min_derivative_negative_side'])} on [-6, 0)" for k, v in smooth.items()),
+    )
+    r.notes.append(
+        "GELU and SiLU are not in the lesson; they are shown for comparison. Their slope dips below 0 for "
+        "negative inputs and vanishes far to the left, so a unit pushed far negative learns as slowly as a dead ReLU."
+    )
     _figures(r, grid, curves)
     return r
 
@@ -140,18 +168,20 @@ def run(quick: bool = False, jobs: int = 1, seed: int = 0) -> Result:
 def _figures(r: Result, grid: np.ndarray, curves: dict) -> None:
     fig, axes = new_figure(2, 1, width=5.0, height=3.8)
     for name, (y, d) in curves.items():
-        axes[0][0].plot(grid, y, label=name)
-        axes[0][1].plot(grid, d, label=name)
+        style = "--" if name in BEYOND_THE_LESSON else "-"
+        axes[0][0].plot(grid, y, style, label=_label(name))
+        axes[0][1].plot(grid, d, style, label=_label(name))
     axes[0][0].set(xlabel="x", ylabel="f(x)", title="Activations", ylim=(-2, 4))
     axes[0][1].axhline(0.25, color="0.5", ls=":", lw=1)
-    axes[0][1].set(xlabel="x", ylabel="f'(x)", title="Derivatives (dotted: 0.25)", ylim=(-0.05, 1.1))
+    axes[0][1].set(xlabel="x", ylabel="f'(x)", title="Derivatives (dotted: 0.25)", ylim=(-0.2, 1.2))
     axes[0][0].legend(fontsize=8)
-    r.add_figure("functions", "The six activations and their derivatives (by backpropagation).", fig)
-    fig, axes = new_figure(3, 2, width=3.2, height=2.4)
+    r.add_figure("functions", "The six activations of the lesson and their derivatives (by backpropagation); "
+                 "dashed, GELU and SiLU, beyond the lesson.", fig)
+    fig, axes = new_figure(4, 2, width=3.2, height=2.4)
     for ax, (name, (y, d)) in zip(axes.ravel(), curves.items()):
         ax.plot(grid, y, label="f")
         ax.plot(grid, d, label="f'")
         ax.axhline(0, color="0.7", lw=0.6)
-        ax.set(title=name, ylim=(-1.5, 3))
+        ax.set(title=_label(name), ylim=(-1.5, 3))
     axes[0][0].legend(fontsize=8)
     r.add_figure("panels", "Each activation with its derivative.", fig)

@@ -1,7 +1,7 @@
 """Layers and models: ``from chainrule import nn``."""
 
 from . import init
-from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh, activation
+from .activations import ACTIVATIONS, BEYOND_THE_LESSON, ELU, GELU, Identity, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh, activation
 from .containers import Sequential
 from .linear import Linear
 from .mlp import MLP
@@ -9,7 +9,9 @@ from .module import MODULES, Module, Parameter, register_module
 
 __all__ = [
     "ACTIVATIONS",
+    "BEYOND_THE_LESSON",
     "ELU",
+    "GELU",
     "Identity",
     "LeakyReLU",
     "Linear",
@@ -22,6 +24,7 @@ __all__ = [
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SiLU",
     "Softmax",
     "Tanh",
     "activation",

@@ -126,6 +126,39 @@ class ELU(Module):
 
 
 @register_module
+class SiLU(Module):
+    """SiLU (swish) ``x sigmoid(x)``: smooth, slightly negative for x < 0, derivative at most 1.0998.
+    Beyond the lesson's six activations."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+    def get_config(self) -> dict:
+        return {}
+
+
+@register_module
+class GELU(Module):
+    """GELU ``x Phi(x)`` (Phi the normal CDF), or its tanh approximation with
+    ``approximate="tanh"``; derivative at most 1.129. Beyond the lesson's six activations."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in F.GELU_APPROXIMATIONS:
+            raise ChainruleError(f"GELU needs approximate in {F.GELU_APPROXIMATIONS}, got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, self.approximate)
+
+    def get_config(self) -> dict:
+        return {"approximate": self.approximate}
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+@register_module
 class Softmax(Module):
     """``e^x / sum(e^x)`` along ``axis``."""
 
@@ -155,7 +188,8 @@ class LogSoftmax(Module):
         return {"axis": self.axis}
 
 
-# The six activations of the lesson plus identity, by the names the command line uses.
+# The six activations of the lesson, two beyond it (GELU and SiLU, the smooth ReLUs of
+# today's networks) and identity, by the names the command line uses.
 ACTIVATIONS = {
     "sigmoid": Sigmoid,
     "tanh": Tanh,
@@ -163,8 +197,13 @@ ACTIVATIONS = {
     "leaky_relu": LeakyReLU,
     "prelu": PReLU,
     "elu": ELU,
+    "gelu": GELU,
+    "silu": SiLU,
     "identity": Identity,
 }
+
+#: Registry names of the activations that the lesson does not cover.
+BEYOND_THE_LESSON = ("gelu", "silu")
 
 
 def activation(name: str, **kwargs: Any) -> Module:

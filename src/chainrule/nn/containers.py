@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from .. import functional as F
 from ..autograd import Tensor
-from .activations import ELU, Identity, LeakyReLU, PReLU, ReLU, Sigmoid, Tanh
+from .activations import ELU, GELU, Identity, LeakyReLU, PReLU, ReLU, Sigmoid, SiLU, Tanh
 from .linear import Linear
 from .module import Module, register_module
 
@@ -20,9 +20,11 @@ _FUSED_KIND = {
     LeakyReLU: "leaky_relu",
     ELU: "elu",
     PReLU: "prelu",
+    GELU: "gelu",
+    SiLU: "silu",
 }
 
-_BARE_STEPS = {kind: (kind, None, None) for kind in ("identity", "relu", "sigmoid", "tanh")}
+_BARE_STEPS = {kind: (kind, None, None) for kind in ("identity", "relu", "sigmoid", "tanh", "silu")}
 
 
 @register_module
@@ -66,6 +68,8 @@ class Sequential(Module):
                     append((kind, attrs["negative_slope"], None))
                 elif kind == "elu":
                     append((kind, attrs["alpha"], None))
+                elif kind == "gelu":
+                    append((kind, attrs["approximate"], None))
                 else:
                     append(_BARE_STEPS[kind])
             return F.fused_layers(x, steps)

@@ -11,7 +11,7 @@ from .containers import Sequential
 from .linear import Linear
 from .module import register_module
 
-_RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu")
+_RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu")  # He initialization
 
 
 @register_module
@@ -21,9 +21,9 @@ class MLP(Sequential):
     Args:
         sizes: layer widths from input to output, e.g. ``[64, 128, 128, 10]``.
         activation: registry name of the hidden activation: "sigmoid", "tanh",
-            "relu", "leaky_relu", "prelu", "elu" or "identity".
+            "relu", "leaky_relu", "prelu", "elu", "gelu", "silu" or "identity".
         init: weight initializer name; by default He (normal) for the ReLU
-            family and Xavier (uniform) for sigmoid, tanh and identity.
+            family (GELU and SiLU included) and Xavier (uniform) for sigmoid, tanh and identity.
         bias_init: constant for every hidden bias (the output bias starts at 0).
             A large negative value kills ReLUs from the start.
         activation_kwargs: passed to the activation, e.g. ``{"negative_slope": 0.1}``.

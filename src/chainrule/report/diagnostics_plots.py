@@ -74,7 +74,7 @@ def plot_gradient_heatmap(source: Any, path: str | Path) -> Path:
 
 
 def plot_unit_health(source: Any, path: str | Path) -> Path:
-    """Dead ReLU units and saturated sigmoid/tanh units, per layer and epoch, as heat maps in %.
+    """Dead units (ReLU, GELU, SiLU) and saturated units (sigmoid, tanh), per layer and epoch, as heat maps in %.
 
     One panel per kind the network has (a ReLU network gets no empty
     saturation panel). The colour scale runs from 0 to the largest share
@@ -110,7 +110,7 @@ def plot_unit_health(source: Any, path: str | Path) -> Path:
     for ax, (grid, title) in zip(axes[0], panels):
         measured = grid[np.isfinite(grid)]
         if not measured.size:
-            ax.text(0.5, 0.5, "no ReLU, sigmoid or tanh layer to measure", transform=ax.transAxes, ha="center", va="center")
+            ax.text(0.5, 0.5, "no layer whose units can die or saturate", transform=ax.transAxes, ha="center", va="center")
         top = max(10.0, float(np.ceil(measured.max() / 10) * 10)) if measured.size else 100.0
         im = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0, vmax=top, interpolation="nearest")
         if annotate:
