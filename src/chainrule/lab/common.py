@@ -250,6 +250,15 @@ def preactivations(model: Any, X: np.ndarray) -> list:
     return out
 
 
+def inactive_fractions(model: Any, X: np.ndarray) -> list:
+    """Per hidden layer, the share of units whose pre-activation is <= 0 on every row of X.
+
+    For a ReLU such a unit is dead (see :func:`dead_fractions`). Leaky ReLU,
+    PReLU and ELU units there still pass back a gradient, so they can come back.
+    """
+    return [float(np.mean(np.all(z <= 0, axis=0))) for z in preactivations(model, X)]
+
+
 def dead_fractions(model: Any, X: np.ndarray) -> list:
     """Per hidden layer, the share of units whose pre-activation is <= 0 on every row of X.
 
