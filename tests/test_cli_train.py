@@ -191,9 +191,15 @@ def test_predict_refuses_bad_input_files(monkeypatch, capsys, digits_run, tmp_pa
         ("rows.txt", "must be a .npy or .csv file"),
         ("fake.npy", "is not a readable .npy array"),
         ("missing.npy", "does not exist"),
+        ("gap.csv", "line 2 is blank; every line must be a row of 64 numbers"),
+        ("huge.csv", "row 0, column 1: 1e+308 is beyond the float32 range"),
+        (".", "is a folder, not a file"),
+        ("/dev/null", "'/dev/null' is not a regular file (a device or a pipe)"),
     ]
+    (tmp_path / "gap.csv").write_text(",".join(["0.5"] * 64) + "\n\n" + ",".join(["0.5"] * 64) + "\n")
+    (tmp_path / "huge.csv").write_text(",".join(["1e308"] + ["0.5"] * 63) + "\n")
     for name, message in cases:
-        code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / name)
+        code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", name if name.startswith("/") else tmp_path / name)
         assert code == 2, name
         assert len(err.strip().splitlines()) == 1 and message in err, (name, err)
         assert stdout == ""
@@ -327,3 +333,70 @@ def test_train_takes_the_activations_beyond_the_lesson(monkeypatch, capsys, tmp_
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert activation in metrics["diagnostics"]["health_rules"]
     assert all(row["dead_fraction"] is not None for row in metrics["diagnostics"]["epochs"][-1]["layers"][:-1])
+
+
+def test_blank_lines_may_end_a_csv_file(monkeypatch, capsys, digits_run, tmp_path):
+    out, _ = digits_run
+    (tmp_path / "end.csv").write_text(",".join(["0.5"] * 64) + "\n\n  \n")
+    code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "end.csv")
+    assert code == 0 and len(stdout.splitlines()) == 1, err
+
+
+def test_predict_warns_on_one_line_about_rows_outside_the_training_range(monkeypatch, capsys, digits_run, tmp_path):
+    out, _ = digits_run
+    X, _ = load_digits()  # pixels in [0, 1], as the run trained on
+    assert json.loads((out / "metrics.json").read_text())["input_range"] == [0.0, 1.0]
+    raw = X[:4].copy()
+    raw[1] *= 16  # the 0-16 pixels of scikit-learn's raw digits
+    raw[3, 5] = -1e30
+    np.save(tmp_path / "raw.npy", raw)
+    code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "raw.npy")
+    assert code == 0 and len(stdout.splitlines()) == 4
+    assert err == "warning: rows 1, 3 (of 4) hold values outside [0, 1], the range of the inputs the model was trained on: its predictions there are guesses\n"
+    np.save(tmp_path / "fine.npy", X[:4])
+    code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "fine.npy")
+    assert code == 0 and err == ""
+
+
+def test_no_python_warning_reaches_the_terminal(tmp_path):
+    code, out, err = chainrule("train", "-d", "xor", "--layers", "4", "--epochs", "0", "--out", tmp_path / "r", cwd=tmp_path)
+    assert code == 0 and err == "", err  # no matplotlib legend warning for a run of no epochs
+    (tmp_path / "big.csv").write_text("1e308,0.5\n")
+    code, out, err = chainrule("predict", tmp_path / "r", "--input", tmp_path / "big.csv")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Warning" not in err, err
+
+
+def test_an_adam_run_at_lr_1e6_diverges_and_keeps_no_model(tmp_path):
+    code, out, err = chainrule("train", "--lr", "1e6", "--layers", "32", "--epochs", "3", "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: the loss reached") and "more than 1e+06 times the first step's" in err and "learning rate" in err
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("layers", ["100000000,100000000", "2000000,2000000"])
+def test_a_network_too_large_for_memory_is_refused_on_one_line(monkeypatch, capsys, tmp_path, layers):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process(monkeypatch, capsys, "train", "--layers", layers)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: this run needs about "), err
+    assert "parameters" in err and "of memory is available" in err
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "huge.json").write_text('{"layers": [1e9]}')
+    code, out, err = in_process(monkeypatch, capsys, "train", "--config", tmp_path / "huge.json")
+    assert code == 2 and err.startswith("error: this run needs about ") and err.count("\n") == 1, err
+
+
+def test_a_hostile_model_file_in_a_run_folder_is_one_line_and_status_2(monkeypatch, capsys, digits_run, tmp_path):
+    import shutil
+
+    from chainrule.io import read_safetensors, write_safetensors
+
+    out, _ = digits_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    arrays, meta = read_safetensors(run / "model.safetensors")
+    write_safetensors(run / "model.safetensors", arrays, {**meta, "architecture": "[" * 30_000 + "]" * 30_000})
+    np.save(tmp_path / "rows.npy", load_digits()[0][:2])
+    for args in (["evaluate", run], ["predict", run, "--input", tmp_path / "rows.npy"]):
+        code, stdout, err = in_process(monkeypatch, capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and "architecture is not valid JSON: nested too deeply" in err, err

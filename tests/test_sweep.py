@@ -102,9 +102,10 @@ def test_failed_points_are_recorded_and_the_rest_goes_on(local_result):
     rows = local_result.rows
     assert [r["point"] for r in rows] == list(range(1, 9))
     failed = [r for r in rows if r["status"] == "failed"]
-    # sgd at lr 1e20 diverges with ReLU; tanh's bounded units keep the loss finite (huge)
-    assert [(r["settings"]["activation"], r["settings"]["lr"]) for r in failed] == [("relu", 1e20)] * 2
-    assert all(r["error"].startswith("DivergenceError: the loss became") for r in failed)
+    # sgd at lr 1e20 diverges: with ReLU the loss becomes inf; tanh's bounded units keep it finite,
+    # but far above a million times its start
+    assert [(r["settings"]["activation"], r["settings"]["lr"]) for r in failed] == [("relu", 1e20)] * 2 + [("tanh", 1e20)] * 2
+    assert all(r["error"].startswith("DivergenceError: the loss ") for r in failed)
     good = [r for r in rows if r["settings"]["lr"] == 0.1]
     assert all(r["status"] == "ok" and r["epochs"] == 1 for r in good)
     # one epoch of a 64-16-10 net: measured test accuracy 0.58-0.80
@@ -117,10 +118,10 @@ def test_results_table_csv_json_and_plot(local_result, tmp_path):
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert list(rows[0])[:5] == ["point", "status", "activation", "lr", "seed"]
     assert {"train_loss", "test_accuracy", "seconds", "error"} <= set(rows[0])
-    assert [r["status"] for r in rows].count("failed") == 2
+    assert [r["status"] for r in rows].count("failed") == 4
     assert float(rows[0]["test_accuracy"]) == local_result.rows[0]["test_accuracy"]
     data = json.loads(paths["json"].read_text())
-    assert data["name"] == "tiny" and data["points"] == 8 and data["failed"] == 2
+    assert data["name"] == "tiny" and data["points"] == 8 and data["failed"] == 4
     assert data["config"]["grid"]["lr"] == [0.1, 1e20]
     assert data["rows"][2]["error"] == local_result.rows[2]["error"]
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -174,7 +175,7 @@ def test_cli_sweep_writes_the_table_and_exits_1_on_failed_points(toml_file, tmp_
     out = tmp_path / "results"
     res = CliRunner().invoke(app, ["sweep", str(toml_file), "--out", str(out)])
     assert res.exit_code == 1, res.output
-    assert "2 of 8 points failed" in res.output and "DivergenceError" in res.output
+    assert "4 of 8 points failed" in res.output and "DivergenceError" in res.output
     assert "[8/8]" in res.output
     assert {p.name for p in out.iterdir()} == {"results.csv", "results.json", "summary.png"}
 
@@ -205,3 +206,23 @@ def test_help_texts_keep_their_section_names_and_speak_to_users():
         assert section in sweep_help, sweep_help
     bench_help = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
     assert "target" in bench_help and "issue" not in bench_help.lower(), bench_help
+
+
+@pytest.mark.parametrize("name", ["../../../somewhere", "/tmp/elsewhere", "a/b", "..", ".", "a\\b", "", 7])
+def test_sweep_names_cannot_leave_the_output_folder(tmp_path, name):
+    path = tmp_path / "escape.toml"
+    path.write_text(SWEEP_TOML.replace('name = "tiny"', f"name = {json.dumps(name)}"))
+    with pytest.raises(ChainruleError, match="sweep.name must be a plain folder name"):
+        load_sweep(path)
+
+
+def test_a_point_too_large_for_memory_fails_with_the_estimate_before_building():
+    from chainrule.sweep import run_point
+
+    row = run_point({"layers": [10**9], "epochs": 1})
+    assert row["status"] == "failed" and row["error"].startswith("ChainruleError: this run needs about ")
+
+
+def test_a_sweep_with_a_point_too_large_for_memory_is_refused_before_it_runs():
+    with pytest.raises(ChainruleError, match=r"sweep point 2 \(layers \[1000000000\]\) needs about"):
+        run_sweep({"base": {"epochs": 1}, "grid": {"layers": [[8], [10**9]]}})

@@ -118,3 +118,36 @@ def test_predict_does_not_record_a_graph_and_restores_mode():
     m = nn.MLP([3, 2], generator=0)
     out = cr.predict(m, np.ones((5, 3)))
     assert isinstance(out, np.ndarray) and out.shape == (5, 2) and m.training
+
+
+# ---- divergence ---------------------------------------------------------------------------------
+
+
+def test_a_loss_a_million_times_its_start_stops_fit_with_divergence_error():
+    from chainrule.errors import DivergenceError
+
+    X, y = load_digits()
+    model = nn.MLP([64, 32, 10], generator=0)
+    with pytest.raises(DivergenceError, match=r"the loss reached .* more than 1e\+06 times the first step's .* at step \d+ .*learning rate \(1000000.0\)"):
+        cr.fit(model, "cross_entropy", optim.Adam(model.parameters(), lr=1e6), X, y, epochs=3, progress=False)
+
+
+def test_a_checkpointer_never_writes_weights_that_are_not_finite(tmp_path):
+    from types import SimpleNamespace
+
+    from chainrule.checkpoint import Checkpointer, load_checkpoint
+    from chainrule.errors import DivergenceError
+
+    model = nn.MLP([4, 3, 2], generator=0)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    history = cr.History("multiclass")
+    history.first_loss = 0.75
+    state = SimpleNamespace(model=model, optimizer=opt, step=5, history=history)
+    ck = Checkpointer(tmp_path / "ck.safetensors", {"seed": 0})
+    ck.save(state, 0, 5, [], None, "steps")
+    assert load_checkpoint(tmp_path / "ck.safetensors").info["first_loss"] == 0.75
+    model[0].weight.data[0, 0] = np.nan
+    state.step = 6
+    with pytest.raises(DivergenceError, match=r"parameter '0.weight' became NaN or infinite by step 6, though the loss stayed finite"):
+        ck.save(state, 0, 6, [], None, "steps")
+    assert load_checkpoint(tmp_path / "ck.safetensors").step == 5 and ck.saved_step == 5

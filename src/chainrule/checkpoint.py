@@ -3,7 +3,8 @@
 A checkpoint is one safetensors file (``checkpoint.safetensors`` in a run
 folder), written atomically (temporary file, fsync, rename: a crash at any
 moment leaves the previous checkpoint whole) and read with the same checks as
-a model file (:func:`chainrule.io.read_safetensors`, then every name, shape and
+a model file (:func:`chainrule.io.read_header`: the header and the model's
+shapes before anything is built, then every name, shape, SHA-256 digest and
 value). Nothing in it is ever executed.
 
 Arrays:
@@ -27,7 +28,8 @@ Metadata (JSON strings):
                     "history": the per-epoch records so far, "seconds": training time so far,
                     "diagnostics": the Monitor's records so far (or null),
                     "rng": how the batch order is drawn,
-                    "reason": "steps", "epochs", "seconds", "minutes" or "interrupt"}
+                    "reason": "steps", "epochs", "seconds", "minutes" or "interrupt",
+                    "first_loss": the run's first loss, for the divergence check (or null)}
 
 Random state: training draws random numbers only for the batch order, and
 ``cr.fit`` draws epoch e's order from a generator seeded with (seed, e), so
@@ -123,6 +125,7 @@ def save_checkpoint(
     partial_epoch: tuple | None = None,
     diagnostics: dict | None = None,
     reason: str = "steps",
+    first_loss: float | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` and ``optimizer`` at a position in training, atomically.
 
@@ -138,6 +141,7 @@ def save_checkpoint(
             done so far, when stopping mid-epoch.
         diagnostics: the diagnostics Monitor's ``to_dict()``, if one watches.
         reason: the interval's unit, or "interrupt" (kept for the record).
+        first_loss: the run's first loss (``History.first_loss``), which divergence is judged against.
 
     Returns:
         The path written.
@@ -170,6 +174,7 @@ def save_checkpoint(
         "diagnostics": diagnostics,
         "rng": {"batch_order": "numpy.random.default_rng([seed, epoch]).permutation(rows), drawn afresh each epoch", "seed": config.get("seed")},
         "reason": reason,
+        "first_loss": first_loss,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     # NaN and infinities are kept as JSON's NaN/Infinity tokens: the file is read back by Python only
@@ -202,23 +207,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         >>> ck = load_checkpoint("runs/digits/checkpoint.safetensors")
         >>> ck.step, ck.model
     """
-    from .io import model_from, read_safetensors
+    from .io import model_from, read_header
+    from .validation import parse_json
 
     path = Path(path)
-    arrays, meta = read_safetensors(path)
+    file = read_header(path)
+    meta = file.metadata
     if meta.get("format") != FORMAT:
-        raise _bad(path, f"is not a chainrule checkpoint: format {meta.get('format')!r}, expected {FORMAT!r}")
-    try:
-        info = json.loads(meta.get("checkpoint", ""))
-    except json.JSONDecodeError as e:
-        raise _bad(path, f"has unreadable metadata: {e}") from None
+        raise _bad(path, f"is not a chainrule checkpoint: format {str(meta.get('format'))[:80]!r}, expected {FORMAT!r}")
+    info = parse_json(meta.get("checkpoint", ""), f"checkpoint {str(path)!r}: metadata field checkpoint", ModelFileError)
     if not isinstance(info, dict):
         raise _bad(path, f"has metadata of type {type(info).__name__}, expected a JSON object")
-    unknown = [k for k in arrays if not k.startswith(("model.", "optimizer.", "epoch."))]
+    unknown = [k for k in file.tensors if not k.startswith(("model.", "optimizer.", "epoch."))]
     if unknown:
         raise _bad(path, f"holds arrays that are not part of a checkpoint: {unknown[:5]}")
-    model = model_from(arrays, meta, str(path), prefix="model.")
+    model = model_from(file, str(path), prefix="model.")
     params = model.parameters()
+    arrays = file.read(k for k in file.tensors if not k.startswith("model."))  # bounded by the file's size
 
     config = info.get("config")
     if not isinstance(config, dict):
@@ -385,7 +390,20 @@ class Checkpointer:
             self.save(state, done, 0, [*state.history.epochs, state.record], None, "epochs")
 
     def save(self, state: Any, epoch: int, batch: int, history: list, partial: tuple | None, reason: str) -> Path:
-        """Write the checkpoint for a position; returns its path."""
+        """Write the checkpoint for a position; returns its path.
+
+        Weights that hold NaN or an infinity are never written: DivergenceError is raised
+        instead, and the last good checkpoint stays.
+        """
+        from .errors import DivergenceError
+        from .train import nonfinite_parameter
+
+        bad = nonfinite_parameter(state.model)
+        if bad is not None:
+            raise DivergenceError(
+                f"parameter {bad!r} became NaN or infinite by step {state.step}, though the loss stayed finite; "
+                f"the learning rate ({getattr(state.optimizer, 'lr', '?')}) is likely too large: try a smaller one"
+            )
         diagnostics = self.diagnostics() if self.diagnostics is not None else None
         save_checkpoint(
             self.path,
@@ -400,6 +418,7 @@ class Checkpointer:
             partial_epoch=partial if batch else None,
             diagnostics=diagnostics,
             reason=reason,
+            first_loss=state.history.first_loss,
         )
         self.saved_step = state.step
         self._last = time.perf_counter()

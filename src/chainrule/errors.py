@@ -20,4 +20,5 @@ class ModelFileError(ChainruleError):
 
 
 class DivergenceError(ChainruleError):
-    """Training stopped because the loss became NaN or infinite."""
+    """Training stopped because the loss became NaN or infinite, or rose far above its start
+    (``chainrule.train.DIVERGENCE_FACTOR`` times the first step's loss)."""

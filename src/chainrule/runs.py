@@ -6,7 +6,8 @@ and, given a folder, writes the run record:
 
     model.safetensors       the trained model (``cr.load`` reads it)
     config.json             every setting; ``TrainConfig.from_json`` repeats the run exactly
-    metrics.json            "status", per-epoch history, the final train and test metrics and,
+    metrics.json            "status", per-epoch history, the final train and test metrics, the
+                            training inputs' range ("input_range": [min, max]) and,
                             with ``monitor_every``, the gradient-flow "diagnostics" (per epoch
                             and layer: grad_norm, update_ratio, saturated_fraction, dead_fraction, ...)
     checkpoint.safetensors  while training, with ``checkpoint_every`` (see :mod:`chainrule.checkpoint`);
@@ -14,7 +15,8 @@ and, given a folder, writes the run record:
     *.png                   loss and metric curves, confusion matrix (classes), fit (functions),
                             gradient_norms.png and unit_health.png (diagnostics)
 
-A run that diverges (its loss becomes NaN or infinite) or is interrupted
+A run that diverges (its loss becomes NaN or infinite, or a million times its
+first step's) or is interrupted
 (Ctrl-C, with ``interruptible=True``) leaves config.json, metrics.json with
 the epochs done ("status": "diverged" or "interrupted") and its last
 checkpoint; :func:`resume` continues an interrupted or killed run from its
@@ -43,6 +45,7 @@ import numpy as np
 from .checkpoint import FILENAME as CHECKPOINT_FILE
 from .checkpoint import format_interval, parse_interval
 from .errors import ChainruleError, DivergenceError, ModelFileError
+from .validation import check_file, parse_json
 
 # Losses each task can train with; the first is the default.
 LOSSES_FOR_TASK = {
@@ -261,13 +264,8 @@ class TrainConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise ChainruleError(f"config file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ChainruleError(f"config file {str(path)!r} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        check_file(path, "config file", ChainruleError)
+        return cls.from_dict(parse_json(path.read_bytes(), f"config file {str(path)!r}", ChainruleError))
 
 
 @dataclass
@@ -312,6 +310,23 @@ def loss_function(config: TrainConfig) -> Any:
     if config.loss == "cross_entropy" and config.label_smoothing:
         return functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
     return get_loss(config.loss)
+
+
+def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
+    """The memory a run of ``config`` needs, from its settings alone (nothing is loaded or built):
+    :func:`chainrule.memory.estimate_training_memory` of its MLP, batch and optimizer, with
+    ``rows`` training rows.
+
+    Example:
+        >>> estimate_memory(TrainConfig(layers=(256, 256, 128))).total < 10 * 2**20
+        True
+    """
+    from .data import dataset_info
+    from .memory import estimate_training_memory
+
+    info = dataset_info(config.dataset)
+    sizes = [info.num_features, *config.layers, info.num_outputs]
+    return estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=rows)
 
 
 def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any:
@@ -396,7 +411,8 @@ def run(
         RunResult with the resolved config, model, History, final metrics, seconds and diagnostics.
 
     Raises:
-        DivergenceError: the loss became NaN or infinite; the message names the
+        DivergenceError: the loss became NaN or infinite, or rose above a million
+            times the first step's (see :func:`chainrule.fit`); the message names the
             step and, with ``out``, what the run folder keeps.
 
     Example:
@@ -561,8 +577,9 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
     from .data import load_dataset
     from .io import describe, write_atomic
+    from .memory import check_training_memory
     from .metrics import confusion_matrix
-    from .train import History, evaluate, fit, predict
+    from .train import History, evaluate, fit, nonfinite_parameter, predict
 
     if config.device != "cpu":
         from .backend import cupy
@@ -571,6 +588,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     if tensorboard is not None:
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
+    check_training_memory(estimate_memory(config, rows=len(ds.X_train)), "this run")
     model = build_model(config, ds.num_features, ds.num_outputs)
     config = dataclasses.replace(config, init=model.init)
     if ck is not None:
@@ -592,6 +610,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     for record in ck.history if ck is not None else ():
         history.append(record)
     history.steps = ck.step if ck is not None else 0
+    if ck is not None and isinstance(ck.info.get("first_loss"), float) and math.isfinite(ck.info["first_loss"]):
+        history.first_loss = ck.info["first_loss"]
     watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
     checkpointer = None
     if out is not None:
@@ -619,6 +639,12 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
                     initial_epoch=ck.epoch if ck is not None else 0, initial_batch=ck.batch if ck is not None else 0,
                     history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
                 )
+                bad = nonfinite_parameter(model)
+                if bad is not None:  # an update overflowed where the loss does not show it (a dead unit's bias)
+                    raise DivergenceError(
+                        f"parameter {bad!r} holds NaN or infinite values at the end of training (step {history.steps}), "
+                        f"though the loss stayed finite; the learning rate ({config.lr}) is likely too large: try a smaller one"
+                    )
         except (DivergenceError, TrainingInterrupted) as e:
             if out is None:
                 raise
@@ -712,6 +738,8 @@ def metrics_record(result: RunResult) -> dict:
         "seconds": result.seconds,
         "final": result.metrics,
         "history": h.epochs,
+        # the smallest and largest training input: predict warns about inputs far outside it
+        "input_range": [float(result.dataset.X_train.min()), float(result.dataset.X_train.max())],
     }
     if result.resumed_from is not None:
         record["resumed_from_step"] = result.resumed_from
@@ -870,6 +898,7 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "build_optimizer",
+    "estimate_memory",
     "evaluate_run",
     "find_checkpoint",
     "json_ready",

@@ -58,6 +58,7 @@ from sklearn.exceptions import ConvergenceWarning
 from . import functional as F
 from .backend import to_numpy
 from .diagnostics import Monitor
+from .memory import check_training_memory, estimate_training_memory
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
 from .optim import SGD, Adam
@@ -238,6 +239,9 @@ class _BaseMLP(BaseEstimator):
     # ---- training ----------------------------------------------------------------
     def _build(self, n_features: int, n_outputs: int, rng: np.random.RandomState) -> None:
         sizes, act = self._check_params()
+        batch = 200 if self.batch_size == "auto" else int(self.batch_size)  # at most: "auto" is min(200, rows)
+        estimate = estimate_training_memory([n_features, *sizes, n_outputs], batch, self.solver)
+        check_training_memory(estimate, f"{type(self).__name__}(hidden_layer_sizes={tuple(sizes)})")
         self.model_ = MLP([n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)))
         self.model_.to(self.device)  # the same weights on any device; fit moves each batch to them
         params = self.model_.parameters()

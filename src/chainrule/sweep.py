@@ -36,6 +36,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -43,10 +44,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .errors import ChainruleError
 from .threads import limit_threads
+from .validation import check_file
 
 __all__ = ["SweepResult", "expand", "load_sweep", "map_points", "run_point", "run_sweep"]
 
 SECTIONS = ("sweep", "base", "grid")
+# A sweep's name becomes a folder under sweeps/: no separators, so it cannot leave that folder
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 # columns of a row that are not metrics, and are left out when two sweeps' results are compared
 TIMING_COLUMNS = ("seconds",)
 
@@ -64,17 +68,19 @@ def load_sweep(path: str | os.PathLike) -> dict:
         >>> len(expand(config))   # points: grid combinations x seeds
     """
     path = Path(path)
-    if not path.is_file():
-        raise ChainruleError(f"sweep file {str(path)!r} does not exist")
+    check_file(path, "sweep file", ChainruleError)
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ChainruleError(f"sweep file {str(path)!r} is not UTF-8 text: {e}") from None
     if suffix == ".toml":
         import tomllib
 
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ChainruleError(f"{path}: not valid TOML: {e}") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
+            raise ChainruleError(f"{path}: not valid TOML: {e or 'nested too deeply'}") from None
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -82,13 +88,11 @@ def load_sweep(path: str | os.PathLike) -> dict:
             raise ChainruleError(f"{path}: YAML sweep files need PyYAML (pip install pyyaml); or write the sweep in TOML") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, RecursionError) as e:
             raise ChainruleError(f"{path}: not valid YAML: {e}") from None
     else:
         raise ChainruleError(f"sweep file {str(path)!r}: expected a .toml, .yaml or .yml file, got {suffix or 'no suffix'!r}")
-    config = check_sweep(data, source=str(path))
-    config["sweep"].setdefault("name", path.stem)
-    return config
+    return check_sweep(data, source=str(path))
 
 
 def check_sweep(data: Any, source: str = "sweep") -> dict:
@@ -126,7 +130,12 @@ def check_sweep(data: Any, source: str = "sweep") -> dict:
         raise ChainruleError(f"{source}: {both} set both in [base] and in [grid]; keep each setting in one place")
     if "seed" in base or "seed" in grid:
         raise ChainruleError(f"{source}: give seeds as sweep.seeds = [0, 1, ...], not as a train setting")
-    name = str(sweep.get("name", "sweep"))
+    name = sweep.get("name", "sweep")
+    if not isinstance(name, str) or not SWEEP_NAME.match(name) or name.strip(".") == "":
+        raise ChainruleError(
+            f"{source}: sweep.name must be a plain folder name of letters, digits, '.', '-' and '_' "
+            f"(the results go to sweeps/NAME), not a path; got {str(name)[:80]!r}"
+        )
     return {"sweep": {"name": name, "seeds": list(seeds)}, "base": dict(base), "grid": dict(grid)}
 
 
@@ -301,13 +310,21 @@ def run_sweep(
 
 
 def _check_settings(points: list) -> None:
-    """Refuse setting names that TrainConfig does not have, before anything runs."""
-    from .runs import TrainConfig
+    """Refuse setting names that TrainConfig does not have, and points too large for the
+    memory, before anything runs (other bad values fail their own point)."""
+    from .memory import check_training_memory
+    from .runs import TrainConfig, estimate_memory
 
     known = TrainConfig.fields()
     unknown = sorted({k for p in points for k in p if k not in known})
     if unknown:
         raise ChainruleError(f"unknown train settings {unknown} in the sweep; expected any of {', '.join(known)}")
+    for i, point in enumerate(points, 1):
+        try:
+            config = TrainConfig.from_dict(dict(point))
+        except ChainruleError:
+            continue
+        check_training_memory(estimate_memory(config), f"sweep point {i} (layers {list(config.layers)})")
 
 
 # ---- the results --------------------------------------------------------------------------

@@ -56,6 +56,22 @@ def infer_task(loss_fn: Callable, y: np.ndarray) -> str:
     return "multiclass" if (y.ndim == 1 and y.dtype.kind in "iub") else "regression"
 
 
+# Training stops with DivergenceError when a batch's loss exceeds this many times the run's
+# first loss (or 1, if that was smaller): a loss a million times where it started has diverged,
+# whatever the task (cross-entropy starts near log(classes), a standardized regression near 1).
+DIVERGENCE_FACTOR = 1e6
+
+
+def nonfinite_parameter(model: Any) -> str | None:
+    """The name of the first parameter of ``model`` holding NaN or an infinity, or None."""
+    for name, p in getattr(model, "named_parameters", lambda: [])():
+        d = p.data
+        xp = namespace(d)
+        if not bool(xp.all(xp.isfinite(d))):
+            return name
+    return None
+
+
 class History:
     """What fit measured, as plain data.
 
@@ -71,6 +87,7 @@ class History:
         self.history: dict = {}
         self.steps = 0
         self.seconds = 0.0
+        self.first_loss: float | None = None  # the first step's loss: divergence is judged against it
 
     def append(self, record: dict) -> None:
         self.epochs.append(record)
@@ -86,7 +103,7 @@ class History:
         return values[-1] if values else default
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "steps": self.steps, "seconds": self.seconds, "epochs": self.epochs}
+        return {"task": self.task, "steps": self.steps, "seconds": self.seconds, "first_loss": self.first_loss, "epochs": self.epochs}
 
     def __repr__(self) -> str:
         last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.history.items() if k != "epoch")
@@ -299,9 +316,11 @@ def fit(
             (:mod:`chainrule.checkpoint` keeps and restores them).
 
     Raises:
-        DivergenceError: the loss became NaN or infinite (training stops at that
+        DivergenceError: the loss became NaN or infinite, or rose above
+            DIVERGENCE_FACTOR (10^6) times the first step's loss (or 1, if that
+            was smaller), kept in ``history.first_loss``. Training stops at that
             step, before its backward pass; callbacks with ``on_divergence(state,
-            error)`` are told first).
+            error)`` are told first.
 
     Example:
         >>> model = nn.MLP([64, 128, 10])
@@ -357,9 +376,15 @@ def fit(
                 out = model(xb)
                 loss = loss_fn(out, yb)
                 value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
-                if not math.isfinite(value):
+                if history.first_loss is None and math.isfinite(value):
+                    history.first_loss = value
+                bound = DIVERGENCE_FACTOR * max(history.first_loss or 1.0, 1.0)
+                if not math.isfinite(value) or value > bound:
+                    what = f"became {value}" if not math.isfinite(value) else (
+                        f"reached {value:.3g}, more than {DIVERGENCE_FACTOR:g} times the first step's {history.first_loss:.3g}"
+                    )
                     error = DivergenceError(
-                        f"the loss became {value} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
+                        f"the loss {what} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
                         f"the learning rate ({getattr(optimizer, 'lr', '?')}) is likely too large: try a smaller one"
                     )
                     state.loss, state.batch_index = value, b

@@ -137,3 +137,63 @@ def check_lr(value: Any) -> float:
     if not math.isfinite(v) or v <= 0:
         raise DataError(f"lr must be a positive finite number, got {value!r}")
     return v
+
+
+def check_file(path: Any, what: str, error: type = DataError) -> None:
+    """Refuse a path that is not a regular file, saying which: missing, a folder or a device.
+
+    Example:
+        >>> check_file(Path("/dev/null"), "input file")
+        Traceback (most recent call last):
+        DataError: input file '/dev/null' is not a regular file (a device or a pipe)
+    """
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise error(f"{what} {str(path)!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} {str(path)!r} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {str(path)!r} is not a regular file (a device or a pipe)")
+
+
+# JSON read from files and requests: deeper nesting is refused before it can exhaust the
+# stack (chainrule's own JSON nests at most about 8 levels: a checkpoint's diagnostics).
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(text: str | bytes, what: str, error: type = DataError, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON ``text`` as Python data, or ``error`` naming ``what`` (never a RecursionError).
+
+    Refuses text that is not UTF-8, not JSON, or nested deeper than ``max_depth``
+    arrays and objects.
+
+    Example:
+        >>> parse_json('{"a": [1, 2]}', "config file 'x.json'")
+        {'a': [1, 2]}
+    """
+    import json
+
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError as e:
+        raise error(f"{what} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{what} is not valid JSON: {e}") from None
+    except (RecursionError, ValueError) as e:  # ValueError: an integer of more digits than Python converts
+        raise error(f"{what} is not valid JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}") from None
+    stack = [(data, 1)]
+    while stack:  # a stack rather than recursion
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise error(f"{what} nests JSON arrays and objects deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return data

@@ -35,15 +35,25 @@ def fail(message: str) -> "typer.Exit":
 def main() -> None:
     """Entry point of the ``chainrule`` script and of ``python -m chainrule``.
 
-    chainrule's errors and malformed options (``--epochs abc``) print one line
-    on stderr and exit with status 2, never a traceback.
+    chainrule's errors, malformed options (``--epochs abc``) and running out of
+    memory print one line on stderr and exit with status 2, never a traceback;
+    a warning from any library prints as one line too.
     """
+    import warnings
+
     from ..errors import ChainruleError
 
+    def one_line(message: Warning | str, category: type, filename: str, lineno: int, file: object = None, line: object = None) -> None:
+        typer.echo(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", err=True)
+
+    warnings.showwarning = one_line  # a warning from a library is one line too, never a source listing
     try:
         code = app(standalone_mode=False)
     except ChainruleError as e:
         typer.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        sys.exit(2)
+    except MemoryError:  # an allocation the memory estimate did not foresee
+        typer.echo("error: out of memory: choose fewer or narrower layers, or a smaller batch", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -16,9 +16,11 @@ Stopping and going on:
   with RUN's own settings and ends with the weights an uninterrupted run has.
 - Ctrl-C stops after the current step, saves a checkpoint, prints the command
   that resumes and exits with status 130.
-- Exit status 2: bad input (one line on stderr), and a loss that became NaN or
-  infinite (one line naming the step, with a hint; metrics.json of the epochs
-  done and the last checkpoint stay in the run folder).
+- Exit status 2: bad input (one line on stderr), a network too large for the
+  memory (one line with the estimate), and a loss that became NaN or infinite
+  or a million times the first step's (one line naming the step, with a hint;
+  metrics.json of the epochs done and the last good checkpoint stay in the run
+  folder, and no model is written).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ DEFAULT_MONITOR_EVERY = 10
 DEFAULT_CHECKPOINT_EVERY = "5m"
 # Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED_STATUS = 130
+# predict warns about rows with values beyond the training inputs' range widened by this share of it.
+RANGE_MARGIN = 0.1
 
 
 def _default_out(dataset: str) -> Path:
@@ -302,9 +306,9 @@ def read_rows(path: Path, width: int) -> Any:
     import numpy as np
 
     from ..errors import DataError
+    from ..validation import check_file
 
-    if not path.is_file():
-        raise DataError(f"input file {str(path)!r} does not exist")
+    check_file(path, "input file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -317,11 +321,17 @@ def read_rows(path: Path, width: int) -> Any:
     elif suffix == ".csv":
         import csv
 
-        rows = []
+        rows, blank = [], None
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
             for line_no, cells in enumerate(csv.reader(f), start=1):
                 if not cells or all(not c.strip() for c in cells):
+                    blank = blank or line_no  # blank lines may end the file, not split its rows
                     continue
+                if blank is not None:
+                    raise DataError(
+                        f"input file {str(path)!r}, line {blank} is blank; every line must be a row of {width} numbers "
+                        "(a skipped line would shift the row numbers of the predictions)"
+                    )
                 row = []
                 for col, cell in enumerate(cells, start=1):
                     try:
@@ -340,7 +350,29 @@ def read_rows(path: Path, width: int) -> Any:
         raise DataError(f"input file {str(path)!r} holds no rows")
     if not np.isfinite(X).all():
         raise DataError(f"input file {str(path)!r} holds NaN or infinite values")
+    big = np.abs(X) > np.finfo(np.float32).max
+    if big.any():
+        r, c = (int(i) for i in np.argwhere(big)[0])
+        raise DataError(f"input file {str(path)!r}, row {r}, column {c + 1}: {X[r, c]:g} is beyond the float32 range the model computes in")
     return X.astype(np.float32)
+
+
+def range_warning(X: Any, training: Any) -> str | None:
+    """A one-line warning naming the rows of X with values outside the training inputs' range
+    ``[lo, hi]`` widened by RANGE_MARGIN of its span on each side; None when every row is inside."""
+    import numpy as np
+
+    lo, hi = (float(v) for v in training)
+    margin = RANGE_MARGIN * (hi - lo)
+    outside = np.flatnonzero(((X < lo - margin) | (X > hi + margin)).any(axis=1))
+    if not len(outside):
+        return None
+    shown = ", ".join(str(int(i)) for i in outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+    return (
+        f"warning: row{'s' * (len(outside) > 1)} {shown} (of {len(X)}) {'hold' if len(outside) > 1 else 'holds'} "
+        f"values outside [{lo:g}, {hi:g}], "
+        "the range of the inputs the model was trained on: its predictions there are guesses"
+    )
 
 
 @app.command()
@@ -357,6 +389,11 @@ def predict(
 
     saved = load_run(run_folder)
     X = read_rows(input_file, saved.model.in_features)
+    training = saved.metrics.get("input_range") if isinstance(saved.metrics, dict) else None
+    if isinstance(training, list) and len(training) == 2 and all(isinstance(v, (int, float)) for v in training):
+        warning = range_warning(X, training)
+        if warning:
+            typer.echo(warning, err=True)
     logits = _predict(saved.model, X)
     from ..data import dataset_info
 

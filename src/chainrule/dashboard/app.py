@@ -20,8 +20,12 @@ GET  /api/sessions/{sid}/graph      the run's computation graph now, gradients o
 GET  /vendor/compgraph.js           the graph drawing script (chainrule.compgraph's static/graph.js)
 ==================================  =================================================================
 
-Errors come back as ``{"error": "..."}`` with 400 (bad settings or request),
-404, 405 or 429 (too many runs or tabs); the page shows the message.
+Errors come back as ``{"error": "..."}`` with 400 (bad settings or request,
+malformed JSON, a run larger than the server's memory budget), 404, 405, 413
+(a body over MAX_BODY_BYTES) or 429 (too many runs or tabs, or no memory left
+for the run while other tabs hold theirs); the page shows the message.
+Only Start and Step create a tab's session: reading the state or the events
+of one that does not exist answers as for an idle tab and creates nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -43,16 +48,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ChainruleError
+from ..validation import parse_json
 from . import graph_view
 from .settings import SettingsError, options, parse_settings
-from .worker import SessionManager, TooBusy
+from .worker import Session, SessionManager, TooBusy
 
+log = logging.getLogger("chainrule.dashboard")
 STATIC = Path(__file__).parent / "static"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 POLL_SECONDS = 0.03  # how often an event stream looks for a new snapshot
 KEEPALIVE_SECONDS = 15.0
 IDLE_SECONDS = 60.0  # a session nobody watches or commands for this long is closed
 REAP_EVERY = 5.0
+MAX_BODY_BYTES = 64 * 1024  # a Start's settings take about 250 bytes
 
 
 def plotly_js() -> Path:
@@ -92,16 +100,25 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         return sid
 
     async def settings_body(request: Request) -> Any:
-        raw = await request.body()
+        raw = await read_body(request)
         if not raw.strip():
             return parse_settings({})
-        try:
-            values = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SettingsError(f"the request body must be a JSON object of settings, got text that is not JSON ({e})") from None
+        values = parse_json(raw, "the request body (a JSON object of settings)", SettingsError, max_depth=2)
         if not isinstance(values, dict):
             raise SettingsError(f"the request body must be a JSON object of settings, got a JSON {type(values).__name__}")
         return parse_settings(values)
+
+    async def read_body(request: Request) -> bytes:
+        """The request's body, refused with 413 past MAX_BODY_BYTES before more of it is read."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the request body takes {declared} bytes; at most {MAX_BODY_BYTES} are accepted")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, f"the request body takes more than the {MAX_BODY_BYTES} bytes accepted")
+        return bytes(body)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -137,7 +154,10 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         return JSONResponse({"closed": True})
 
     async def state(request: Request) -> Response:
-        s = manager.session(session_id(request))
+        sid = session_id(request)
+        s = manager.find(sid)  # reading a session never creates one
+        if s is None:
+            return JSONResponse({**manager.status(sid), "setup": None, "snapshot": None})
         messages, _ = s.poll(None)
         parsed = [json.loads(m) for m in messages]
         setup = next((m for m in parsed if m["type"] == "setup"), None)
@@ -145,7 +165,8 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         return JSONResponse({**s.status(), "setup": setup, "snapshot": snapshot})
 
     async def live_graph(request: Request) -> Response:
-        run = manager.session(session_id(request)).run
+        s = manager.find(session_id(request))  # reading a session never creates one
+        run = None if s is None else s.run
         if run is None:
             raise HTTPException(404, "this tab has no run yet: press Start or Step to see the network's graph")
         return JSONResponse(await run_in_threadpool(graph_view.live_graph, run))
@@ -154,19 +175,30 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         return FileResponse(graph_view.SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     async def events(request: Request) -> Response:
-        s = manager.session(session_id(request))
-        try:
-            limit = int(request.query_params.get("limit", "0"))
-        except ValueError:
-            raise HTTPException(400, f"limit must be an integer, got {request.query_params['limit']!r}") from None
+        sid = session_id(request)
+        text = request.query_params.get("limit", "0")
+        if not (text.isascii() and text.isdigit() and len(text) < 10):
+            raise HTTPException(400, f"limit must be a whole number of messages, got {text[:40]!r}")
+        limit = int(text)
 
         async def stream():
-            s.consumers += 1
-            cursor, sent, quiet_since = None, 0, time.monotonic()
+            # the tab's session, watched while it exists: until a Start creates it the page hears "reset"
+            watched, cursor, sent, quiet_since = None, None, 0, time.monotonic()
             try:
                 yield "retry: 1000\n\n"
                 while not manager.closed:
-                    messages, cursor = s.poll(cursor)
+                    s = manager.find(sid)
+                    if s is not watched:
+                        if watched is not None:
+                            watched.consumers -= 1
+                        if s is not None:
+                            s.consumers += 1
+                        watched = s
+                    if s is not None:
+                        messages, cursor = s.poll(cursor)
+                    else:
+                        messages = [Session.RESET] if cursor is None or cursor[0] is not None else []
+                        cursor = (None, -1)
                     for m in messages:
                         yield f"data: {m}\n\n"
                         sent += 1
@@ -180,8 +212,9 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
                         quiet_since = now
                     await asyncio.sleep(POLL_SECONDS)
             finally:
-                s.consumers -= 1
-                s.last_seen = time.monotonic()
+                if watched is not None:
+                    watched.consumers -= 1
+                    watched.last_seen = time.monotonic()
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -230,7 +263,14 @@ def create_app(manager: SessionManager | None = None, idle_seconds: float = IDLE
         Route("/vendor/compgraph.js", compgraph_js),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    handlers = {SettingsError: settings_error, TooBusy: too_busy, ChainruleError: settings_error, HTTPException: http_error}
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("dashboard request %s failed", request.url.path, exc_info=exc)
+        return _error(500, f"the server failed on this request: {type(exc).__name__}: {str(exc)[:200]}")
+
+    handlers = {
+        SettingsError: settings_error, TooBusy: too_busy, ChainruleError: settings_error, HTTPException: http_error,
+        Exception: server_error,
+    }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.manager = manager
     return app

@@ -33,10 +33,11 @@ from .. import nn, optim
 from ..autograd import _leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
+from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
 from ..metrics import accuracy
 from ..train import fit, get_loss, predict, prepare
 from . import views
-from .settings import Settings, check_loss
+from .settings import Settings, SettingsError, check_loss
 
 log = logging.getLogger("chainrule.dashboard")
 
@@ -103,6 +104,17 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
+def layer_sizes(settings: Settings, data: Any) -> list:
+    """The MLP's widths for ``settings`` on ``data``: inputs, ``depth`` hidden layers of ``width``, outputs."""
+    return [data.X_train.shape[1]] + [settings.width] * settings.depth + [data.num_outputs]
+
+
+def estimate_memory(settings: Settings) -> Any:
+    """The memory a run of ``settings`` needs (:func:`chainrule.memory.estimate_training_memory`)."""
+    d = load_data(settings.dataset, settings.seed)
+    return estimate_training_memory(layer_sizes(settings, d), settings.batch_size, settings.optimizer, rows=len(d.X_train))
+
+
 class Run:
     """One training run: builds the model from the settings, then trains it in a thread on command.
 
@@ -133,7 +145,7 @@ class Run:
         y_train, y_test = d.y_train, d.y_test
         if self.fit_task == "regression" and d.task == "multiclass":
             y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
-        sizes = [d.X_train.shape[1]] + [s.width] * s.depth + [d.num_outputs]
+        sizes = layer_sizes(s, d)
         self.model = nn.MLP(sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed)
         self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
         self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
@@ -219,6 +231,11 @@ class Run:
     @property
     def alive(self) -> bool:
         return self.thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        """Its thread has run and ended (a run not yet started is not done)."""
+        return self.thread.ident is not None and not self.thread.is_alive()
 
     @property
     def active(self) -> bool:
@@ -492,22 +509,31 @@ class Session:
 
 
 class SessionManager:
-    """The server's sessions: at most ``max_sessions`` tabs and ``max_runs`` runs alive at once.
+    """The server's sessions: at most ``max_sessions`` tabs and ``max_runs`` runs alive at once,
+    and the runs the sessions hold within ``memory_budget`` bytes by their memory estimate.
 
-    Each command returns the session's status (plain data for the page).
+    Only Start and Step create a session; reading one (its state, its events) never does.
+    A run's place is taken, under one lock, before it is built: concurrent Starts cannot
+    pass the limits together. Each command returns the session's status (plain data for the page).
     """
 
-    def __init__(self, max_sessions: int = 32, max_runs: int = 4):
+    def __init__(self, max_sessions: int = 32, max_runs: int = 4, memory_budget: int | None = None):
         self.max_sessions = max_sessions
         self.max_runs = max_runs
+        if memory_budget is None:
+            free = available_memory()
+            memory_budget = int(free * USABLE_FRACTION) if free is not None else 1 << 62
+        self.memory_budget = memory_budget
         self.sessions: dict = {}
         self.lock = threading.Lock()
         self.closed = False
         self._ids = itertools.count(1)
         self._stopping: list = []  # runs told to stop by stop_all, joined by shutdown
+        self._held: dict = {}  # a session's run (or a key while it is built) -> bytes of its memory estimate
+        self._leaving: dict = {}  # runs let go of whose threads are still ending -> bytes
 
     def session(self, sid: str) -> Session:
-        """The tab's session, created on first use."""
+        """The tab's session, created on first use (by Start and Step only)."""
         with self.lock:
             if self.closed:
                 raise TooBusy("the dashboard server is shutting down")
@@ -519,9 +545,55 @@ class SessionManager:
             s.last_seen = time.monotonic()
             return s
 
-    def live_runs(self) -> int:
+    def find(self, sid: str) -> Session | None:
+        """The tab's session if it exists (never creates one)."""
         with self.lock:
-            return sum(1 for s in self.sessions.values() if s.run is not None and s.run.alive)
+            s = self.sessions.get(sid)
+            if s is not None:
+                s.last_seen = time.monotonic()
+            return s
+
+    def live_runs(self) -> int:
+        """Runs training or paused, and runs being built."""
+        with self.lock:
+            return self._live()
+
+    def _live(self) -> int:
+        self._leaving = {run: need for run, need in self._leaving.items() if run.alive}
+        return sum(1 for place in self._held if not isinstance(place, Run) or not place.done) + len(self._leaving)
+
+    def _reserve(self, settings: Settings) -> object:
+        """Take a place for a run of ``settings`` (TooBusy when none is left); returns its key."""
+        need = estimate_memory(settings).total
+        if need > self.memory_budget:  # never fits, whatever the other tabs do
+            raise SettingsError(
+                f"this run needs about {format_bytes(need)} of memory, more than the {format_bytes(self.memory_budget)} "
+                "the server's runs may hold: choose a smaller network or batch"
+            )
+        with self.lock:
+            if self._live() >= self.max_runs:
+                raise TooBusy(f"the server already trains {self.max_runs} networks; pause and reset one in another tab first")
+            used = sum(self._held.values()) + sum(self._leaving.values())
+            if used + need > self.memory_budget:
+                raise TooBusy(
+                    f"this run needs about {format_bytes(need)} of memory; the server's runs already hold "
+                    f"{format_bytes(used)} of its {format_bytes(self.memory_budget)}: choose a smaller network or batch, "
+                    "or reset a run in another tab"
+                )
+            key = object()
+            self._held[key] = need
+            return key
+
+    def _release(self, run: Run | None) -> None:
+        """Forget ``run`` (stopped, or being stopped) and give its place back; collect its memory."""
+        if run is None:
+            return
+        with self.lock:
+            need = self._held.pop(run, 0)
+            if run.alive:  # still finishing its step: its memory counts until its thread ends
+                self._leaving[run] = need
+        if not run.alive:
+            release_memory()  # the allocator would otherwise keep the run's arrays' pages
 
     def start(self, sid: str, settings: Settings, steps: int = 0) -> dict:
         """Start (or resume) training; with ``steps`` > 0, take that many steps and pause (Step)."""
@@ -537,16 +609,30 @@ class SessionManager:
             if run is not None:
                 s.switch(None)
                 run.stop()
-            if self.live_runs() >= self.max_runs:
-                raise TooBusy(f"the server already trains {self.max_runs} networks; pause and reset one in another tab first")
-            rid = next(self._ids)
-            run = Run(settings, rid, functools.partial(s.publish, rid))
+                self._release(run)
+            key = self._reserve(settings)
+            try:
+                rid = next(self._ids)
+                run = Run(settings, rid, functools.partial(s.publish, rid))
+            except BaseException:
+                with self.lock:
+                    self._held.pop(key)
+                raise
+            with self.lock:
+                self._held[run] = self._held.pop(key)
             s.switch(run)
             run.start("paused" if steps else "running", steps)
             return s.status()
 
+    def status(self, sid: str) -> dict:
+        """The session's status; an idle one for a session that does not exist (none is created)."""
+        s = self.find(sid)
+        return s.status() if s is not None else Session(sid).status()
+
     def pause(self, sid: str) -> dict:
-        s = self.session(sid)
+        s = self.find(sid)
+        if s is None:
+            return self.status(sid)
         with s.control:
             if s.run is not None:
                 s.run.pause()
@@ -554,11 +640,14 @@ class SessionManager:
 
     def reset(self, sid: str) -> dict:
         """Stop the tab's run and forget it (the page clears its charts)."""
-        s = self.session(sid)
+        s = self.find(sid)
+        if s is None:
+            return self.status(sid)
         with s.control:
             run = s.switch(None)
             if run is not None:
                 run.stop()
+                self._release(run)
             return s.status()
 
     def close(self, sid: str) -> None:
@@ -570,6 +659,7 @@ class SessionManager:
                 run = s.switch(None)
             if run is not None:
                 run.stop(timeout=None if self.closed else 5.0)
+                self._release(run)
 
     def reap(self, idle_seconds: float) -> list:
         """Close the sessions nobody has watched or commanded for ``idle_seconds``; returns their ids."""

@@ -254,8 +254,12 @@ def nonfinite_gradient_warning(layer: Any, step: int, value: float, epoch: int) 
 
 
 def divergence_warning(log: list, step: int, loss: float | None, layers: list, epoch: int) -> HealthWarning:
-    """Explain a loss that became NaN or infinite from the last monitored steps (``Monitor.step_log``)."""
-    became = f"the loss became {loss}" if loss is not None else "the loss became NaN or infinite"
+    """Explain a loss that became NaN or infinite, or rose far above its start, from the last
+    monitored steps (``Monitor.step_log``)."""
+    if loss is None:
+        became = "the loss became NaN or infinite"
+    else:  # fit also stops a finite loss far above the first step's (train.DIVERGENCE_FACTOR)
+        became = f"the loss became {loss}" if not math.isfinite(loss) else f"the loss rose to {loss:.3g}"
     if not log:
         msg = (
             f"{became} at step {step}, before any step was measured: the learning rate is likely far too large, "

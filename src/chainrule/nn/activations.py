@@ -100,6 +100,10 @@ class PReLU(Module):
             raise ChainruleError(f"PReLU({self.num_parameters}) got input of shape {x.data.shape}; expected (..., {self.num_parameters})")
         return F.prelu(x, self.weight)
 
+    @classmethod
+    def state_shapes(cls, config: dict) -> dict:
+        return {"weight": (int(config["num_parameters"]),)}
+
     def get_config(self) -> dict:
         return {"num_parameters": self.num_parameters, "init": self.init}
 

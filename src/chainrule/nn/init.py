@@ -9,6 +9,8 @@ so fan_in = shape[0] and fan_out = shape[1].
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any
 
@@ -53,13 +55,37 @@ def _fill(t: Tensor, values: np.ndarray) -> Tensor:
     return t
 
 
+# Set while cr.load builds a model whose values the file then replaces: random draws are skipped
+# (they would cost time, and temporaries of twice the weights' size).
+_SKIP_RANDOM: contextvars.ContextVar = contextvars.ContextVar("chainrule_skip_random_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_random_init():
+    """Within this block (in this thread), normal_ and uniform_ leave tensors as they are.
+
+    Example:
+        >>> with skip_random_init():
+        ...     model = nn.MLP([64, 10])    # weights uninitialized: about to be overwritten
+    """
+    token = _SKIP_RANDOM.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_RANDOM.reset(token)
+
+
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
     """Fill with samples of N(mean, std^2)."""
+    if _SKIP_RANDOM.get():
+        return t
     return _fill(t, _generator(generator).normal(mean, std, t.data.shape))
 
 
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
     """Fill with samples of U(a, b)."""
+    if _SKIP_RANDOM.get():
+        return t
     return _fill(t, _generator(generator).uniform(a, b, t.data.shape))
 
 

@@ -51,6 +51,11 @@ class Linear(Module):
             )
         return F.linear(x, self.weight, self.bias)
 
+    @classmethod
+    def state_shapes(cls, config: dict) -> dict:
+        n_in, n_out = int(config["in_features"]), int(config["out_features"])
+        return {"weight": (n_in, n_out), **({"bias": (n_out,)} if config["bias"] else {})}
+
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None}
 

@@ -9,7 +9,7 @@ from . import init as _init
 from .activations import ACTIVATIONS, activation as _activation
 from .containers import Sequential
 from .linear import Linear
-from .module import register_module
+from .module import full_config, register_module
 
 _RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu")  # He initialization
 
@@ -70,6 +70,21 @@ class MLP(Sequential):
         self.init = scheme
         self.bias_init = float(bias_init)
         self.activation_kwargs = kw
+
+    @classmethod
+    def state_shapes(cls, config: dict) -> dict:
+        # the layout __init__ builds: Linear i at index 2i, its activation at 2i + 1 (hidden layers only)
+        sizes = [int(s) for s in config["sizes"]]
+        act = ACTIVATIONS[str(config["activation"]).lower().replace("-", "_")]
+        act_config = full_config(act, dict(config["activation_kwargs"] or {}))
+        shapes: dict = {}
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers = [(Linear, {"in_features": n_in, "out_features": n_out, "bias": True})]
+            if i < len(sizes) - 2:
+                layers.append((act, act_config))
+            for k, (layer, layer_config) in enumerate(layers):
+                shapes.update({f"{2 * i + k}.{name}": shape for name, shape in layer.state_shapes(layer_config).items()})
+        return shapes
 
     @property
     def linears(self) -> list:

@@ -54,6 +54,16 @@ def register_module(cls: type) -> type:
     return cls
 
 
+def full_config(cls: type, config: dict) -> dict:
+    """``config`` with every other argument of ``cls``'s constructor at its default; a
+    TypeError names an argument the constructor does not take, or a required one missing."""
+    import inspect
+
+    bound = inspect.signature(cls).bind(**config)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 class Module:
     """Base class of layers and models.
 
@@ -204,6 +214,22 @@ class Module:
         return self.to(dtype=np.float32)
 
     # ---- description -----------------------------------------------------------
+    @classmethod
+    def state_shapes(cls, config: dict) -> dict:
+        """The shape of each array that ``cls(**config)`` keeps in its ``state_dict()``, by name,
+        from the config alone, allocating nothing.
+
+        ``cr.load`` compares a model file's stored tensors with these before it builds
+        anything, so a file cannot make it allocate more than the file holds. ``config``
+        holds every constructor argument (defaults filled in). A layer type with parameters
+        or buffers overrides this; the default declares none.
+
+        Example:
+            >>> nn.Linear.state_shapes({"in_features": 64, "out_features": 10, "bias": True})
+            {'weight': (64, 10), 'bias': (10,)}
+        """
+        return {}
+
     def get_config(self) -> dict:
         """Constructor arguments, for model files. Modules without one cannot be saved."""
         raise ChainruleError(f"{type(self).__name__} has no get_config(), so it cannot be written to a model file")

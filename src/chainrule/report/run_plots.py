@@ -45,7 +45,10 @@ def plot_history(epochs: Sequence[dict], path: str | Path, metric: str = "loss",
     ax.set_ylabel(label or metric)
     ax.set_title(f"{label or metric} per epoch")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # no epochs (--epochs 0): nothing to name
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no epochs trained", ha="center", va="center", transform=ax.transAxes, color="0.4")
     return save_png(fig, path)
 
 
