@@ -234,3 +234,38 @@ def test_every_lab_marker_in_the_docs_names_a_real_figure() -> None:
         source = (ROOT / "src" / "chainrule" / "lab" / f"{lab.EXPERIMENTS[name].module}.py").read_text()
         for figure in figures:
             assert f'add_figure("{figure}"' in source, f"{name} draws no figure {figure!r}"
+
+
+def test_what_a_block_prints_and_draws_is_shown_under_it(tmp_path: Path) -> None:
+    """The build's runner captures a python block's output and figures, and a bash block's stdout;
+    the Markdown it inserts is a titled text block and the images, indented like the block."""
+    text = (
+        "Intro\n\n```python\nprint('dL/dw1 =', 0.25)\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```\n\n"
+        "- in a list:\n\n    ```bash\n    echo from bash\n    ```\n\n```text\nshown, not run\n```\n"
+    )
+    blocks = executed.code_blocks(text)
+    outputs = executed.run_blocks(blocks, "page.md", tmp_path)
+    assert [b.lang for b in blocks] == ["python", "bash", "text"]
+    assert outputs[0].text == "dL/dw1 = 0.25\n" and len(outputs[0].figures) == 1
+    assert outputs[0].figures[0].startswith(b"\x89PNG")
+    assert outputs[1].text == "from bash\n" and outputs[2] is None
+    shown = executed._output_markdown(outputs[1], blocks[1].indent, lambda f: f"fig{f}.png")
+    assert shown == '    ```text title="Output"\n    from bash\n    ```'
+    assert "![Figure drawn by the code above](fig0.png)" in executed._output_markdown(outputs[0], "", lambda f: f"fig{f}.png")
+    # a failing block names its page and line
+    with pytest.raises(AssertionError, match=r"page.md:2 failed: ZeroDivisionError"):
+        executed.run_blocks(executed.code_blocks("x\n```python\n1 / 0\n```\n"), "page.md", tmp_path)
+
+
+def test_a_notebook_becomes_a_page_with_its_outputs() -> None:
+    """Markdown cells stay, each code cell is followed by what it printed and drew; the title comes first."""
+    nb = NOTEBOOKS[0]
+    import nbformat
+
+    cells = nbformat.read(nb, as_version=4).cells
+    outputs = [executed.Output(text=f"out {i}\n", figures=[b"\x89PNG"] if i == 1 else [])
+               for i, c in enumerate(c for c in cells if c.cell_type == "code")]
+    page = executed._notebook_markdown(nb, outputs, lambda n, f: f"cell{n}-{f}.png")
+    assert page.startswith("# ") and f"[Download the notebook]({nb.name})" in page.split("\n\n")[1]
+    assert page.count('```text title="Output"') == len(outputs) and "![Figure drawn by the code above](cell1-0.png)" in page
+    assert "%matplotlib" not in page
