@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..autograd import _leaf, no_grad
-from ..diagnostics.layers import SATURATING, SATURATION_LEVEL, local_derivative
+from ..diagnostics.layers import unit_health
 from ..train import predict
 
 GRID = 40  # the decision boundary is drawn from GRID x GRID predictions
@@ -31,11 +31,8 @@ def nums(values: Any, digits: int = 4) -> list:
 
 
 def layer_health(layers: Sequence, probe: np.ndarray) -> dict:
-    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' rules.
-
-    saturated: sigmoid and tanh layers, the share of (sample, unit) pairs whose local
-    derivative is below SATURATION_LEVEL of its peak; dead: ReLU layers, the share of
-    units with z <= 0 on every probe sample. None where the rule does not apply.
+    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' one definition
+    (:func:`chainrule.diagnostics.unit_health`); None where the rule does not apply.
 
     Args:
         layers: from :func:`chainrule.diagnostics.find_layers` (an MLP's Linear and
@@ -47,13 +44,9 @@ def layer_health(layers: Sequence, probe: np.ndarray) -> dict:
         h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
         for layer in layers:
             z = layer.linear(h)
-            zd = np.asarray(z.data, dtype=np.float64)
-            if layer.activation in SATURATING:
-                d = local_derivative(layer, zd)
-                saturated.append(num(np.mean(d < SATURATION_LEVEL * SATURATING[layer.activation])))
-            else:
-                saturated.append(None)
-            dead.append(num(np.mean(np.all(zd <= 0, axis=0))) if layer.activation == "relu" else None)
+            health = unit_health(layer, np.asarray(z.data, dtype=np.float64))
+            saturated.append(None if health["saturated_fraction"] is None else num(health["saturated_fraction"]))
+            dead.append(None if health["dead_fraction"] is None else num(health["dead_fraction"]))
             h = layer.act_module(z) if layer.act_module is not None else z
     return {"saturated_fraction": saturated, "dead_fraction": dead}
 

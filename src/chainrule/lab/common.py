@@ -260,11 +260,11 @@ def inactive_fractions(model: Any, X: np.ndarray) -> list:
 
 
 def dead_fractions(model: Any, X: np.ndarray) -> list:
-    """Per hidden layer, the share of units whose pre-activation is <= 0 on every row of X.
-
-    For a ReLU such a unit outputs 0 and passes back no gradient on any of
-    these inputs: it is dead. For Leaky ReLU, PReLU and ELU the same units
-    still pass back a (small) gradient, so they can come back.
+    """Per hidden layer, the share of dead units on X, by :func:`chainrule.diagnostics.unit_health`
+    (the definition the Monitor and the dashboard use): units flat on every row, passing back no
+    gradient to speak of. None for a layer whose activation cannot die (sigmoid, tanh, Leaky ReLU, PReLU).
     """
-    return [float(np.mean(np.all(z <= 0, axis=0))) for z in preactivations(model, X)]
+    from ..diagnostics import find_layers, unit_health
 
+    layers = [layer for layer in find_layers(model) if layer.activation != "none"]
+    return [unit_health(layer, z)["dead_fraction"] for layer, z in zip(layers, preactivations(model, X))]
