@@ -339,7 +339,7 @@ def test_blank_lines_may_end_a_csv_file(monkeypatch, capsys, digits_run, tmp_pat
     out, _ = digits_run
     (tmp_path / "end.csv").write_text(",".join(["0.5"] * 64) + "\n\n  \n")
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "end.csv")
-    assert code == 0 and len(stdout.splitlines()) == 1, err
+    assert code == 0 and len(stdout.splitlines()) == 2, err  # the header line and one row
 
 
 def test_predict_warns_on_one_line_about_rows_outside_the_training_range(monkeypatch, capsys, digits_run, tmp_path):
@@ -351,7 +351,7 @@ def test_predict_warns_on_one_line_about_rows_outside_the_training_range(monkeyp
     raw[3, 5] = -1e30
     np.save(tmp_path / "raw.npy", raw)
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "raw.npy")
-    assert code == 0 and len(stdout.splitlines()) == 4
+    assert code == 0 and len(stdout.splitlines()) == 5  # a header line, then the rows
     assert err == "warning: rows 1, 3 (of 4) hold values outside [0, 1], the range of the inputs the model was trained on: its predictions there are guesses\n"
     np.save(tmp_path / "fine.npy", X[:4])
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "fine.npy")

@@ -11,10 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..autograd import _leaf, no_grad
-from ..diagnostics.layers import unit_health
+from ..diagnostics.layers import CAN_DIE, flat_mask, host, local_derivative, unit_health
 from ..train import predict
 
-GRID = 40  # the decision boundary is drawn from GRID x GRID predictions
+GRID = 100  # the decision boundary is drawn from GRID x GRID predictions, over the whole plotted area
+NETWORK_UNITS = 12  # the network view shows at most this many units of a layer (evenly spread)
 CURVE_POINTS = 200  # the fitted 1-D curve
 
 
@@ -85,7 +86,7 @@ def boundary(model: Any, xs: np.ndarray, ys: np.ndarray, loss: str, num_classes:
         z, kind = p[:, 0], "probability"
     else:
         z, kind = p.argmax(axis=1).astype(np.float64), "class"
-    return {"kind": kind, "z": [nums(row, 3) for row in z.reshape(len(ys), len(xs))]}
+    return {"kind": kind, "z": [nums(row, 2) for row in z.reshape(len(ys), len(xs))]}  # 2 digits: a colour
 
 
 def curve(model: Any, xs: np.ndarray) -> list:
@@ -100,3 +101,42 @@ def image_predictions(outputs: np.ndarray, loss: str, task: str) -> dict:
     if task == "multilabel":
         return {"labels": [np.flatnonzero(row >= 0.5).tolist() for row in p], "probability": [nums(row, 2) for row in p]}
     return {"predicted": p.argmax(axis=1).tolist(), "probability": nums(p.max(axis=1), 3)}
+
+
+def _spread(n: int, most: int) -> list:
+    """``most`` unit indices spread evenly over ``n`` (all of them when n <= most)."""
+    return list(range(n)) if n <= most else sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
+def network(layers: Sequence, probe: np.ndarray, most: int = NETWORK_UNITS) -> dict:
+    """The network as TensorFlow Playground draws it: units, the weights between them, each unit's activity.
+
+    Per column (the input, each hidden layer, the output): the units shown (at most ``most``),
+    each one's mean output on the probe batch, the share of rows on which it passes a gradient
+    back, and whether it is dead (by :func:`chainrule.diagnostics.unit_health`'s definition);
+    per pair of columns, the weights between the units shown.
+    """
+    sizes = [int(layers[0].linear.weight.data.shape[0])] + [int(layer.linear.weight.data.shape[1]) for layer in layers]
+    shown = [_spread(n, most) for n in sizes]
+    weights, activity, active, dead = [], [nums(probe[:, shown[0]].mean(axis=0))], [None], [None]
+    with no_grad():
+        h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
+        for k, layer in enumerate(layers):
+            w = host(layer.linear.weight.data)[np.ix_(shown[k], shown[k + 1])]
+            weights.append([nums(row, 3) for row in w])
+            z = layer.linear(h)
+            h = layer.act_module(z) if layer.act_module is not None else z
+            out = host(h.data)[:, shown[k + 1]].astype(np.float64)
+            activity.append(nums(out.mean(axis=0)))
+            d = local_derivative(layer, host(z.data)[:, shown[k + 1]].astype(np.float64))
+            if d is None:
+                active.append(None)
+                dead.append(None)
+                continue
+            flat = flat_mask(layer, d)
+            active.append(nums(1.0 - flat.mean(axis=0)))
+            dead.append([bool(x) for x in flat.all(axis=0)] if layer.activation in CAN_DIE else None)
+    top = max((abs(v) for m in weights for row in m for v in row if v is not None), default=1.0)
+    names = ["input"] + [f"layer {k + 1}" for k in range(len(layers) - 1)] + ["output"]
+    return {"sizes": sizes, "shown": shown, "weights": weights, "activity": activity, "active": active,
+            "dead": dead, "names": names, "max_weight": num(top)}

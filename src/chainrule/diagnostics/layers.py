@@ -172,13 +172,18 @@ def unit_health(layer: Layer | str, z: Any, derivative: Any = None) -> dict:
     d = local_derivative(layer, z) if derivative is None else np.asarray(host(derivative)).reshape(z.shape)
     if d is None or not z.size:
         return {"dead_fraction": None, "saturated_fraction": None, "mean_derivative": None}
-    flat = np.abs(d) < SATURATION_LEVEL * derivative_peak(layer)
+    flat = flat_mask(layer, d)
     act = layer.activation
     return {
         "dead_fraction": float(1.0 - np.any(~flat, axis=0).mean()) if act in CAN_DIE else None,
         "saturated_fraction": float(np.count_nonzero(flat) / flat.size) if act in SATURATING else None,
         "mean_derivative": float(d.sum(dtype=np.float64)) / d.size,
     }
+
+
+def flat_mask(layer: Layer, derivative: np.ndarray) -> np.ndarray:
+    """Where a unit is flat: |f'(z)| below ``SATURATION_LEVEL`` of its activation's peak (rows x units)."""
+    return np.abs(derivative) < SATURATION_LEVEL * derivative_peak(layer)
 
 
 def health_rule(activation: str, approximate: str = "none") -> str:
