@@ -41,7 +41,8 @@ def _one_blas_thread():
 
 def torch_copy(torch, model):
     """A float64 torch.nn.Sequential with the same layers and weights as a chainrule MLP or
-    Sequential of Linear and sigmoid/tanh/relu/gelu/silu layers (chainrule's weight is (in, out): transposed)."""
+    Sequential (or list) of Linear, BatchNorm1d, LayerNorm and sigmoid/tanh/relu/gelu/silu layers
+    (chainrule's weight is (in, out): transposed; the normalizations start as PyTorch's do)."""
     from chainrule import nn
 
     layers = []
@@ -52,6 +53,10 @@ def torch_copy(torch, model):
                 lin.weight.copy_(torch.tensor(m.weight.data.T))
                 lin.bias.copy_(torch.tensor(m.bias.data))
             layers.append(lin)
+        elif isinstance(m, nn.BatchNorm1d):
+            layers.append(torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum).double())
+        elif isinstance(m, nn.LayerNorm):
+            layers.append(torch.nn.LayerNorm(m.normalized_shape, eps=m.eps).double())
         else:
             kinds = {"Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "GELU": torch.nn.GELU, "SiLU": torch.nn.SiLU}
             layers.append(kinds[type(m).__name__]())

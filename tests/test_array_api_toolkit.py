@@ -248,3 +248,22 @@ def test_cross_entropy_refuses_out_of_range_classes_on_the_device(strict):
             F.cross_entropy(logits, cr.tensor(to_strict(strict, np.array(bad))))
     ok = F.cross_entropy(logits, cr.tensor(to_strict(strict, np.array([0, 3, 1]))))
     assert abs(float(from_strict(ok.data)) - np.log(4)) < 1e-6
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_residual_normalized_dropout_network_on_the_device_equals_numpy(strict, norm, tmp_path):
+    """The new layers compute in the device's namespace: buffers move with the model, the dropout
+    masks (drawn on the host) are the same, and fit, predict and model files agree with NumPy."""
+    xp, dev = strict
+    X, y = _data()
+    models = [nn.MLP([6, 8, 8, 3], residual=True, norm=norm, dropout=0.2, generator=0) for _ in range(2)]
+    host, device = models[0], models[1].to(dev, xp=xp)
+    assert all(_is_strict(b.data, strict) for _, b in device.named_buffers())
+    for model in (host, device):
+        cr.fit(model, "cross_entropy", optim.Adam(model.parameters(), lr=0.01), X, y, epochs=2, batch_size=16, progress=False)
+    _assert_same_weights(device, host, 1e-5)
+    for (name, a), (_, b) in zip(host.named_buffers(), device.named_buffers()):
+        assert rel_err(from_strict(b.data), a.data) <= 1e-5, name
+    assert rel_err(cr.predict(device, X), cr.predict(host, X)) <= 1e-5
+    again = cr.load(cr.save(device, tmp_path / "m.safetensors"))
+    assert rel_err(cr.predict(again, X), cr.predict(host, X)) <= 1e-5

@@ -149,6 +149,25 @@ def test_a_crashed_run_resumes_to_the_same_weights_and_history(tmp_path, optimiz
     assert not (tmp_path / "cut" / FILENAME).exists()
 
 
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_a_crashed_run_with_dropout_and_normalization_resumes_bit_identical(tmp_path, norm):
+    """Running statistics are in the checkpoint, and the dropout masks' generator goes on where it stopped."""
+    cfg = TrainConfig(dataset="digits", layers=(16, 16, 16), residual=True, norm=norm, dropout=0.2, epochs=2, checkpoint_every=30, monitor_every=5)
+    whole = run(cfg, out=tmp_path / "whole", plots=False)
+    with pytest.raises(Crash):
+        run(cfg, out=tmp_path / "cut", plots=False, callbacks=[CrashAt(50)])
+    ck = load_checkpoint(tmp_path / "cut" / FILENAME)
+    assert ck.step == 30 and set(ck.info["rng"]["dropout"]) == {"0.3", "1.block.3", "2.block.3"}
+    again = resume(tmp_path / "cut", plots=False)
+    assert same_weights(again.model, whole.model)
+    for (k, a), (k2, b) in zip(again.model.state_dict().items(), whole.model.state_dict().items()):
+        assert k == k2 and np.array_equal(a, b)  # buffers too
+    assert history_without_time(tmp_path / "cut") == history_without_time(tmp_path / "whole")
+    # watching (the monitor's probes run the model) changed neither the weights nor the running statistics
+    unwatched = run(TrainConfig(**{**cfg.to_dict(), "monitor_every": 0, "checkpoint_every": 0}), plots=False)
+    assert all(np.array_equal(a, b) for a, b in zip(unwatched.model.state_dict().values(), whole.model.state_dict().values()))
+
+
 def test_the_checkpointer_in_a_plain_fit_loop(tmp_path):
     X, y = cr.data.load_digits()
     X, y = X[:200], y[:200]

@@ -157,6 +157,9 @@ def test_an_existing_run_is_not_overwritten_without_asking(digits_run):
         (["train", "--init", "zeros"], "unknown init 'zeros'"),
         (["train", "--layers", "128,,64"], "layers must be positive integer widths"),
         (["train", "--layers", "128,abc"], "layers must be positive integer widths"),
+        (["train", "--layers", "64x0"], "or WIDTHxCOUNT such as 64x50; got '64x0'"),
+        (["train", "--norm", "group"], "unknown norm 'group'; expected none, batch, layer"),
+        (["train", "--dropout", "1"], "dropout must be a probability in [0, 1), got 1.0"),
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
         (["train", "--lr", "-1"], "lr must be a finite number > 0"),
         (["train", "-d", "objects", "--loss", "cross_entropy"], "does not fit the multilabel dataset"),
@@ -208,7 +211,7 @@ def test_predict_refuses_bad_input_files(monkeypatch, capsys, digits_run, tmp_pa
 def test_one_bad_input_in_a_real_process(tmp_path):
     code, out, err = chainrule("train", "--layers", "64,x", cwd=tmp_path)
     assert code == 2 and out == ""
-    assert err.strip() == "error: layers must be positive integer widths separated by commas, such as 128,128; got '64,x'"
+    assert err.strip() == "error: layers must be positive integer widths separated by commas, such as 128,128, or WIDTHxCOUNT such as 64x50; got '64,x'"
 
 
 @pytest.mark.slow
@@ -229,6 +232,21 @@ def test_default_train_reaches_the_promised_accuracy(tmp_path):
     assert (runs[0] / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_fifty_residual_layer_normalized_layers_train_on_the_digits(tmp_path):
+    # Measured: 95.56% test accuracy after 10 epochs (3.5 s of training on a shared 2-core machine;
+    # 97.33% after 30). The same 50 layers without skip connections or normalization: see the lab's
+    # going-deeper experiment. 94% asserts it with a margin of seven images.
+    code, out, err = chainrule(
+        "train", "--layers", "64x50", "--residual", "--norm", "layer", "--epochs", "10", "--monitor-every", "0", "--json", cwd=tmp_path
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    cfg = result["config"]
+    assert cfg["layers"] == [64] * 50 and cfg["residual"] is True and cfg["norm"] == "layer" and cfg["dropout"] == 0.0
+    assert result["test"]["accuracy"] >= 0.94
+
+
 # ---- gradient-flow diagnostics, shown by default -------------------------------------------------
 
 DEEP = ",".join(["32"] * 10)  # ten hidden layers
@@ -241,7 +259,7 @@ def test_a_deep_sigmoid_run_prints_the_health_table_and_a_vanishing_gradient_war
                                 "--epochs", "2", "--out", tmp_path / "r")
     assert code == 0, err
     assert "Layer health after epoch 2" in out
-    assert "warning: vanishing gradients: layer 1's gradient norm is" in out and "try ReLU, He initialization or fewer layers" in out
+    assert "warning: vanishing gradients: layer 1's gradient norm is" in out and "try ReLU, He initialization, skip connections (residual) or fewer layers" in out
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     diagnostics = metrics["diagnostics"]
     assert diagnostics["monitor_every"] == 10  # the command line's default

@@ -100,6 +100,11 @@ def test_settings_round_trip_through_the_query_string():
         ({"dataset": "sine", "loss": "cross_entropy"}, "loss"),
         ({"dataset": "digits", "loss": "bce"}, "loss"),
         ({"colour": "red"}, "colour"),
+        ({"depth": "64x0"}, "depth"),
+        ({"depth": "64x80"}, "depth"),
+        ({"norm": "group"}, "norm"),
+        ({"dropout": "1"}, "dropout"),
+        ({"residual": "maybe"}, "residual"),
     ],
 )
 def test_bad_settings_get_400_with_a_message_naming_the_setting(client, query, named):
@@ -116,9 +121,38 @@ def test_bad_settings_get_400_with_a_message_naming_the_setting(client, query, n
     assert state(client, s)["state"] == "idle"
 
 
+def test_depth_takes_the_layers_shorthand_and_the_depth_options_round_trip():
+    from urllib.parse import parse_qsl
+
+    s = parse_settings({"depth": "64x50", "residual": "true", "norm": "layer", "dropout": "0.1"})
+    assert (s.depth, s.width, s.residual, s.norm, s.dropout) == (50, 64, True, "layer", 0.1)
+    assert "depth=50&width=64" in s.to_query() and "residual=true" in s.to_query()
+    assert parse_settings(dict(parse_qsl(s.to_query()))) == s
+    assert parse_settings({"depth": "64x50", "width": "64"}) == s.__class__(**{**DEFAULTS.to_dict(), "depth": 50, "width": 64})
+    with pytest.raises(SettingsError, match="sets the width to 64, but width '32' was given too"):
+        parse_settings({"depth": "64x50", "width": "32"})
+
+
+def test_fifty_residual_normalized_layers_run_in_the_dashboard(client):
+    s = sid()
+    r = client.post(f"/api/sessions/{s}/step", json={"depth": "64x50", "residual": True, "norm": "batch", "dropout": 0.1})
+    assert r.status_code == 200
+    wait_for(lambda: step_of(client, s) == 1, "the first step")
+    setup, snap = events(client, s, limit=2)
+    assert setup["sizes"] == [64] + [64] * 50 + [10] and len(snap["layers"]["grad_norm"]) == 51
+    assert 0.0 <= snap["metric"] <= 1.0
+
+
+def test_a_batch_too_small_for_batch_norm_is_refused_at_start(client):
+    s = sid()
+    r = client.post(f"/api/sessions/{s}/start", json={"norm": "batch", "batch_size": 2})  # 1347 rows: a last batch of 1
+    assert r.status_code == 400 and "BatchNorm1d needs at least 2 rows in every training batch" in r.json()["error"]
+    assert state(client, s)["state"] == "idle"
+
+
 def test_settings_errors_say_what_was_expected():
-    with pytest.raises(SettingsError, match=r"depth must be an integer from 1 to 20, got '50'"):
-        parse_settings({"depth": "50"})
+    with pytest.raises(SettingsError, match=r"depth must be an integer from 1 to 64, got '80'"):
+        parse_settings({"depth": "80"})
     with pytest.raises(SettingsError, match=r"lr must be a number in \(0, 10\], got 'abc'"):
         parse_settings({"lr": "abc"})
     with pytest.raises(SettingsError, match=r"width must be an integer from 1 to 1024, got True"):
@@ -172,7 +206,8 @@ def test_options_offer_every_choice_with_its_limits(client):
     o = client.get("/api/options").json()
     assert [d["name"] for d in o["datasets"]] == ["digits", "digits-binary", "objects", "spirals", "xor", "circles", "sine", "abs", "step", "sawtooth"]
     assert {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"} <= set(o["activations"])
-    assert o["limits"]["depth"] == [1, 20] and o["limits"]["width"] == [1, 1024]
+    assert o["limits"]["depth"] == [1, 64] and o["limits"]["width"] == [1, 1024]
+    assert o["norms"] == ["none", "batch", "layer"]
     assert o["defaults"] == DEFAULTS.to_dict()
 
 

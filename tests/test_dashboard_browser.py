@@ -103,11 +103,12 @@ def test_deep_sigmoid_network_in_the_browser(server, tmp_path):
             assert page.input_value("#depth") == "10" and page.input_value("#activation") == "sigmoid"
 
             # an out-of-range setting is refused with the server's message on the page
-            page.fill("#depth", "50")
+            assert page.input_value("#residual") == "false" and page.input_value("#norm") == "none"
+            page.fill("#depth", "80")
             page.click("#start")
             page.wait_for_selector("#message:not([hidden])")
-            assert "depth must be an integer from 1 to 20, got '50'" in page.inner_text("#message")
-            assert "depth=50" in page.url  # the address follows the form
+            assert "depth must be an integer from 1 to 64, got '80'" in page.inner_text("#message")
+            assert "depth=80" in page.url  # the address follows the form
             page.fill("#depth", "10")
             page.dispatch_event("#depth", "change")
 
@@ -156,7 +157,7 @@ def test_deep_sigmoid_network_in_the_browser(server, tmp_path):
             bad = browser.new_page()
             bad.goto(server + "?depth=99&width=8", wait_until="commit")
             bad.wait_for_selector("#message:not([hidden])")
-            assert "depth must be an integer from 1 to 20, got '99'" in bad.inner_text("#message")
+            assert "depth must be an integer from 1 to 64, got '99'" in bad.inner_text("#message")
             assert errors == []
         finally:
             browser.close()

@@ -238,7 +238,7 @@ def test_ten_sigmoid_layers_vanish_where_relu_with_he_init_does_not(digits, seed
     vanishing = [w for w in sig.warnings() if w.kind == "vanishing_gradients"]
     assert len(vanishing) == 1
     assert "layer 1's gradient norm is" in vanishing[0].message and "of layer 11's" in vanishing[0].message
-    assert "try ReLU, He initialization or fewer layers" in vanishing[0].message
+    assert "try ReLU, He initialization, skip connections (residual) or fewer layers" in vanishing[0].message
     assert vanishing[0].value < VANISHING_RATIO
     assert not [w for w in relu.warnings() if w.kind == "vanishing_gradients"]
 
@@ -563,3 +563,78 @@ def test_bad_arguments_are_refused_with_what_was_received():
         Monitor(probe=np.zeros((4, 2)), probe_targets=np.zeros(3))
     with pytest.raises(cr.ChainruleError, match="before begin"):
         Monitor().step(1.0)
+
+
+# ---- residual blocks and normalization ----------------------------------------------------
+
+
+def test_find_layers_knows_blocks_and_normalization():
+    model = nn.MLP([6, 8, 8, 3], activation="relu", residual=True, norm="batch", dropout=0.1, generator=0)
+    layers = find_layers(model)
+    assert [(l.name, l.activation, l.norm, l.block) for l in layers] == [
+        ("0.0", "relu", "batch", None), ("1.block.0", "relu", "batch", "1"), ("2", "none", None, None)]
+    assert layers[1].preact_module is model[1].block[1] and layers[1].unit_bias is model[1].block[1].bias
+    assert layers[2].preact_module is layers[2].linear and layers[2].unit_bias is layers[2].linear.bias
+    assert layers[1].describe() == {"layer": 2, "name": "1.block.0", "activation": "relu", "norm": "batch", "block": "1"}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_a_normalized_layer_is_not_called_saturated_for_its_raw_preactivations(digits, activation):
+    X, _, y, _ = digits
+    model = nn.MLP([64, 32, 10], activation=activation, norm="layer", generator=0)
+    model.linears[0].weight.data *= 1000.0  # raw Linear outputs of hundreds, as in the test above
+    monitor = Monitor(probe=(X[:128], y[:128]), loss_fn=F.cross_entropy).begin(model)
+    row = monitor.initial["layers"][0]
+    # what the activation receives is normalized: mean 0, standard deviation 1 per sample
+    assert abs(row["preact_mean"]) < 1e-3 and abs(row["preact_std"] - 1) < 1e-2
+    assert row["saturated_fraction"] < 0.05  # measured 0.0: |z| > 2.99 or 5.99 is rare in N(0, 1)
+    monitor.end_epoch()
+    assert "saturated_units" not in {w.kind for w in monitor.warnings()}
+
+
+def test_batch_norm_statistics_are_in_the_records_and_the_health_table(digits):
+    X, _, y, _ = digits
+    model = nn.MLP([64, 32, 32, 10], activation="relu", norm="batch", generator=0)
+    monitor = Monitor(probe=(X[:128], y[:128]))
+    _fit(model, X[:512], y[:512], monitor, lr=0.05)
+    rows = monitor.records[-1]["layers"]
+    bn = model[1]
+    assert rows[0]["bn_running_var"] == pytest.approx(float(bn.running_var.data.mean()))
+    assert rows[0]["bn_running_var_range"] == pytest.approx([float(bn.running_var.data.min()), float(bn.running_var.data.max())])
+    assert rows[0]["bn_running_mean"] == pytest.approx(float(bn.running_mean.data.mean()))
+    assert rows[-1]["bn_running_var"] is None  # the output layer has no normalization
+    text = health_text(monitor)
+    assert "BN var" in text and "BN + relu" in text
+    health_table(monitor)  # renders with the extra column
+    plain = Monitor(probe=(X[:128], y[:128]))
+    _fit(nn.MLP([64, 32, 10], generator=0), X[:256], y[:256], plain)
+    assert "BN var" not in health_text(plain)  # the column appears only where there is batch norm
+
+
+def test_skip_connections_keep_the_gradient_ratio_near_one(digits):
+    from chainrule.diagnostics import gradient_ratio
+
+    X, _, y, _ = digits
+    ratios = {}
+    for residual in (False, True):
+        model = nn.MLP([64] + [64] * 20 + [10], activation="sigmoid", residual=residual, generator=0)
+        ratios[residual] = gradient_ratio(signal_propagation(model, X[:256], F.cross_entropy, y[:256])["layers"])
+    # measured: 9e-13 plain, 1.2 with skips
+    assert ratios[False] < 1e-9 and 0.5 < ratios[True] < 2
+    assert gradient_ratio([{"activation_grad_var": None}]) is None
+
+
+def test_the_dashboards_unit_health_runs_the_whole_model_in_eval_mode(digits):
+    from chainrule.dashboard.views import layer_health
+    from chainrule.diagnostics.layers import layer_outputs
+
+    X, _, _, _ = digits
+    model = nn.MLP([64, 16, 16, 10], activation="relu", residual=True, norm="batch", dropout=0.5, generator=0)
+    model(cr.tensor(X[:64]))  # training mode: running statistics move once
+    layers = find_layers(model)
+    before = [a.copy() for a in model.state_dict().values()]
+    health = layer_health(model, layers, X[:128])
+    assert model.training and all(np.array_equal(a, b) for a, b in zip(before, model.state_dict().values()))
+    model.eval()
+    z = np.asarray(layer_outputs(model, layers, X[:128])[1][0], dtype=np.float64)
+    assert health["dead_fraction"][1] == pytest.approx(float(np.mean(np.all(z <= 0, axis=0))), abs=1e-4)

@@ -8,6 +8,7 @@ import pytest
 
 import chainrule as cr
 from chainrule import nn
+from chainrule.io import describe, state_shapes
 
 
 @pytest.mark.parametrize("model", [
@@ -223,7 +224,14 @@ EXAMPLE_CONFIGS = {
     "Sequential": [{}],
     "Identity": [{}], "Sigmoid": [{}], "Tanh": [{}], "ReLU": [{}], "LeakyReLU": [{}], "ELU": [{}],
     "Softmax": [{}], "LogSoftmax": [{}], "GELU": [{}, {"approximate": "tanh"}], "SiLU": [{}],
+    "BatchNorm1d": [{"num_features": 3}, {"num_features": 3, "affine": False}],
+    "LayerNorm": [{"normalized_shape": 3}, {"normalized_shape": [2, 3], "elementwise_affine": False}],
+    "Dropout": [{"p": 0.3}],
+    "Residual": [{"block": nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.ReLU())}],
 }
+EXAMPLE_CONFIGS["MLP"] += [
+    {"sizes": [4, 3, 3, 3, 2], "residual": True, "norm": norm, "dropout": 0.2} for norm in (None, "batch", "layer")
+] + [{"sizes": [4, 3, 3, 2], "norm": "batch", "activation": "prelu"}]
 
 
 @pytest.mark.parametrize("name", sorted(nn.MODULES))
@@ -234,4 +242,5 @@ def test_every_layer_type_declares_the_shapes_it_builds(name):
     cls = nn.MODULES[name]
     for config in EXAMPLE_CONFIGS[name]:
         built = cls(**config)
-        assert cls.state_shapes(full_config(cls, config)) == {k: tuple(v.shape) for k, v in built.state_dict().items()}
+        declared = state_shapes(describe(built)) if cls in (nn.Sequential, nn.Residual) else cls.state_shapes(full_config(cls, config))
+        assert declared == {k: tuple(v.shape) for k, v in built.state_dict().items()}

@@ -10,7 +10,8 @@ import pytest
 
 import chainrule as cr
 from chainrule.errors import ChainruleError
-from chainrule.runs import TrainConfig, evaluate_run, load_run, parse_layers, run
+from chainrule import nn
+from chainrule.runs import TrainConfig, build_model, evaluate_run, load_run, parse_layers, run
 
 SMALL = dict(layers=(32,), epochs=2)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -343,3 +344,57 @@ def test_a_checkpoint_resumes_on_another_device_or_says_what_is_missing(monkeypa
     assert (tmp_path / "a" / "checkpoint.safetensors").exists()  # still there to resume from
     result = resume(tmp_path / "a", device="cpu", plots=False)
     assert result.config.device == "cpu" and result.resumed_from == 8
+
+
+# ---- depth: the WIDTHxCOUNT shorthand and the residual, norm and dropout settings ----
+
+
+@pytest.mark.parametrize(
+    "text, widths",
+    [("64x50", (64,) * 50), ("128,64x3", (128, 64, 64, 64)), ("32X2, 8", (32, 32, 8)), (["64x2", 16], (64, 64, 16)), ("", ())],
+)
+def test_layers_shorthand(text, widths):
+    from chainrule.runs import format_layers, parse_layers
+
+    assert parse_layers(text) == widths
+    assert parse_layers(format_layers(widths)) == widths
+    assert TrainConfig(layers=text).layers == widths
+
+
+def test_format_layers_writes_runs_of_one_width_short():
+    from chainrule.runs import format_layers
+
+    assert format_layers((64,) * 50) == "64x50"
+    assert format_layers((256, 256, 128)) == "256x2,128"
+    assert format_layers(()) == ""
+
+
+@pytest.mark.parametrize("bad", ["64x", "x50", "64x0", "64x2x2", "0x5", "64y50"])
+def test_bad_layer_shorthands_are_refused(bad):
+    with pytest.raises(ChainruleError, match="WIDTHxCOUNT"):
+        TrainConfig(layers=bad)
+
+
+def test_residual_norm_and_dropout_settings_build_the_model():
+    cfg = TrainConfig(layers="16x3", residual=True, norm="Batch", dropout=0.25)
+    assert (cfg.residual, cfg.norm, cfg.dropout) == (True, "batch", 0.25)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg.resolved()
+    model = build_model(cfg, 64, 10)
+    assert (model.residual, model.norm, model.dropout) == (True, "batch", 0.25)
+    assert sum(isinstance(m, nn.Residual) for m in model) == 2  # 64 -> 16 changes the width: no skip there
+    assert TrainConfig(norm="none").norm is None
+    for kwargs, message in [
+        ({"norm": "group"}, "unknown norm 'group'"),
+        ({"dropout": -0.1}, r"dropout must be a probability in \[0, 1\)"),
+        ({"residual": "yes"}, "residual must be true or false"),
+    ]:
+        with pytest.raises(ChainruleError, match=message):
+            TrainConfig(**kwargs)
+
+
+def test_config_files_take_the_depth_settings(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"layers": "64x50", "residual": True, "norm": "layer", "dropout": 0.1}))
+    cfg = TrainConfig.from_json(path)
+    assert cfg.layers == (64,) * 50 and (cfg.residual, cfg.norm, cfg.dropout) == (True, "layer", 0.1)
+    assert cfg.to_dict()["layers"] == [64] * 50  # written out in full, read back the same

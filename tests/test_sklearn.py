@@ -258,3 +258,24 @@ def test_fitted_attributes_diagnostics_verbose_and_pickle(digits, capsys):
     # the same random_state gives the same model
     twin = MLPClassifier((16, 16), activation="sigmoid", max_iter=3, random_state=0).fit(Xtr[:300], ytr[:300])
     assert twin.loss_curve_ == clf.loss_curve_
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_residual_normalized_dropout_networks_learn_and_predict_in_eval_mode(digits, norm):
+    Xtr, Xte, ytr, yte = digits
+    clf = MLPClassifier((32,) * 4, residual=True, norm=norm, dropout=0.1, max_iter=20, learning_rate_init=0.01, random_state=0)
+    clf.fit(Xtr[:600], ytr[:600])
+    # measured: 0.944 (batch) and 0.918 (layer)
+    assert clf.score(Xte, yte) > 0.88
+    assert (clf.model_.residual, clf.model_.norm, clf.model_.dropout) == (True, norm, 0.1)
+    p = clf.predict_proba(Xte[:50])
+    assert np.array_equal(p, clf.predict_proba(Xte[:50]))  # no dropout when predicting
+    assert np.allclose(clf.predict_proba(Xte[:1]), p[:1], rtol=0, atol=1e-12)  # nor batch statistics
+    assert clone(clf).get_params()["norm"] == norm
+
+
+@pytest.mark.parametrize("params, message", [({"norm": "group"}, "unknown norm"), ({"dropout": 1.5}, "dropout must be"), ({"residual": "yes"}, "residual must be")])
+def test_depth_options_are_checked_at_fit(digits, params, message):
+    Xtr, _, ytr, _ = digits
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier((8,), max_iter=1, **params).fit(Xtr[:50], ytr[:50])

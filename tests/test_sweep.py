@@ -226,3 +226,19 @@ def test_a_point_too_large_for_memory_fails_with_the_estimate_before_building():
 def test_a_sweep_with_a_point_too_large_for_memory_is_refused_before_it_runs():
     with pytest.raises(ChainruleError, match=r"sweep point 2 \(layers \[1000000000\]\) needs about"):
         run_sweep({"base": {"epochs": 1}, "grid": {"layers": [[8], [10**9]]}})
+
+
+def test_a_sweep_over_depth_skips_and_normalization(tmp_path):
+    """The layers shorthand and the residual/norm/dropout settings are sweep keys like any other."""
+    config = {
+        "sweep": {"name": "deeper", "seeds": [0]},
+        "base": {"dataset": "xor", "epochs": 1, "layers": "8x6", "dropout": 0.1},
+        "grid": {"residual": [False, True], "norm": ["none", "layer"]},
+    }
+    assert len(expand(config)) == 4
+    result = run_sweep(config, jobs=1)
+    assert [r["status"] for r in result.rows] == ["ok"] * 4, [r.get("error") for r in result.rows]
+    columns, rows = result.table()
+    assert columns[2:4] == ["residual", "norm"] and [(row["residual"], row["norm"]) for row in rows] == [(False, "none"), (False, "layer"), (True, "none"), (True, "layer")]
+    bad = {**config, "grid": {"norm": ["group"]}}
+    assert "unknown norm 'group'" in run_sweep(bad, jobs=1).rows[0]["error"]

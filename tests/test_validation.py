@@ -159,7 +159,7 @@ CLI_CASES = [
     (["train", "--lr", "inf"], "lr must be a finite number > 0, got inf"),
     (["train", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
     (["train", "--epochs", "-3"], "epochs must be an integer >= 0, got -3"),
-    (["train", "--layers", "64,0"], "layers must be positive integer widths separated by commas, such as 128,128; got '64,0'"),
+    (["train", "--layers", "64,0"], "layers must be positive integer widths separated by commas, such as 128,128, or WIDTHxCOUNT such as 64x50; got '64,0'"),
     (["train", "--momentum", "2"], "momentum must be a finite number in [0.0, 0.999], got 2.0"),
     (["train", "--checkpoint-every", "soon"], "checkpoint_every must be a number of steps (such as 500), of epochs (2e), of seconds (30s) or of minutes (10m), or 0 for none; got 'soon'"),
     (["train", "--monitor-every", "-1"], "monitor_every must be an integer >= 0, got -1"),

@@ -9,7 +9,7 @@ value). Nothing in it is ever executed.
 
 Arrays:
 
-    model.<name>              every parameter, as in a model file (``model.0.weight`` ...)
+    model.<name>              every parameter and buffer, as in a model file (``model.0.weight`` ...)
     optimizer.<buffer>.<i>    the optimizer's buffer for parameter i: SGD's ``velocity``,
                               Adam's ``m`` and ``v`` (absent while still empty)
     epoch.outputs             the model's outputs on the current epoch's batches so far
@@ -27,14 +27,15 @@ Metadata (JSON strings):
                     "optimizer": {"type": "Adam", "lr": ..., "steps": t, "buffers": {"m": n, ...}},
                     "history": the per-epoch records so far, "seconds": training time so far,
                     "diagnostics": the Monitor's records so far (or null),
-                    "rng": how the batch order is drawn,
+                    "rng": how the batch order is drawn, and the state of each Dropout's generator,
                     "reason": "steps", "epochs", "seconds", "minutes" or "interrupt",
                     "first_loss": the run's first loss, for the divergence check (or null)}
 
-Random state: training draws random numbers only for the batch order, and
-``cr.fit`` draws epoch e's order from a generator seeded with (seed, e), so
-the seed and the position fix it; the weights' initialization is replaced by
-the saved weights. So a run resumed from a checkpoint ends with weights
+Random state: training draws random numbers for the batch order and for
+dropout masks. ``cr.fit`` draws epoch e's order from a generator seeded with
+(seed, e), so the seed and the position fix it; the dropout layers' generators
+are saved as they stand and restored. The weights' initialization is replaced
+by the saved weights. So a run resumed from a checkpoint ends with weights
 bitwise identical to a run that was never stopped (on the same machine and
 NumPy, with BLAS on one thread, as runs use).
 
@@ -151,6 +152,7 @@ def save_checkpoint(
         ...                 epoch=3, batch=0, step=129, history=hist.epochs)
     """
     from .io import describe, write_safetensors
+    from .nn.dropout import generator_states
 
     arrays = {f"model.{name}": a for name, a in model.state_dict().items()}
     opt_state = optimizer.state_dict()
@@ -172,7 +174,11 @@ def save_checkpoint(
         "history": history,
         "seconds": float(seconds),
         "diagnostics": diagnostics,
-        "rng": {"batch_order": "numpy.random.default_rng([seed, epoch]).permutation(rows), drawn afresh each epoch", "seed": config.get("seed")},
+        "rng": {
+            "batch_order": "numpy.random.default_rng([seed, epoch]).permutation(rows), drawn afresh each epoch",
+            "seed": config.get("seed"),
+            "dropout": generator_states(model),
+        },
         "reason": reason,
         "first_loss": first_loss,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -208,6 +214,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         >>> ck.step, ck.model
     """
     from .io import model_from, read_header
+    from .nn.dropout import set_generator_states
     from .validation import parse_json
 
     path = Path(path)
@@ -224,6 +231,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     model = model_from(file, str(path), prefix="model.")
     params = model.parameters()
     arrays = file.read(k for k in file.tensors if not k.startswith("model."))  # bounded by the file's size
+    rng = info.get("rng")
+    states = rng.get("dropout") if isinstance(rng, dict) else None
+    try:
+        set_generator_states(model, states if isinstance(states, dict) else {})
+    except ChainruleError as e:
+        raise _bad(path, f"does not fit its model: {e}") from None
 
     config = info.get("config")
     if not isinstance(config, dict):

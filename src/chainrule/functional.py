@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .autograd import Tensor, as_tensor, node
+from .autograd import Tensor, _leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
 from .errors import DataError, ShapeError
 
@@ -373,6 +373,129 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
         return ((g if need_x else None), *grads)
 
     return node(a, tuple(parents), backward)
+
+
+# ---- normalization and dropout ---------------------------------------------------
+
+
+def _standardize(x: Tensor, axes: tuple, eps: float) -> tuple:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes`` (biased variance), as one node; also returns
+    the mean and variance arrays. Fused for speed: one node instead of seven per normalization
+    layer, which a 50-layer network runs 50 times a step.
+
+    With ``xhat`` the output, ``r = 1 / sqrt(var + eps)`` and means over ``axes``, the
+    gradient is ``r * (g - mean(g) - xhat * mean(g * xhat))``.
+    """
+    a = x.data
+    xp = namespace(a)
+    n = 1
+    for ax in axes:
+        n *= a.shape[ax]
+    inv_n = 1.0 / n  # sums scaled by 1/n: NumPy's mean costs several times a sum on these small arrays
+    mean = xp.sum(a, axis=axes, keepdims=True) * inv_n
+    centered = a - mean
+    var = xp.sum(centered * centered, axis=axes, keepdims=True) * inv_n
+    r = 1.0 / xp.sqrt(var + eps)
+    out = centered * r
+
+    def backward(g):
+        gm = xp.sum(g, axis=axes, keepdims=True) * inv_n
+        gx = xp.sum(g * out, axis=axes, keepdims=True) * inv_n
+        return (r * (g - gm - out * gx),)
+
+    return node(out, (x,), backward), mean, var
+
+
+def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    if weight is not None:
+        x = x * weight
+    return x if bias is None else x + bias
+
+
+#: Rows a batch needs for batch normalization in training mode (a variance needs two).
+BATCH_NORM_MIN_ROWS = 2
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization of (N, C) input: each feature standardized over the batch, then scaled and shifted.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``. In training the mean and the
+    (biased) variance are the batch's, and the running statistics (updated in place,
+    when given) move towards them: ``running = (1 - momentum) * running + momentum * batch``,
+    with the unbiased variance ``var * N / (N - 1)``, as PyTorch does. Otherwise the
+    running statistics normalize.
+
+    Example:
+        >>> F.batch_norm(x, rm, rv, w, b, training=True)
+    """
+    a = x.data
+    if a.ndim != 2:
+        raise ShapeError(f"batch_norm needs input of shape (N, features), got {a.shape}")
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ShapeError("batch_norm in evaluation mode needs the running mean and variance")
+        xp = namespace(a)
+        r = 1.0 / xp.sqrt(running_var.data + eps)
+        return _affine((x - _leaf(running_mean.data)) * _leaf(r), weight, bias)  # (leaves keep the dtype)
+    n = a.shape[0]
+    if n < BATCH_NORM_MIN_ROWS:
+        raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
+    out, mean, var = _standardize(x, (0,), eps)
+    if running_mean is not None:
+        running_mean.data = running_mean.data * (1 - momentum) + mean[0, ...] * momentum  # (every axis named: the array API)
+    if running_var is not None:
+        running_var.data = running_var.data * (1 - momentum) + var[0, ...] * (momentum * n / (n - 1))
+    return _affine(out, weight, bias)
+
+
+def layer_norm(x: Tensor, normalized_shape: tuple, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalization: each sample standardized over its last ``len(normalized_shape)`` axes.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, the mean and (biased) variance taken
+    per sample, so the same in training and evaluation and independent of the batch.
+
+    Example:
+        >>> F.layer_norm(x, (64,), w, b)
+    """
+    shape = tuple(x.data.shape)
+    k = len(normalized_shape)
+    if shape[len(shape) - k :] != tuple(normalized_shape) or len(shape) < k:
+        raise ShapeError(f"layer_norm over the last axes {tuple(normalized_shape)} got input of shape {shape}")
+    out, _, _ = _standardize(x, tuple(range(len(shape) - k, len(shape))), eps)
+    return _affine(out, weight, bias)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = None) -> Tensor:
+    """Inverted dropout: each entry zeroed with probability ``p``, the others scaled by ``1 / (1 - p)``.
+
+    The expected output equals the input, so evaluation uses the identity (``training=False``).
+    The mask is drawn on the host from ``generator`` (a seed, a NumPy Generator, or chainrule's
+    default generator when None), so a seed gives the same masks on every device. The gradient
+    is the same mask times ``g``.
+
+    Example:
+        >>> F.dropout(x, 0.2, generator=np.random.default_rng(0))
+    """
+    from .random import generator as _generator
+
+    if not training or p == 0:
+        return x
+    a = x.data
+    if p >= 1:
+        return x * 0.0
+    mask = (_generator(generator).random(a.shape) >= p) * (1.0 / (1.0 - p))  # float64, on the host
+    if type(a) is np.ndarray:
+        return x * _leaf(mask.astype(a.dtype))
+    return x * _leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
 
 
 # ---- losses --------------------------------------------------------------------

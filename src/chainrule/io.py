@@ -224,6 +224,7 @@ def describe(module: Any) -> dict:
     """The architecture of ``module`` as plain JSON-ready data."""
     from .nn.containers import Sequential
     from .nn.module import MODULES
+    from .nn.residual import Residual
 
     cls = type(module)
     if MODULES.get(cls.__name__) is not cls:
@@ -234,6 +235,8 @@ def describe(module: Any) -> dict:
     desc = {"type": cls.__name__, "config": module.get_config()}
     if cls is Sequential:
         desc["layers"] = [describe(m) for m in module]
+    elif cls is Residual:
+        desc["block"] = describe(module.block)
     return desc
 
 
@@ -241,6 +244,7 @@ def _entry(desc: Any, source: str) -> tuple:
     """(class, complete constructor config) of one architecture entry: registered types only."""
     from .nn.containers import Sequential
     from .nn.module import MODULES, full_config
+    from .nn.residual import Residual
 
     if not isinstance(desc, dict) or not isinstance(desc.get("type"), str):
         raise ModelFileError(f"{source}: architecture entry must be an object with a 'type', got {str(desc)[:80]!r}")
@@ -253,6 +257,10 @@ def _entry(desc: Any, source: str) -> tuple:
         raise ModelFileError(f"{source}: config of {name} must be an object of named arguments")
     if cls is Sequential and not isinstance(desc.get("layers"), list):
         raise ModelFileError(f"{source}: Sequential needs a list of 'layers'")
+    if cls is Residual:  # its one argument, the block, is the entry's "block", not a config value
+        if not isinstance(desc.get("block"), dict) or config:
+            raise ModelFileError(f"{source}: Residual needs a 'block' and an empty config")
+        return cls, {}
     try:
         return cls, full_config(cls, config)
     except TypeError as e:
@@ -263,6 +271,7 @@ def state_shapes(desc: Any, source: str = "<architecture>") -> dict:
     """name -> shape of every array a module built from :func:`describe`'s data holds, from the
     description alone (each layer type's ``state_shapes``): nothing is built or allocated."""
     from .nn.containers import Sequential
+    from .nn.residual import Residual
 
     cls, config = _entry(desc, source)
     if cls is Sequential:
@@ -270,6 +279,8 @@ def state_shapes(desc: Any, source: str = "<architecture>") -> dict:
         for i, layer in enumerate(desc["layers"]):
             shapes.update({f"{i}.{k}": v for k, v in state_shapes(layer, source).items()})
         return shapes
+    if cls is Residual:
+        return {f"block.{k}": v for k, v in state_shapes(desc["block"], source).items()}
     try:
         shapes = cls.state_shapes(config)
     except Exception as e:  # a config of the wrong types: "sizes": "abc", "in_features": [1]
@@ -280,12 +291,15 @@ def state_shapes(desc: Any, source: str = "<architecture>") -> dict:
 def build(desc: Any, source: str = "<architecture>") -> Any:
     """A module from :func:`describe`'s data; only registered types, only plain arguments."""
     from .nn.containers import Sequential
+    from .nn.residual import Residual
 
     cls, config = _entry(desc, source)
     name = cls.__name__
     try:
         if cls is Sequential:
             return Sequential(*[build(d, source) for d in desc["layers"]])
+        if cls is Residual:
+            return Residual(build(desc["block"], source))
         return cls(**config)
     except ModelFileError:
         raise
@@ -311,11 +325,15 @@ def save(model: Any, path: str | os.PathLike, metadata: dict | None = None) -> P
 
 
 def load(path: str | os.PathLike, device: str | None = None) -> Any:
-    """Read a model written by :func:`save`; ModelFileError names the file and the field at fault.
+    """Read a model written by :func:`save`, in evaluation mode; ModelFileError names the file and the field at fault.
 
     The header is read first: the stored tensors' names, shapes and dtypes must be those
     the architecture declares before any module is built, so memory stays within the
     file's size plus a small constant. Each tensor must match its SHA-256 digest.
+
+    The model comes back in evaluation mode (``model.eval()``) whatever mode it was saved in,
+    ready to predict: batch normalization uses its running statistics and dropout is off.
+    Call ``model.train()`` to train it further (``cr.fit`` does).
 
     Args:
         path: the model file.
@@ -324,7 +342,7 @@ def load(path: str | os.PathLike, device: str | None = None) -> Any:
     Example:
         >>> model = cr.load("digits.safetensors", device="cuda")
     """
-    model = model_from(read_header(path), str(path))
+    model = model_from(read_header(path), str(path)).eval()
     return model if device is None else model.to(device)
 
 
@@ -359,7 +377,7 @@ def model_from(file: SafetensorsFile, source: str, prefix: str = "") -> Any:
         raise ModelFileError(f"{label} has parameters the architecture does not: {extra[:5]}")
     with skip_random_init():  # the file's values replace the weights: drawing them would be wasted
         model = build(desc, label)
-    own = dict(model.named_parameters())
+    own = dict(model.named_state())  # parameters and buffers (running statistics)
     if set(own) != set(expected):
         raise ChainruleError(f"{type(model).__name__}.state_shapes declares {sorted(expected)}, but the module holds {sorted(own)}")
     arrays = file.read((prefix + name for name in own), into={prefix + name: p.data for name, p in own.items()})

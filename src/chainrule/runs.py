@@ -95,11 +95,14 @@ def _number(field_name: str, value: Any, low: float = -math.inf, high: float = m
 
 
 def parse_layers(value: Any) -> tuple:
-    """Hidden layer widths from "256,256,128", "" (none) or a sequence of ints: a tuple of ints.
+    """Hidden layer widths from "256,256,128", "64x50" (50 layers of width 64), "" (none) or a
+    sequence of ints (or of such strings): a tuple of ints. The forms mix: "128,64x3" is 128,64,64,64.
 
     Example:
         >>> parse_layers("128, 64")
         (128, 64)
+        >>> len(parse_layers("64x50"))
+        50
     """
     if isinstance(value, str):
         text = value.replace(" ", "")
@@ -107,17 +110,39 @@ def parse_layers(value: Any) -> tuple:
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
-        raise ChainruleError(f"layers must be comma-separated widths such as 128,128, got {value!r}")
+        raise ChainruleError(f"layers must be comma-separated widths such as 128,128 or 64x50, got {value!r}")
     widths = []
     for p in parts:
+        count = 1
+        if isinstance(p, str) and p.lower().count("x") == 1:
+            p, times = p.lower().split("x")
+            count = int(times) if times.isdigit() and int(times) >= 1 else 0
         if isinstance(p, str) and p.isdigit():
             p = int(p)
         elif isinstance(p, float) and p.is_integer():
             p = int(p)
-        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
-            raise ChainruleError(f"layers must be positive integer widths separated by commas, such as 128,128; got {value!r}")
-        widths.append(int(p))
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1 or count < 1:
+            raise ChainruleError(
+                f"layers must be positive integer widths separated by commas, such as 128,128, or WIDTHxCOUNT such as 64x50; got {value!r}"
+            )
+        widths += [int(p)] * count
     return tuple(widths)
+
+
+def format_layers(widths: Sequence[int]) -> str:
+    """Hidden layer widths as :func:`parse_layers` reads them, runs of one width as WIDTHxCOUNT.
+
+    Example:
+        >>> format_layers((128, 64, 64, 64))
+        '128,64x3'
+    """
+    parts: list = []
+    for w in widths:
+        if parts and parts[-1][0] == w:
+            parts[-1][1] += 1
+        else:
+            parts.append([w, 1])
+    return ",".join(str(w) if n == 1 else f"{w}x{n}" for w, n in parts)
 
 
 @dataclass(frozen=True)
@@ -133,8 +158,12 @@ class TrainConfig:
 
     Fields:
         dataset: a name of :data:`chainrule.data.DATASETS`.
-        layers: hidden layer widths; input and output widths come from the dataset.
+        layers: hidden layer widths ("256,256,128", or "64x50" for 50 of width 64); input
+            and output widths come from the dataset.
         activation, init, bias_init: of the hidden layers (see :class:`chainrule.nn.MLP`).
+        residual, norm, dropout: a skip connection around each hidden block of equal width,
+            normalization after each hidden Linear (None, "batch" or "layer"), the dropout
+            probability after each hidden activation (see :class:`chainrule.nn.MLP`).
         loss: "cross_entropy", "mse" or "bce".
         label_smoothing: of cross-entropy, in [0, 1).
         optimizer: "sgd", "adam" or "adamw"; lr, momentum (SGD only), weight_decay.
@@ -162,6 +191,9 @@ class TrainConfig:
     activation: str = "relu"
     init: str | None = None
     bias_init: float = 0.0
+    residual: bool = False
+    norm: str | None = None
+    dropout: float = 0.0
     loss: str | None = None
     label_smoothing: float | None = None
     optimizer: str = "adam"
@@ -181,6 +213,8 @@ class TrainConfig:
         from .data import dataset_info
         from .nn.activations import ACTIVATIONS
         from .nn.init import INITIALIZERS
+        from .nn.dropout import check_dropout
+        from .nn.mlp import check_norm
         from .optim import OPTIMIZERS
 
         info = dataset_info(self.dataset)
@@ -191,6 +225,11 @@ class TrainConfig:
         if self.init is not None:
             s("init", _name("init", self.init, INITIALIZERS))
         s("bias_init", _number("bias_init", self.bias_init))
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ChainruleError(f"residual must be true or false, got {self.residual!r}")
+        s("residual", bool(self.residual))
+        s("norm", check_norm(self.norm))
+        s("dropout", check_dropout(self.dropout))
         if self.loss is not None:
             s("loss", _name("loss", self.loss, LOSSES_FOR_TASK["multiclass"]))
             if self.loss not in LOSSES_FOR_TASK[info.task]:
@@ -339,6 +378,9 @@ def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any
         init=config.init,
         bias_init=config.bias_init,
         generator=config.seed,
+        residual=config.residual,
+        norm=config.norm,
+        dropout=config.dropout,
     )
 
 

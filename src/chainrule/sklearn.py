@@ -17,7 +17,8 @@ parameters of the same name mean; what differs:
   "relu", "leaky_relu", "prelu", "elu", "gelu", "silu") and "identity"; "logistic" is accepted
   as scikit-learn's name for "sigmoid". PReLU's slopes are learned.
 - ``init`` names chainrule's initializer (He for the ReLU family and Xavier
-  otherwise, by default); ``label_smoothing`` (classifier) and ``device`` are new.
+  otherwise, by default); ``label_smoothing`` (classifier), ``device``, ``residual``,
+  ``norm`` and ``dropout`` are new.
 - The solvers are "sgd" (with ``momentum``, not Nesterov) and "adam"; "lbfgs"
   is not offered, nor are learning-rate schedules.
 - ``alpha`` is scikit-learn's L2 penalty, added to the loss:
@@ -61,6 +62,8 @@ from .diagnostics import Monitor
 from .memory import check_training_memory, estimate_training_memory
 from .nn import ACTIVATIONS, MLP
 from .nn.init import INITIALIZERS
+from .nn.dropout import check_dropout
+from .nn.mlp import check_norm
 from .optim import SGD, Adam
 from .train import fit as _fit
 from .train import predict as _predict
@@ -144,6 +147,9 @@ class _BaseMLP(BaseEstimator):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 10,
         device: str = "cpu",
+        residual: bool = False,
+        norm: str | None = None,
+        dropout: float = 0.0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -162,6 +168,9 @@ class _BaseMLP(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.device = device
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
 
     # ---- parameter checks (at fit, never in __init__ or set_params) ---------------
     def _check_params(self) -> tuple:
@@ -211,6 +220,10 @@ class _BaseMLP(BaseEstimator):
         integer("n_iter_no_change", 1)
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
             raise bad("device", "'cpu' or 'cuda'")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise bad("residual", "True or False")
+        check_norm(self.norm)  # nn.MLP's rules; chainrule's errors are ValueErrors, as scikit-learn expects
+        check_dropout(self.dropout)
         return [int(s) for s in sizes], act
 
     # ---- the pieces each estimator supplies --------------------------------------
@@ -242,7 +255,10 @@ class _BaseMLP(BaseEstimator):
         batch = 200 if self.batch_size == "auto" else int(self.batch_size)  # at most: "auto" is min(200, rows)
         estimate = estimate_training_memory([n_features, *sizes, n_outputs], batch, self.solver)
         check_training_memory(estimate, f"{type(self).__name__}(hidden_layer_sizes={tuple(sizes)})")
-        self.model_ = MLP([n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)))
+        self.model_ = MLP(
+            [n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)),
+            residual=bool(self.residual), norm=self.norm, dropout=self.dropout,
+        )
         self.model_.to(self.device)  # the same weights on any device; fit moves each batch to them
         params = self.model_.parameters()
         if self.solver == "sgd":
@@ -375,6 +391,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         label_smoothing: eps in [0, 1]; the one-hot target becomes
             ``(1 - eps) onehot + eps / C`` (multi-label: ``(1 - eps) y + eps / 2``).
         device: "cpu" or "cuda" (CuPy and an NVIDIA GPU; the error says which is missing).
+        residual, norm, dropout: a skip connection around each hidden block of equal width,
+            None, "batch" or "layer" normalization after each hidden Linear, and the dropout
+            probability after each hidden activation (see :class:`chainrule.nn.MLP`); ``predict``
+            runs the network in evaluation mode (running statistics, no dropout).
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (and
     ``feature_names_in_``), ``n_outputs_``, ``out_activation_`` ("softmax" or
@@ -409,6 +429,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_iter_no_change: int = 10,
         label_smoothing: float = 0.0,
         device: str = "cpu",
+        residual: bool = False,
+        norm: str | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__(
             hidden_layer_sizes,
@@ -428,6 +451,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
             device=device,
+            residual=residual,
+            norm=norm,
+            dropout=dropout,
         )
         self.label_smoothing = label_smoothing
 

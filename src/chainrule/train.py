@@ -245,6 +245,26 @@ def _to_host(parts: list) -> np.ndarray:
     return out[0] if len(out) == 1 else np.concatenate(out)
 
 
+def check_batches(model: Any, rows: int, batch_size: int) -> None:
+    """Refuse, before any step, batches smaller than a layer of ``model`` needs in training
+    (``min_batch_rows``: batch normalization needs two rows to take a variance), including the
+    last, shorter batch of an epoch.
+
+    Example:
+        >>> check_batches(nn.MLP([64, 32, 10], norm="batch"), rows=1347, batch_size=32)   # last batch: 3 rows
+    """
+    need = max((getattr(m, "min_batch_rows", 1) for m in getattr(model, "modules", lambda: [])()), default=1)
+    smallest = min(batch_size, rows % batch_size or batch_size)
+    if smallest < need:
+        from .errors import ChainruleError
+
+        layer = next(type(m).__name__ for m in model.modules() if getattr(m, "min_batch_rows", 1) == need)
+        raise ChainruleError(
+            f"{layer} needs at least {need} rows in every training batch, but {rows} rows in batches of {batch_size} "
+            f"leave a batch of {smallest}; choose another batch size"
+        )
+
+
 def prepare(model: Any, loss_fn: Callable, X: Any, y: Any, task: str | None = None, name: str = "") -> tuple:
     """Checked float32 X and fitting y for ``model`` and ``loss_fn`` (raising chainrule's errors)."""
     X = as_array(f"X{name}", X)
@@ -339,6 +359,7 @@ def fit(
     history = history or History(task)
     state = TrainState(model, optimizer, loss_fn, history)
     n = len(X)
+    check_batches(model, n, batch_size)
     nb = (n + batch_size - 1) // batch_size
     initial_epoch = check_positive_int("initial_epoch", initial_epoch, allow_zero=True)
     initial_batch = check_positive_int("initial_batch", initial_batch, allow_zero=True)

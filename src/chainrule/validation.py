@@ -126,6 +126,22 @@ def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def real_number(value: Any) -> float:
+    """``value`` as a float, or NaN when it is not a real number (bools and strings included), so
+    that the range check that follows refuses it by what was received.
+
+    Example:
+        >>> real_number("0.5")
+        nan
+    """
+    if isinstance(value, (bool, str)):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def check_lr(value: Any) -> float:
     """A learning rate: a finite number > 0 (the optimizers check theirs with it)."""
     try:

@@ -110,13 +110,20 @@ def train(
         None, "--dataset", "-d", show_default="digits",
         help="digits, digits-binary, objects (multi-label), spirals, xor, circles, sine, abs, step or sawtooth.",
     ),
-    layers: Optional[str] = typer.Option(None, "--layers", show_default="256,256,128", help="Hidden layer widths, comma-separated (\"\" for none)."),
+    layers: Optional[str] = typer.Option(
+        None, "--layers", show_default="256,256,128", help="Hidden layer widths, comma-separated (\"\" for none); 64x50 is 50 layers of width 64."
+    ),
     activation: Optional[str] = typer.Option(None, "--activation", show_default="relu", help="sigmoid, tanh, relu, leaky_relu, prelu, elu, gelu, silu or identity."),
     init: Optional[str] = typer.Option(
         None, "--init", show_default="he_normal for the ReLU family, else xavier_uniform",
         help="xavier_uniform, xavier_normal, he_uniform, he_normal, normal (N(0, 0.01^2)) or uniform.",
     ),
     bias_init: Optional[float] = typer.Option(None, "--bias-init", show_default="0", help="Constant for every hidden bias."),
+    residual: Optional[bool] = typer.Option(
+        None, "--residual/--no-residual", show_default="off", help="A skip connection around each hidden block of equal width: x + block(x)."
+    ),
+    norm: Optional[str] = typer.Option(None, "--norm", show_default="none", help="Normalization after each hidden Linear: none, batch or layer."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", show_default="0", help="Dropout probability after each hidden activation."),
     loss: Optional[str] = typer.Option(
         None, "--loss", show_default="cross_entropy for classes, bce for multi-label, mse for functions", help="cross_entropy, mse or bce."
     ),
@@ -157,7 +164,7 @@ def train(
     from ..backend import cupy, normalize_device
     from ..checkpoint import TrainingInterrupted
     from ..errors import ChainruleError, DivergenceError
-    from ..runs import TrainConfig, resume as resume_run, run
+    from ..runs import TrainConfig, format_layers, resume as resume_run, run
     from . import fail
 
     if device is not None:
@@ -169,7 +176,7 @@ def train(
 
     given = {
         "dataset": dataset, "layers": layers, "activation": activation, "init": init, "bias_init": bias_init,
-        "loss": loss, "label_smoothing": label_smoothing, "optimizer": optimizer, "lr": lr, "momentum": momentum,
+        "residual": residual, "norm": norm, "dropout": dropout, "loss": loss, "label_smoothing": label_smoothing, "optimizer": optimizer, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs, "seed": seed, "data_seed": data_seed,
     }
     given = {k: v for k, v in given.items() if v is not None}
@@ -254,11 +261,16 @@ def header(c: Any, sizes: list) -> str:
     """
     import math
 
+    from ..runs import format_layers
+
     on = " on the GPU (cuda)" if c.device == "cuda" else ""
+    options = "".join([", residual" * c.residual, f", {c.norm} norm" * bool(c.norm), f", dropout {c.dropout:g}" * bool(c.dropout)])
+    hidden = sizes[1:-1] if len(sizes) <= 10 else [format_layers(sizes[1:-1])]  # 64-64x50-10 for deep ones
+    shape = "-".join(map(str, [sizes[0], *hidden, sizes[-1]]))
     loss = c.loss
     if c.loss == "cross_entropy":
         loss += f" (label smoothing {c.label_smoothing:g})"
-    line = (f"{c.dataset}: MLP {'-'.join(map(str, sizes))} ({c.activation}), {loss}, "
+    line = (f"{c.dataset}: MLP {shape} ({c.activation}{options}), {loss}, "
             f"{c.optimizer} lr {c.lr:g}, weight decay {c.weight_decay:g}{on}")
     eps, classes = c.label_smoothing or 0.0, sizes[-1]
     if c.loss == "cross_entropy" and eps > 0 and classes > 1:

@@ -17,6 +17,8 @@ from ..data import DATASETS as _DATA
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.init import INITIALIZERS
+from ..nn.dropout import check_dropout
+from ..nn.mlp import NORMS
 
 # name -> (task, what the page says about it), from chainrule.data's registry. The task
 # picks the default loss and refuses losses that cannot fit it.
@@ -25,8 +27,9 @@ INITS = ("default",) + tuple(INITIALIZERS)  # "default": He for the ReLU family,
 LOSSES = ("auto", "cross_entropy", "mse", "bce")
 LOSSES_FOR_TASK = {"multiclass": ("cross_entropy", "mse"), "multilabel": ("bce", "mse"), "regression": ("mse",)}
 OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum 0.9
+NORM_CHOICES = ("none",) + tuple(NORMS)
 
-MAX_DEPTH = 20
+MAX_DEPTH = 64
 MAX_WIDTH = 1024
 MAX_BATCH_SIZE = 1024
 MAX_LR = 10.0
@@ -40,12 +43,17 @@ class SettingsError(ChainruleError):
 
 @dataclass(frozen=True)
 class Settings:
-    """One run's settings; ``depth`` counts hidden layers (each a Linear and its activation)."""
+    """One run's settings; ``depth`` counts hidden layers (each a Linear and its activation,
+    with the normalization and dropout that ``norm`` and ``dropout`` add, and a skip connection
+    around it with ``residual``)."""
 
     dataset: str = "digits"
     depth: int = 3
     width: int = 32
     activation: str = "relu"
+    residual: bool = False
+    norm: str = "none"
+    dropout: float = 0.0
     init: str = "default"
     bias_init: float = 0.0
     loss: str = "auto"
@@ -71,6 +79,8 @@ FIELDS = tuple(DEFAULTS.to_dict())
 
 
 def _format(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return repr(v) if isinstance(v, float) else str(v)
 
 
@@ -109,6 +119,46 @@ def _float(name: str, value: Any, lo: float, hi: float, open_low: bool = False) 
     return v
 
 
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in ("true", "on", "1", "yes"):
+        return True
+    if text in ("false", "off", "0", "no"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {_shown(value)}")
+
+
+def _dropout(value: Any) -> float:
+    v = _float("dropout", value, 0.0, 1.0)
+    try:
+        return check_dropout(v)  # nn.MLP's rule: [0, 1)
+    except ChainruleError:
+        raise SettingsError(f"dropout must be a probability in [0, 1), got {_shown(value)}") from None
+
+
+def _depth_and_width(values: dict) -> tuple:
+    """(depth, width) given as two settings, or depth as the WIDTHxCOUNT shorthand ("64x50":
+    50 hidden layers of width 64) of ``chainrule train --layers``."""
+    from ..runs import parse_layers
+
+    depth, width = values.get("depth", DEFAULTS.depth), values.get("width", DEFAULTS.width)
+    if isinstance(depth, str) and "x" in depth.lower():
+        try:
+            widths = parse_layers(depth)
+        except ChainruleError:
+            widths = ()
+        if len(set(widths)) != 1:
+            raise SettingsError(f"depth must be a number of hidden layers or WIDTHxCOUNT such as 64x50, got {_shown(depth)}")
+        if "width" in values and str(values["width"]).strip() != str(widths[0]):
+            raise SettingsError(f"depth {depth!r} sets the width to {widths[0]}, but width {values['width']!r} was given too")
+        if not 1 <= len(widths) <= MAX_DEPTH:
+            raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {_shown(depth)}")
+        depth, width = len(widths), widths[0]
+    return _int("depth", depth, 1, MAX_DEPTH), _int("width", width, 1, MAX_WIDTH)
+
+
 def _choice(name: str, value: Any, choices: tuple) -> str:
     v = value.strip().lower().replace("_", "-") if isinstance(value, str) else None
     for c in choices:
@@ -127,20 +177,26 @@ def parse_settings(values: Mapping[str, Any] | None) -> Settings:
     Example:
         >>> parse_settings({"dataset": "digits", "depth": "10", "activation": "sigmoid"}).depth
         10
-        >>> parse_settings({"depth": "50"})
+        >>> parse_settings({"depth": "64x50"}).width      # the --layers shorthand: 50 layers of 64
+        64
+        >>> parse_settings({"depth": "80"})
         Traceback (most recent call last):
-        SettingsError: depth must be an integer from 1 to 20, got '50'
+        SettingsError: depth must be an integer from 1 to 64, got '80'
     """
     values = dict(values or {})
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
     get = lambda k: values.get(k, getattr(DEFAULTS, k))  # noqa: E731
+    depth, width = _depth_and_width(values)
     s = Settings(
         dataset=_choice("dataset", get("dataset"), tuple(DATASETS)),
-        depth=_int("depth", get("depth"), 1, MAX_DEPTH),
-        width=_int("width", get("width"), 1, MAX_WIDTH),
+        depth=depth,
+        width=width,
         activation=_choice("activation", get("activation"), tuple(ACTIVATIONS)),
+        residual=_bool("residual", get("residual")),
+        norm=_choice("norm", get("norm"), NORM_CHOICES),
+        dropout=_dropout(get("dropout")),
         init=_choice("init", get("init"), INITS),
         bias_init=_float("bias_init", get("bias_init"), -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT),
         loss=_choice("loss", get("loss"), LOSSES),
@@ -171,6 +227,7 @@ def options() -> dict:
         "losses": list(LOSSES),
         "losses_for_task": {k: list(v) for k, v in LOSSES_FOR_TASK.items()},
         "optimizers": list(OPTIMIZERS),
+        "norms": list(NORM_CHOICES),
         "limits": {
             "depth": [1, MAX_DEPTH],
             "width": [1, MAX_WIDTH],
@@ -178,6 +235,7 @@ def options() -> dict:
             "lr": [0.0, MAX_LR],
             "bias_init": [-MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT],
             "seed": [0, MAX_SEED],
+            "dropout": [0.0, 1.0],  # 1 itself excluded
         },
         "defaults": DEFAULTS.to_dict(),
     }

@@ -10,8 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..autograd import _leaf, no_grad
-from ..diagnostics.layers import CAN_DIE, flat_mask, host, local_derivative, unit_health
+from ..diagnostics.layers import CAN_DIE, flat_mask, host, layer_outputs, local_derivative, unit_health
 from ..train import predict
 
 GRID = 100  # the decision boundary is drawn from GRID x GRID predictions, over the whole plotted area
@@ -31,24 +30,32 @@ def nums(values: Any, digits: int = 4) -> list:
     return [num(v, digits) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def layer_health(layers: Sequence, probe: np.ndarray) -> dict:
+def _eval_outputs(model: Any, layers: Sequence, probe: np.ndarray) -> list:
+    """Each layer's (what its activation receives, its output) on the probe, the model in evaluation
+    mode (running statistics, no dropout) for the pass."""
+    was_training = model.training
+    model.eval()
+    try:
+        return layer_outputs(model, layers, probe)
+    finally:
+        model.train(was_training)
+
+
+def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
     """Saturated and dead fractions per layer on a probe batch, by the diagnostics' one definition
-    (:func:`chainrule.diagnostics.unit_health`); None where the rule does not apply.
+    (:func:`chainrule.diagnostics.unit_health`); None where the rule does not apply. z is what
+    each activation receives (normalized, in a normalized layer).
 
     Args:
-        layers: from :func:`chainrule.diagnostics.find_layers` (an MLP's Linear and
-            activation pairs, in the order they run).
+        model: the network.
+        layers: from :func:`chainrule.diagnostics.find_layers`.
         probe: input rows.
     """
     saturated, dead = [], []
-    with no_grad():
-        h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
-        for layer in layers:
-            z = layer.linear(h)
-            health = unit_health(layer, np.asarray(z.data, dtype=np.float64))
-            saturated.append(None if health["saturated_fraction"] is None else num(health["saturated_fraction"]))
-            dead.append(None if health["dead_fraction"] is None else num(health["dead_fraction"]))
-            h = layer.act_module(z) if layer.act_module is not None else z
+    for layer, (z, _) in zip(layers, _eval_outputs(model, layers, probe)):
+        health = unit_health(layer, np.asarray(host(z), dtype=np.float64)) if z is not None else {}
+        saturated.append(None if health.get("saturated_fraction") is None else num(health["saturated_fraction"]))
+        dead.append(None if health.get("dead_fraction") is None else num(health["dead_fraction"]))
     return {"saturated_fraction": saturated, "dead_fraction": dead}
 
 
@@ -108,7 +115,7 @@ def _spread(n: int, most: int) -> list:
     return list(range(n)) if n <= most else sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
 
 
-def network(layers: Sequence, probe: np.ndarray, most: int = NETWORK_UNITS) -> dict:
+def network(model: Any, layers: Sequence, probe: np.ndarray, most: int = NETWORK_UNITS) -> dict:
     """The network as TensorFlow Playground draws it: units, the weights between them, each unit's activity.
 
     Per column (the input, each hidden layer, the output): the units shown (at most ``most``),
@@ -119,23 +126,25 @@ def network(layers: Sequence, probe: np.ndarray, most: int = NETWORK_UNITS) -> d
     sizes = [int(layers[0].linear.weight.data.shape[0])] + [int(layer.linear.weight.data.shape[1]) for layer in layers]
     shown = [_spread(n, most) for n in sizes]
     weights, activity, active, dead = [], [nums(probe[:, shown[0]].mean(axis=0))], [None], [None]
-    with no_grad():
-        h = _leaf(probe.astype(layers[0].linear.weight.data.dtype, copy=False))
-        for k, layer in enumerate(layers):
-            w = host(layer.linear.weight.data)[np.ix_(shown[k], shown[k + 1])]
-            weights.append([nums(row, 3) for row in w])
-            z = layer.linear(h)
-            h = layer.act_module(z) if layer.act_module is not None else z
-            out = host(h.data)[:, shown[k + 1]].astype(np.float64)
-            activity.append(nums(out.mean(axis=0)))
-            d = local_derivative(layer, host(z.data)[:, shown[k + 1]].astype(np.float64))
-            if d is None:
-                active.append(None)
-                dead.append(None)
-                continue
-            flat = flat_mask(layer, d)
-            active.append(nums(1.0 - flat.mean(axis=0)))
-            dead.append([bool(x) for x in flat.all(axis=0)] if layer.activation in CAN_DIE else None)
+    for k, (layer, (z, a)) in enumerate(zip(layers, _eval_outputs(model, layers, probe))):
+        w = host(layer.linear.weight.data)[np.ix_(shown[k], shown[k + 1])]
+        weights.append([nums(row, 3) for row in w])
+        if z is None:
+            activity.append([None] * len(shown[k + 1]))
+            active.append(None)
+            dead.append(None)
+            continue
+        z = np.asarray(host(z), dtype=np.float64)[:, shown[k + 1]]
+        out = z if a is None else np.asarray(host(a), dtype=np.float64)[:, shown[k + 1]]
+        activity.append(nums(out.mean(axis=0)))
+        d = local_derivative(layer, z)
+        if d is None:
+            active.append(None)
+            dead.append(None)
+            continue
+        flat = flat_mask(layer, d)
+        active.append(nums(1.0 - flat.mean(axis=0)))
+        dead.append([bool(x) for x in flat.all(axis=0)] if layer.activation in CAN_DIE else None)
     top = max((abs(v) for m in weights for row in m for v in row if v is not None), default=1.0)
     names = ["input"] + [f"layer {k + 1}" for k in range(len(layers) - 1)] + ["output"]
     return {"sizes": sizes, "shown": shown, "weights": weights, "activity": activity, "active": active,

@@ -35,7 +35,7 @@ from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
 from ..metrics import accuracy
-from ..train import fit, get_loss, predict, prepare
+from ..train import check_batches, fit, get_loss, predict, prepare
 from . import views
 from .settings import Settings, SettingsError, check_loss
 
@@ -147,9 +147,13 @@ class Run:
         if self.fit_task == "regression" and d.task == "multiclass":
             y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
         sizes = layer_sizes(s, d)
-        self.model = nn.MLP(sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed)
+        self.model = nn.MLP(
+            sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed,
+            residual=s.residual, norm=None if s.norm == "none" else s.norm, dropout=s.dropout,
+        )
         self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
         self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
+        check_batches(self.model, len(self.X_train), s.batch_size)  # before any thread: the page gets the reason
         self.labels_test = d.y_test[:TEST_ROWS]
         params = self.model.parameters()
         if s.optimizer == "adam":
@@ -392,8 +396,8 @@ class Run:
         if metric is not None:
             self._metric = views.num(metric)
             self.test_metric.add(step, self._metric)
-        self._health = views.layer_health(self.layers, self.probe)
-        self._network = views.network(self.layers, self.probe)
+        self._health = views.layer_health(self.model, self.layers, self.probe)
+        self._network = views.network(self.model, self.layers, self.probe)
         if self.picture == "boundary":
             self._view = views.boundary(self.model, self.grid[0], self.grid[1], self.loss_name, d.num_outputs)
         elif self.picture == "curve":

@@ -307,7 +307,7 @@ def _vanishing_message(rows: list, ratio: float) -> str:
                 f"; {_pct(sat)} of the {act} units in layers 1-{n - 1} are saturated and on average each passes back "
                 f"{md:.2f} of the gradient (at most {SATURATING[act]:g})"
             )
-        return head + why + "; try ReLU, He initialization or fewer layers"
+        return head + why + "; try ReLU, He initialization, skip connections (residual) or fewer layers"
     if "relu" in acts:
         dead = rows[0].get("dead_fraction")
         why = f"; {_pct(dead)} of layer 1's ReLU units are dead" if dead is not None else ""

@@ -2,7 +2,10 @@
 
 A *layer* here is one :class:`~chainrule.nn.Linear` together with the
 activation module that follows it (in an MLP or a Sequential, the next leaf
-module). Its pre-activation ``z = x @ W + b`` is what the activation sees.
+module), and the normalization layer between them if there is one. Its
+pre-activation, what the activation sees, is ``z = x @ W + b``, or that
+normalized: a normalized layer is judged by the values its activation
+receives, not by the Linear's raw output.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ..autograd import Tensor, _leaf, no_grad
 from ..backend import asarray, namespace, to_numpy
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.linear import Linear
-from ..nn.module import Module
+from ..nn.module import Module, unchanged_state
+from ..nn.normalization import BatchNorm1d, LayerNorm
+from ..nn.residual import Residual
 
 # The saturation rule: a unit is saturated on a sample when its local derivative
 # is below this fraction of the activation's largest derivative. For the sigmoid
@@ -41,20 +47,41 @@ SMOOTH_RELUS = ("gelu", "silu")
 CAN_DIE = ("relu", "elu", *SMOOTH_RELUS)
 
 _NAME_OF_CLASS = {cls: name for name, cls in ACTIVATIONS.items()}
+_NORM_NAME = {BatchNorm1d: "batch", LayerNorm: "layer"}
 
 
 @dataclass
 class Layer:
-    """One watched layer: its 1-based position, dotted module name, Linear and activation."""
+    """One watched layer: its 1-based position, dotted module name, Linear and activation, the
+    normalization between them (or None) and the Residual block around it (its name, or None)."""
 
     index: int
     name: str
     linear: Linear
     activation: str  # a registry name ("sigmoid", "relu", ...) or "none" (the output layer)
     act_module: Module | None = None
+    norm_module: Module | None = None
+    block: str | None = None
+
+    @property
+    def norm(self) -> str | None:
+        """"batch", "layer" or None."""
+        return None if self.norm_module is None else _NORM_NAME[type(self.norm_module)]
+
+    @property
+    def preact_module(self) -> Module:
+        """The module whose output the activation receives: the normalization, else the Linear."""
+        return self.linear if self.norm_module is None else self.norm_module
+
+    @property
+    def unit_bias(self) -> Any:
+        """The bias added last before the activation (the normalization's, else the Linear's; or
+        None): its gradient is zero for a unit exactly when the unit passed back no gradient."""
+        bias = getattr(self.norm_module, "bias", None) if self.norm_module is not None else None
+        return bias if bias is not None else self.linear.bias
 
     def describe(self) -> dict:
-        return {"layer": self.index, "name": self.name, "activation": self.activation}
+        return {"layer": self.index, "name": self.name, "activation": self.activation, "norm": self.norm, "block": self.block}
 
 
 def find_layers(model: Any) -> list:
@@ -63,7 +90,9 @@ def find_layers(model: Any) -> list:
     Order is the order in which the modules were registered, which for
     ``nn.Sequential`` and ``nn.MLP`` is the order they run in. A Linear
     followed directly by another Linear (or by nothing, as the output layer)
-    gets activation "none".
+    gets activation "none". A BatchNorm1d or LayerNorm between a Linear and its
+    activation is the layer's ``norm_module``; a Linear inside an ``nn.Residual``
+    has that block's name as its ``block``.
 
     Raises:
         ChainruleError: the model holds no Linear layer.
@@ -75,11 +104,17 @@ def find_layers(model: Any) -> list:
     if not isinstance(model, Module):
         raise ChainruleError(f"gradient-flow diagnostics need a chainrule nn.Module, got {type(model).__name__}")
     layers: list = []
+    blocks: list = []
     for name, m in model.named_modules():
+        if isinstance(m, Residual):
+            blocks.append(name)
         if m._modules:  # containers: their leaves come next
             continue
         if isinstance(m, Linear):
-            layers.append(Layer(len(layers) + 1, name or "model", m, "none"))
+            block = next((b for b in reversed(blocks) if name.startswith(b + ".")), None)
+            layers.append(Layer(len(layers) + 1, name or "model", m, "none", block=block))
+        elif layers and layers[-1].act_module is None and layers[-1].norm_module is None and type(m) in _NORM_NAME:
+            layers[-1].norm_module = m
         elif layers and layers[-1].act_module is None and type(m) in _NAME_OF_CLASS:
             layers[-1].activation = _NAME_OF_CLASS[type(m)]
             layers[-1].act_module = m
@@ -89,6 +124,45 @@ def find_layers(model: Any) -> list:
             "build the model from nn.Linear and activation modules (nn.MLP or nn.Sequential)"
         )
     return layers
+
+
+def layer_outputs(model: Any, layers: list, X: Any) -> list:
+    """Each layer's (pre-activation, activation output) arrays on the batch ``X``, ``(None, None)``
+    for a layer the pass did not reach.
+
+    One forward pass of the whole model with no graph, in its current mode, during which each
+    layer's ``preact_module`` and activation keep their outputs; the model's running statistics
+    and dropout generators are left as they were (:func:`chainrule.nn.module.unchanged_state`).
+    """
+    kept: dict = {}
+    wrapped = []
+
+    def keep(module: Any, key: tuple) -> None:
+        forward = module.forward
+        had = module.__dict__.get("forward")
+
+        def run(x: Tensor) -> Tensor:
+            out = forward(x)
+            kept[key] = out.data
+            return out
+
+        object.__setattr__(module, "forward", run)
+        wrapped.append((module, had))
+
+    try:
+        for k, layer in enumerate(layers):
+            keep(layer.preact_module, (k, 0))
+            if layer.act_module is not None:
+                keep(layer.act_module, (k, 1))
+        with no_grad(), unchanged_state(model):
+            model(_leaf(like_weights(X, layers[0])))
+    finally:
+        for module, had in reversed(wrapped):
+            if had is None:
+                del module.__dict__["forward"]
+            else:
+                object.__setattr__(module, "forward", had)
+    return [(kept.get((k, 0)), kept.get((k, 1))) for k in range(len(layers))]
 
 
 def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:

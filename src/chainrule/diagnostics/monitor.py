@@ -29,7 +29,18 @@ dead_fraction_epoch         ReLU only: share of units whose bias got exactly zer
                             monitored batch of the epoch, that is, never active on any of
                             those samples (or cut off from the loss); None without a bias
 prelu_slope                 PReLU: the mean learned negative slope, and prelu_slope_range [min, max]
+bn_running_mean,            BatchNorm1d after the Linear: the mean over units of its running mean and
+bn_running_var              running variance (and bn_running_var_range [min, max]): the statistics
+                            that evaluation mode normalizes with; a running variance far from 1
+                            means the Linear's output is far from unit scale (a shifted input)
 ==========================  ================================================================
+
+In a layer with normalization between the Linear and the activation, z (and so
+preact_mean, preact_std, mean_derivative, saturated_fraction and dead_fraction)
+is the normalized value the activation receives, not the Linear's raw output,
+and dead_fraction_epoch reads the normalization's bias. Layers inside an
+``nn.Residual`` carry its name as ``block``, and their gradient norms are the
+block's.
 
 The probe is a fixed batch (``probe=``, or the first ``probe_size`` training
 rows seen), run through the model once per epoch with no graph recorded. At the
@@ -56,13 +67,15 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, _leaf, no_grad
+from ..autograd import Tensor
 from ..backend import namespace
 from ..errors import ChainruleError
 from ..optim.sgd import SGD
 from ..validation import check_positive_int
 from . import advice
-from .layers import SATURATING, SATURATION_LEVEL, find_layers, health_rule, host, like_weights, unit_health
+from .layers import (
+    SATURATING, SATURATION_LEVEL, find_layers, health_rule, host, layer_outputs, like_weights, unit_health,
+)
 from .signal import signal_propagation
 
 PROBE_SIZE = 64  # rows in the probe batch taken from training data when none is given (it runs once per epoch)
@@ -260,7 +273,7 @@ class Monitor:
         self._opt_index = index if all(i is not None for i in index) else None
         n = len(self.layers)
         self._active = True
-        self._relu = [k for k, layer in enumerate(self.layers) if layer.activation == "relu" and layer.linear.bias is not None]
+        self._relu = [k for k, layer in enumerate(self.layers) if layer.activation == "relu" and layer.unit_bias is not None]
         self._prev = [None] * n  # weights before the next monitored step
         self._prev_sq = [math.nan] * n  # squared norms of the weights at the last snapshot
         self._drift = [0.0] * n  # sum of update norms since prev_sq was exact
@@ -546,7 +559,7 @@ class Monitor:
         self._snapshot_rule = rule
         alive = self._alive
         for k in self._relu:
-            gb = self._params[k][1].grad
+            gb = self.layers[k].unit_bias.grad
             if gb is None:
                 continue
             # a unit whose bias got a non-zero gradient was active on some sample
@@ -570,39 +583,6 @@ class Monitor:
             self._add_warning(advice.nonfinite_gradient_warning(layer, t, float(steps["grad_norm"][i, k]), self.epoch))
         return steps
 
-    def _probe_pass(self, X: np.ndarray) -> list:
-        """Each layer's (pre-activation, activation output) on ``X``: one forward pass with no
-        graph, during which the Linear and activation modules' forwards are wrapped to keep their outputs."""
-        kept: dict = {}
-        wrapped = []
-
-        def keep(module: Any, key: tuple) -> None:
-            forward = module.forward
-            had = module.__dict__.get("forward")
-
-            def run(x: Tensor) -> Tensor:
-                out = forward(x)
-                kept[key] = out.data
-                return out
-
-            object.__setattr__(module, "forward", run)
-            wrapped.append((module, had))
-
-        try:
-            for k, layer in enumerate(self.layers):
-                keep(layer.linear, (k, 0))
-                if layer.act_module is not None:
-                    keep(layer.act_module, (k, 1))
-            with no_grad():
-                self.model(_leaf(like_weights(X, self.layers[0])))
-        finally:
-            for module, had in reversed(wrapped):
-                if had is None:
-                    del module.__dict__["forward"]
-                else:
-                    object.__setattr__(module, "forward", had)
-        return [(kept.get((k, 0)), kept.get((k, 1))) for k in range(len(self.layers))]
-
     def _probe_stats(self, X: np.ndarray) -> list:
         """Per layer: pre-activation statistics and unit health on the probe batch.
 
@@ -610,9 +590,15 @@ class Monitor:
         products, derivatives of sigmoid and tanh taken from their outputs).
         """
         out = []
-        for layer, (zk, ak) in zip(self.layers, self._probe_pass(X)):
+        for layer, (zk, ak) in zip(self.layers, layer_outputs(self.model, self.layers, X)):
             row = dict(_EMPTY_PROBE)
             out.append(row)
+            if layer.norm == "batch":  # the statistics evaluation mode normalizes with
+                rm = host(layer.norm_module.running_mean.data).astype(np.float64)
+                rv = host(layer.norm_module.running_var.data).astype(np.float64)
+                row["bn_running_mean"] = float(rm.mean())
+                row["bn_running_var"] = float(rv.mean())
+                row["bn_running_var_range"] = [float(rv.min()), float(rv.max())]
             if zk is None:
                 continue
             zk = host(zk)
@@ -678,7 +664,7 @@ class Monitor:
 
     def _histograms(self) -> dict:
         out = {}
-        probe_z = [z for z, _ in self._probe_pass(self.probe)] if self.probe is not None else [None] * len(self.layers)
+        probe_z = [z for z, _ in layer_outputs(self.model, self.layers, self.probe)] if self.probe is not None else [None] * len(self.layers)
         for layer, zk in zip(self.layers, probe_z):
             tag = f"layer{layer.index}"
             out[f"{tag}/weight"] = _histogram(layer.linear.weight.data)
@@ -756,6 +742,8 @@ _EMPTY_PROBE = {
     "saturated_fraction": None,
     "dead_fraction": None,
     "prelu_slope": None,
+    "bn_running_mean": None,
+    "bn_running_var": None,
 }
 
 

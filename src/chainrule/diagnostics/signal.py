@@ -8,12 +8,14 @@ gradient, measured before a single step is taken.
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..autograd import Tensor, _leaf, enable_grad
+from ..nn.module import unchanged_state
 from .layers import find_layers, host, like_weights
 
 
@@ -53,12 +55,19 @@ def _var(a: Any) -> float | None:
 def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: Any = None) -> dict:
     """Per-layer forward activation variance and backward gradient variance at the current weights.
 
-    One forward and one backward pass over ``X_probe``. For layer i with
-    pre-activation ``z_i = a_{i-1} @ W_i + b_i`` and output ``a_i = f(z_i)``:
+    One forward and one backward pass over ``X_probe``, in the model's current mode, leaving its
+    running statistics and dropout generators as they were. For layer i with pre-activation
+    ``z_i = a_{i-1} @ W_i + b_i`` (normalized, when a normalization layer sits between the
+    Linear and the activation) and output ``a_i = f(z_i)``:
 
     - ``preact_var``     = Var(z_i) over all samples and units
     - ``activation_var`` = Var(a_i) (the forward signal; equals preact_var for the output layer)
     - ``grad_var``       = Var(dL/dz_i) (the backward signal at the pre-activation)
+    - ``activation_grad_var`` = Var(dL/da_i), the backward signal at the layer's output (None for
+      the output layer). In a residual block ``h_i = h_{i-1} + a_i`` this is the gradient that
+      flows along the skip path, dL/dh_i: its ratio between the first and the last hidden
+      layer shows whether the gradient reaches the early layers undiminished, free of the
+      scale of each Linear's output that ``grad_var`` carries.
     - ``weight_grad_var``= Var(dL/dW_i)
 
     The model's parameters keep the gradients they had before the call.
@@ -90,9 +99,10 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
     try:
         with ExitStack() as stack:
             for layer in layers:
-                stack.enter_context(wrapped_forward(layer.linear, _retaining(z_out, layer.index)))
+                stack.enter_context(wrapped_forward(layer.preact_module, _retaining(z_out, layer.index)))
                 if layer.act_module is not None:
                     stack.enter_context(wrapped_forward(layer.act_module, _retaining(a_out, layer.index)))
+            stack.enter_context(unchanged_state(model))
             with enable_grad():
                 for p in params:
                     p.grad = None
@@ -113,6 +123,7 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
                     "preact_var": _var(None if z is None else z.data),
                     "activation_var": _var(None if a is None else a.data),
                     "grad_var": _var(z.grad) if backward and z is not None else None,
+                    "activation_grad_var": _var(a.grad) if backward and a is not None and a is not z else None,
                     "weight_grad_var": _var(layer.linear.weight.grad) if backward else None,
                 }
             )
@@ -121,3 +132,20 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
             p.grad = g
     return {"input_var": _var(X), "layers": rows}
 
+
+
+def gradient_ratio(rows: list) -> float | None:
+    """rms(dL/da) at the first hidden layer's output over that at the last hidden layer's, from
+    :func:`signal_propagation`'s ``layers``: about 1 when the early layers get as much gradient
+    as the late ones (as skip connections ensure), tiny when the gradient vanishes on its way
+    back. None without a backward measurement or with fewer than two layers.
+
+    Example:
+        >>> gradient_ratio(signal_propagation(model, X[:256], "cross_entropy", y[:256])["layers"])
+    """
+    if len(rows) < 2:
+        return None
+    first, last = rows[0].get("activation_grad_var"), rows[-2].get("activation_grad_var")
+    if first is None or not last or not math.isfinite(last) or not math.isfinite(first):
+        return None
+    return math.sqrt(first / last)

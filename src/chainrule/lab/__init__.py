@@ -129,6 +129,16 @@ _LIST = [
         "sawtooth, and being able to represent a function does not mean gradient descent finds it.",
         "universal_approximation",
     ),
+    Experiment(
+        "going-deeper",
+        "Going deeper, fixed: skip connections and normalization",
+        "A plain 50-layer sigmoid network does not train: the gradient reaching its first layer is a vanishing "
+        "fraction of the last layer's. Skip connections (y = x + block(x)) give the gradient a path around every "
+        "block, so the first-to-last ratio stays within about 10x of 1 and 50 layers train; with ReLU the skips "
+        "need normalization inside each block, or the signal grows with depth. Normalization alone helps the "
+        "sigmoid more than the ReLU, but without skips it does not make 50 plain layers train.",
+        "going_deeper",
+    ),
 ]
 
 EXPERIMENTS: dict = {e.name: e for e in _LIST}

@@ -229,8 +229,11 @@ def layer_grad_norms(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Any) -> 
     from ..autograd import _leaf
     from ..nn import Linear
 
+    from ..nn.module import unchanged_state
+
     model.zero_grad()
-    loss_fn(model(_leaf(X)), _leaf(y)).backward()
+    with unchanged_state(model):
+        loss_fn(model(_leaf(X)), _leaf(y)).backward()
     return [float(np.linalg.norm(m.weight.grad)) for m in model.modules() if isinstance(m, Linear)]
 
 

@@ -3,16 +3,22 @@
 from . import init
 from .activations import ACTIVATIONS, BEYOND_THE_LESSON, ELU, GELU, Identity, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh, activation
 from .containers import Sequential
+from .dropout import Dropout
 from .linear import Linear
 from .mlp import MLP
 from .module import MODULES, Module, Parameter, register_module
+from .normalization import BatchNorm1d, LayerNorm
+from .residual import Residual
 
 __all__ = [
     "ACTIVATIONS",
     "BEYOND_THE_LESSON",
+    "BatchNorm1d",
+    "Dropout",
     "ELU",
     "GELU",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
@@ -22,6 +28,7 @@ __all__ = [
     "PReLU",
     "Parameter",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "SiLU",

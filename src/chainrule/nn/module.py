@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -44,6 +45,31 @@ def _to_namespace(a: Any, xp: Any, device: Any) -> Any:
     return xp.asarray(host, copy=True) if device is None else xp.asarray(host, copy=True, device=device)
 
 
+@contextmanager
+def unchanged_state(model: "Module") -> Iterator[None]:
+    """A ``with`` block after which ``model``'s buffers and random generators are as they were.
+
+    Measurements (the diagnostics' probes, signal propagation) run the model as training
+    does, in its current mode, without moving batch normalization's running statistics or
+    drawing dropout masks that training would otherwise have drawn: watching a run does not
+    change it.
+
+    Example:
+        >>> with unchanged_state(model):
+        ...     model(probe)
+    """
+    buffers = [(b, b.data) for _, b in model.named_buffers()]  # layers assign new arrays, never write in place
+    generators = [g for m in model.modules() if isinstance(g := m.__dict__.get("generator"), np.random.Generator)]
+    states = [g.bit_generator.state for g in generators]
+    try:
+        yield
+    finally:
+        for b, data in buffers:
+            b.data = data
+        for g, state in zip(generators, states):
+            g.bit_generator.state = state
+
+
 # name -> class, for model files: only these types are ever built from a file.
 MODULES: dict = {}
 
@@ -54,12 +80,12 @@ def register_module(cls: type) -> type:
     return cls
 
 
-def full_config(cls: type, config: dict) -> dict:
-    """``config`` with every other argument of ``cls``'s constructor at its default; a
-    TypeError names an argument the constructor does not take, or a required one missing."""
+def full_config(cls: type, config: dict, *args: Any) -> dict:
+    """``config`` (after positional ``args``) with every other argument of ``cls``'s constructor at
+    its default; a TypeError names an argument the constructor does not take, or a required one missing."""
     import inspect
 
-    bound = inspect.signature(cls).bind(**config)
+    bound = inspect.signature(cls).bind(*args, **config)
     bound.apply_defaults()
     return dict(bound.arguments)
 
@@ -68,7 +94,8 @@ class Module:
     """Base class of layers and models.
 
     Assigning a :class:`Parameter` or a Module as an attribute registers it, so
-    ``parameters()`` finds it. Subclasses define ``forward``; calling the
+    ``parameters()`` finds it; ``register_buffer`` adds state that is saved but
+    not learned (batch normalization's running statistics). Subclasses define ``forward``; calling the
     module calls ``forward``. Subclasses that should load from a model file
     define ``get_config()`` returning their constructor arguments.
     """
@@ -78,6 +105,7 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -92,6 +120,13 @@ class Module:
             self._modules[name] = value
         elif name in params and value is None:
             params.pop(name)
+        elif name in self._buffers:  # a buffer replaced as a whole stays registered (None removes it)
+            if value is None:
+                self._buffers.pop(name)
+            elif not isinstance(value, Tensor):
+                raise ChainruleError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor (or set .{name}.data), got {type(value).__name__}")
+            else:
+                self._buffers[name] = value
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -115,6 +150,33 @@ class Module:
     def modules(self) -> Iterator["Module"]:
         for _, m in self.named_modules():
             yield m
+
+    def register_buffer(self, name: str, value: Any) -> Tensor:
+        """Keep array ``value`` as a buffer: state that is not learned by the optimizer but belongs to
+        the model (running statistics), so ``state_dict``, model files, checkpoints and ``to()`` carry it.
+
+        The buffer is a Tensor without gradient, reachable as ``self.<name>``; update it by
+        assigning its ``.data``.
+
+        Example:
+            >>> self.register_buffer("running_mean", np.zeros(64, dtype="float32"))
+        """
+        t = Tensor(value, requires_grad=False, dtype=getattr(value, "dtype", None))  # keeps the array's dtype
+        self._buffers[name] = t
+        object.__setattr__(self, name, t)
+        return t
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple]:
+        """(dotted name, buffer Tensor) for every buffer, this module's first."""
+        for name, b in self._buffers.items():
+            yield (f"{prefix}.{name}" if prefix else name), b
+        for name, m in self._modules.items():
+            yield from m.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def named_state(self) -> Iterator[tuple]:
+        """(dotted name, Tensor) of every parameter, then every buffer: what ``state_dict`` holds."""
+        yield from self.named_parameters()
+        yield from self.named_buffers()
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple]:
         """(dotted name, Parameter) for every parameter, this module's first."""
@@ -152,11 +214,11 @@ class Module:
         return self.train(False)
 
     def state_dict(self) -> "OrderedDict[str, Any]":
-        """Parameter name -> array (the live arrays, not copies, on the parameters' device)."""
-        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+        """Parameter and buffer name -> array (the live arrays, not copies, on the parameters' device)."""
+        return OrderedDict((name, t.data) for name, t in self.named_state())
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays into this module's parameters, checking names and shapes.
+        """Copy arrays into this module's parameters and buffers, checking names and shapes.
 
         The values may be NumPy arrays (as read from a file) or arrays of any
         namespace and device; each parameter gets a copy in its own namespace,
@@ -165,7 +227,7 @@ class Module:
         Raises ShapeError naming the parameter whose shape differs, and (with
         ``strict``) ChainruleError listing missing and unexpected names.
         """
-        own = dict(self.named_parameters())
+        own = dict(self.named_state())
         if strict:
             missing = [k for k in own if k not in state]
             unexpected = [k for k in state if k not in own]
@@ -183,7 +245,7 @@ class Module:
             p.data = copy_like(arr, p.data)
 
     def to(self, device: Any = None, dtype: Any = None, xp: Any = None) -> "Module":
-        """Move parameters to ``device`` and/or cast them to ``dtype``, in place; returns self.
+        """Move parameters and buffers to ``device`` and/or cast them to ``dtype``, in place; returns self.
 
         Args:
             device: "cpu" (NumPy) or "cuda" (CuPy); with ``xp``, one of that namespace's devices.
@@ -196,7 +258,7 @@ class Module:
         Example:
             >>> model = nn.MLP([64, 128, 10]).to("cuda")
         """
-        for p in self.parameters():
+        for p in [*self.parameters(), *(b for _, b in self.named_buffers())]:
             if xp is not None:
                 p.data = _to_namespace(p.data, xp, device)
             elif device is not None:

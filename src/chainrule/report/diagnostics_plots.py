@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..diagnostics.signal import gradient_ratio
 from .figures import new_figure, save_png
 
 
@@ -132,7 +133,10 @@ def plot_signal_propagation(source: Any, path: str | Path) -> Path:
     """Forward activation variance and backward gradient variance per layer, before training (log scale).
 
     A well-initialized network keeps both lines roughly level; a backward line
-    that falls towards layer 1 is the vanishing gradient, before any step.
+    that falls towards layer 1 is the vanishing gradient, before any step. The
+    gradient at each layer's output, dL/da, is what a skip connection carries
+    back: the title gives its first/last hidden-layer ratio
+    (:func:`chainrule.diagnostics.gradient_ratio`), near 1 with skips.
 
     Example:
         >>> plot_signal_propagation(monitor, "runs/digits/signal_propagation.png")
@@ -148,16 +152,19 @@ def plot_signal_propagation(source: Any, path: str | Path) -> Path:
     for field, label, marker in (
         ("activation_var", "forward: Var(activation)", "o"),
         ("grad_var", "backward: Var(dL/dz)", "s"),
+        ("activation_grad_var", "backward: Var(dL/da), along the skips", "^"),
     ):
         y = np.array([np.nan if r.get(field) is None else r[field] for r in rows], dtype=float)
         y[y <= 0] = np.nan
         if np.isfinite(y).any():
             ax.plot(x, y, marker=marker, ms=4, label=label)
     ax.set_yscale("log")
-    ax.set_xticks(x)
+    if len(x) <= 20:
+        ax.set_xticks(x)
     ax.set_xlabel("layer")
     ax.set_ylabel("variance (log scale)")
-    ax.set_title("signal propagation at initialization")
+    ratio = gradient_ratio(rows)
+    ax.set_title("signal propagation at initialization" + ("" if ratio is None else f"\nfirst/last hidden-layer gradient: {ratio:.2g}"))
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return save_png(fig, path)

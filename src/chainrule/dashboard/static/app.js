@@ -2,7 +2,7 @@
 // listens to server-sent events and draws them with plotly.js (served by the app itself).
 "use strict";
 
-const FIELDS = ["dataset", "depth", "width", "activation", "init", "bias_init", "loss", "optimizer", "lr", "batch_size", "seed"];
+const FIELDS = ["dataset", "depth", "width", "activation", "residual", "norm", "dropout", "init", "bias_init", "loss", "optimizer", "lr", "batch_size", "seed"];
 const $ = (id) => document.getElementById(id);
 const sessionId = (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36)).replace(/[^A-Za-z0-9_-]/g, "");
 
@@ -451,6 +451,8 @@ async function main() {
   options = await (await fetch("/api/options")).json();
   fillSelect("dataset", options.datasets.map((d) => d.name));
   fillSelect("activation", options.activations);
+  fillSelect("residual", ["false", "true"], { false: "off", true: "on" });  // on: x + block(x) around each block
+  fillSelect("norm", options.norms);
   fillSelect("init", options.inits);
   fillSelect("optimizer", options.optimizers, { adam: "Adam", sgd: "SGD", momentum: "SGD + momentum 0.9" });
   fillForm(options.defaults);
