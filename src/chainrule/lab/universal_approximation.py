@@ -232,7 +232,7 @@ def _figures(r, runs, sine_widths, errs, rep, shallow, deep, deep_widths, seeds)
     xg = np.linspace(-1, 1, 1001)
     fig, axes = new_figure(2, 1, width=4.8, height=3.6)
     axes[0][0].plot(xg, np.sin(np.pi * xg), color="k", lw=2, label="sin(pi x)")
-    for w in sine_widths[:: max(len(sine_widths) // 3, 1)] + [sine_widths[-1]]:
+    for w in sorted(set(sine_widths[:: max(len(sine_widths) // 3, 1)] + [sine_widths[-1]])):  # each width once
         x = _best(runs, target="sine", units=w)
         if x["prediction"]:
             axes[0][0].plot(xg, x["prediction"], lw=1, label=f"{w} units")
