@@ -14,7 +14,8 @@ invisible on the site, say more about the block that follows them:
   is required.
 
 Blocks in other languages (``text``, ``toml``, ``pycon`` ...) are shown, not run.
-tests/test_docs.py runs the same blocks through :func:`run_blocks`.
+tests/test_docs.py runs every page through :func:`page_outputs` and so fills the
+cache, which the site build it runs next then reads.
 
 Notebooks. Each ``notebooks/*.ipynb`` is executed on a Jupyter kernel (nbclient)
 and also becomes a page, ``notebooks/<name>.md``, with its outputs: text,
@@ -200,12 +201,16 @@ def _run_bash(block: Block, where: str, folder: Path) -> Output:
 # ---- the cache -----------------------------------------------------------------------
 
 
-def _cached(kind: str, name: str, text: str, compute) -> list:
-    """compute() -> list of Output, or the cached copy for this text and this package."""
+def _cached(kind: str, name: str, text: str, compute, reuse: bool = True) -> list:
+    """compute() -> list of Output, or the cached copy for this text and this package.
+
+    With ``reuse=False`` it always computes, and stores the result for the next build (the test
+    suite runs every page this way, so that the site build that follows it runs none again).
+    """
     quick, cache = _settings()
     key = hashlib.sha256(f"{_source_key(quick)}\0{Path(__file__).read_bytes()!r}\0{text}".encode()).hexdigest()[:20]
     path = cache / "executed" / kind / f"{name.replace('/', '--')}-{key}.json" if cache is not None else None
-    if path is not None and path.is_file():
+    if reuse and path is not None and path.is_file():
         return [None if o is None else Output(o["text"], [base64.b64decode(f) for f in o["figures"]])
                 for o in json.loads(path.read_text())]
     outputs = compute()
@@ -218,7 +223,10 @@ def _cached(kind: str, name: str, text: str, compute) -> list:
     return outputs
 
 
-def _page_outputs(src_uri: str, text: str) -> list:
+def page_outputs(src_uri: str, text: str, reuse: bool = True) -> list:
+    """Run a page's blocks (``src_uri``: its path under docs/) in a fresh folder, or take them from the
+    cache; a failing block raises PluginError naming the page and line."""
+
     def compute() -> list:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="chainrule-docs-") as tmp:
@@ -229,7 +237,7 @@ def _page_outputs(src_uri: str, text: str) -> list:
         log.info("code blocks of %s ran in %.1f s", src_uri, time.perf_counter() - start)
         return outputs
 
-    return _cached("pages", src_uri, text, compute)
+    return _cached("pages", src_uri, text, compute, reuse)
 
 
 # ---- notebooks -----------------------------------------------------------------------
@@ -345,7 +353,7 @@ def on_files(files: Any, config: Any) -> Any:
         text = Path(page.abs_src_path).read_text(encoding="utf-8")
         if not any(b.lang in RUN for b in code_blocks(text, page.src_uri)):
             continue
-        outputs = _page_outputs(page.src_uri, text)
+        outputs = page_outputs(page.src_uri, text)
         _outputs[page.src_uri] = outputs
         for n, out in enumerate(outputs):
             for f, png in enumerate(out.figures if out else []):

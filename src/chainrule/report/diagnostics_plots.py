@@ -75,7 +75,7 @@ def plot_gradient_heatmap(source: Any, path: str | Path) -> Path:
 
 
 def plot_unit_health(source: Any, path: str | Path) -> Path:
-    """Dead units (ReLU, GELU, SiLU) and saturated units (sigmoid, tanh), per layer and epoch, as heat maps in %.
+    """Dead units (ReLU, ELU, GELU, SiLU) and saturated units (sigmoid, tanh), per layer and epoch, as heat maps in %.
 
     One panel per kind the network has (a ReLU network gets no empty
     saturation panel). The colour scale runs from 0 to the largest share

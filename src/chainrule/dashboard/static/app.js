@@ -343,7 +343,7 @@ function drawHealth(s) {
   const dead = s.layers.dead_fraction;
   const traces = [];
   if (sat.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: sat, name: "saturated (sigmoid, tanh)", marker: { color: "#e08a1e" } });
-  if (dead.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: dead, name: "dead (ReLU, GELU, SiLU)", marker: { color: "#c0392b" } });
+  if (dead.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: dead, name: "dead (ReLU, ELU, GELU, SiLU: flat on every probe row)", marker: { color: "#c0392b" } });
   const layout = {
     ...BASE_LAYOUT,
     barmode: "group",
