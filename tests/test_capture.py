@@ -266,3 +266,34 @@ def test_inputs_that_require_grad_run_eagerly():
     with pytest.warns(cr.CompileWarning, match="requires grad"):
         f(x)
     assert f(x).item() == 3.0
+
+
+def test_an_update_compiled_apart_from_backward_follows_the_gradients():
+    """As fit does (it checks the loss between the two): backward in one compiled function, the
+    update in another, which reads the gradients the first one leaves."""
+    for compiled in (False, True):
+        cr.manual_seed(0)
+        model = nn.MLP([8, 16, 4], activation="tanh")
+        opt = optim.Adam(model.parameters(), lr=0.01)
+
+        def backward(x, y):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            return out, loss
+
+        update = opt.step
+        if compiled:
+            backward, update = cr.compile(backward), cr.compile(update)
+        losses = []
+        for x, y in _batches("classes", 9, rows=(6, 6, 6, 4)):
+            out, loss = backward(x, y)
+            losses.append(loss.item())
+            update()
+        if compiled:
+            assert update.replays > 0 and backward.replays > 0
+            assert losses == expected_losses
+            for p, q in zip(model.parameters(), expected):
+                assert np.array_equal(p.data, q)
+        expected_losses, expected = losses, [p.data.copy() for p in model.parameters()]

@@ -112,6 +112,8 @@ class _Traced(np.ndarray):
             kwargs["out"] = tuple(_plain(o) for o in out)
         f = ufunc if method == "__call__" else getattr(ufunc, method)
         rec = _local.recorder
+        if rec is not None and rec.watched:
+            rec.note(inputs)
         if rec is None:
             result = f(*ins, **kwargs)
         else:
@@ -122,6 +124,8 @@ class _Traced(np.ndarray):
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         rec = _local.recorder
+        if rec is not None and rec.watched:
+            rec.note(args)
         args, kwargs = _plain_tree(args), _plain_tree(kwargs)
         if rec is None:
             return func(*args, **kwargs)
@@ -133,6 +137,8 @@ def _method(name: str) -> Callable:
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         rec = _local.recorder
+        if rec is not None and rec.watched:
+            rec.note((self, *args))
         args, kwargs = (self.view(np.ndarray), *_plain_tree(args)), _plain_tree(kwargs)
         if rec is None:
             return base(*args, **kwargs)
@@ -206,6 +212,15 @@ class _Recorder:
         self.leaves: dict = {}  # id -> leaf tensor that a backward() inside the step reached
         self.guards: list = []  # (object, attribute, value) that a replay checks first
         self.paused = 0
+        self.watched: set = set()  # ids of the gradients the step found on entry
+        self.read: set = set()  # ... of those it read (then they are inputs: a replay needs the same arrays)
+
+    def note(self, values: Any) -> None:
+        for v in values:
+            if id(v) in self.watched:
+                self.read.add(id(v))
+            elif type(v) in (tuple, list):
+                self.note(v)
 
     def saw_leaves(self, leaves: list) -> None:
         for t in leaves:
@@ -349,7 +364,7 @@ def _fast_path_modules() -> list:
 class _Entry:
     """One input signature: discovered (first call), then recorded (second), then replayed."""
 
-    __slots__ = ("stage", "inputs", "program", "run", "holders", "bindings", "guards", "params", "output", "reasons")
+    __slots__ = ("stage", "inputs", "program", "run", "read_grads", "holders", "bindings", "guards", "params", "output", "reasons")
 
     def __init__(self) -> None:
         self.stage = "new"
@@ -448,6 +463,7 @@ class Compiled:
             if isinstance(v, np.ndarray):
                 _set(s, v.view(_Traced))
         installed = [_get(s) for s in slots]
+        rec.watched = {id(v) for s, v in zip(slots, installed) if s[1] == "grad" and v is not None}
         modules = _fast_path_modules()
         saved = [(m, m.__dict__.get("ndarray"), m.__dict__.get("_ndarray")) for m in modules]
         for m in modules:
@@ -466,6 +482,7 @@ class Compiled:
                 if b is not None:
                     m._ndarray = b
             bindings = []
+            read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and id(inst) in rec.read]
             for s, orig, inst in zip(slots, originals, installed):
                 now = _get(s)
                 if now is inst:
@@ -484,6 +501,7 @@ class Compiled:
         entry.program = rec.program
         entry.run = _straight_line(rec.program)
         entry.bindings = bindings
+        entry.read_grads = read_grads
         entry.guards = rec.guards
         entry.params = [(o, tuple(o.params)) for o in optimizers]
         entry.output = output
@@ -506,6 +524,9 @@ class Compiled:
     def _still_valid(entry: _Entry) -> bool:
         for (obj, attr), value in entry.bindings:
             if attr != "grad" and _get((obj, attr)) is not value:
+                return False
+        for (obj, attr), value in entry.read_grads:  # gradients the step reads (an update compiled alone)
+            if obj.grad is not value:
                 return False
         for obj, attr, value in entry.guards:
             if getattr(obj, attr) != value:
