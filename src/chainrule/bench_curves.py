@@ -130,8 +130,43 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
                 rows.append({"value": v, "sizes": list(sizes), "batch": batch, "seconds": seconds, "vs_torch": _ratios(seconds, "torch"),
                              "vs_numpy": _ratios(seconds, "numpy")})
             result["curves"][curve] = rows
+        result["targets"] = measure_targets(ok, repeats, quick, say)
+    worst = [r["vs_torch"].get(COMPILED.name) for rows in result["curves"].values() for r in rows]
+    worst = [x for x in worst if x is not None]
+    result["curves_target"] = {"what": "every point of the curves, compiled, <= 1.0x PyTorch", "worst": max(worst) if worst else None,
+                               "met": bool(worst) and max(worst) <= 1.0}
     result["environment"]["loadavg_end"] = _bench._loadavg()
     return result
+
+
+#: issue 16's targets: (workload, runner, against, at most)
+TARGETS = (
+    ("digits", "chainrule-compiled", "numpy", 1.05),
+    ("digits", "chainrule-compiled", "torch", 0.30),
+    ("deep", "chainrule-compiled", "numpy", 1.05),
+    ("deep", "chainrule-compiled", "torch", 0.40),
+    ("wide", "chainrule-compiled", "numpy", 1.02),
+    ("digits", "chainrule", "torch", 0.5),
+    ("deep", "chainrule", "torch", 0.5),
+)
+
+
+def measure_targets(runner_list: Sequence, repeats: int, quick: bool = False, progress: Callable | None = None) -> list:
+    """The benchmark's digits, deep and wide workloads with the four runners; each target of
+    :data:`TARGETS` with its measured ratio of medians."""
+    say = progress or (lambda line: None)
+    medians = {}
+    for name in ("digits", "deep", "wide"):
+        w = _bench.get_workload(name, quick)
+        say(f"target workload {name}: {w.description}")
+        row = _bench.measure_training(w, runner_list, repeats, settle=0.0)
+        medians[name] = {r: v["seconds_per_step"]["median"] for r, v in row["runners"].items()}
+    out = []
+    for workload, runner, against, limit in TARGETS:
+        ratio = _bench._ratio(medians[workload].get(runner), medians[workload].get(against))
+        out.append({"workload": workload, "runner": runner, "against": against, "limit": limit, "ratio": ratio,
+                    "met": ratio is not None and ratio <= limit, "seconds": medians[workload]})
+    return out
 
 
 def _weights(sizes: tuple) -> int:
@@ -156,6 +191,15 @@ def format_curves(result: dict, markdown: bool = False) -> str:
         lines.append(f"{curve}:" if not markdown else f"### {curve}")
         lines += _bench._table(header, table, markdown)
         lines.append("")
+    targets = result.get("targets") or []
+    if targets:
+        rows = [[t["workload"], t["runner"], f"vs {t['against']}", f"<= {t['limit']:g}x", _bench._x(t["ratio"]), "met" if t["met"] else "MISSED"]
+                for t in targets]
+        ct = result.get("curves_target")
+        if ct:
+            rows.append(["every curve point", COMPILED.name, "vs torch", "<= 1x", _bench._x(ct["worst"]) + " (worst)", "met" if ct["met"] else "MISSED"])
+        lines.append("targets (issue 16):" if not markdown else "### targets (issue 16)")
+        lines += _bench._table(["workload", "runner", "against", "target", "measured", ""], rows, markdown)
     return "\n".join(lines)
 
 

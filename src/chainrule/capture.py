@@ -223,6 +223,8 @@ class _Recorder:
                 self.note(v)
 
     def saw_leaves(self, leaves: list) -> None:
+        if _local.recorder is not self:  # another thread's backward (the observer is global)
+            return
         for t in leaves:
             self.leaves.setdefault(id(t), t)
 
