@@ -297,3 +297,27 @@ def test_an_update_compiled_apart_from_backward_follows_the_gradients():
             for p, q in zip(model.parameters(), expected):
                 assert np.array_equal(p.data, q)
         expected_losses, expected = losses, [p.data.copy() for p in model.parameters()]
+
+
+def test_another_namespace_runs_eagerly_and_says_so(strict):
+    """On array-api-strict (the stand-in for a GPU), the step runs eagerly, after one warning (CuPy's
+    CUDA-graph replay is not built yet)."""
+    from conftest import to_strict
+
+    xp, _ = strict
+    w = cr.tensor(to_strict(strict, np.ones((3, 2), dtype=np.float32)), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)
+
+    def step(x):
+        opt.zero_grad()
+        loss = (x @ w).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    f = cr.compile(step)
+    x = cr.tensor(to_strict(strict, np.arange(6, dtype=np.float32).reshape(2, 3)))
+    with pytest.warns(cr.CompileWarning, match="replays run on NumPy"):
+        values = [float(xp.asarray(f(x).data)) for _ in range(3)]
+    assert values == [30.0, 13.399999618530273, -3.1999998092651367]  # as eager: w moves by -0.1 * column sums of x
+    assert f.replays == 0
