@@ -189,6 +189,15 @@ _NO_KWARGS: dict = {}
 _UNSAFE = {"casting": "unsafe"}
 
 
+def _ufunc_call(f: Any, ins: tuple, kwargs: dict) -> tuple:
+    """A ufunc call for the program: with its one output passed by position when it has no other
+    keyword (the quickest call; NumPy deprecates that for maximum and minimum only)."""
+    out = kwargs.get("out")
+    if len(kwargs) == 1 and len(out) == 1 and isinstance(f, np.ufunc) and f.nin == len(ins) and f not in (np.maximum, np.minimum):
+        return (f, (*ins, out[0]), _NO_KWARGS)
+    return (f, ins, kwargs)
+
+
 def _owned(value: Any) -> "_Traced":
     """``value`` (an array or a NumPy scalar) copied into a traced array that owns its memory, as
     the result of an eager operation does (``.base is None``: the engine may keep it as a
@@ -238,7 +247,7 @@ class _Recorder:
             return result
         out = kwargs.get("out")
         if out is not None:
-            self.program.append((f, ins, kwargs))
+            self.program.append(_ufunc_call(f, ins, kwargs))
             return result
         if result is None:  # ufunc.at: in place
             self.program.append((f, ins, kwargs))
@@ -248,7 +257,7 @@ class _Recorder:
             self.program.append((f, ins, {**kwargs, "out": tuple(t.view(np.ndarray) for t in owned)}))
             return owned
         t = _owned(result)  # (a NumPy scalar becomes a 0-d buffer)
-        self.program.append((f, ins, {**kwargs, "out": t.view(np.ndarray)}))
+        self.program.append(_ufunc_call(f, ins, {**kwargs, "out": (t.view(np.ndarray),)}))
         return t
 
     def call(self, func: Any, args: tuple, kwargs: dict) -> Any:
