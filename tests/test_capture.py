@@ -196,13 +196,9 @@ def test_reading_a_value_inside_the_step_runs_eagerly_with_one_warning():
 
 def test_a_watched_layer_is_never_replayed():
     model, _, step = _simple_step()
-    f = cr.compile(step)
     layer = model.linears[0]
     object.__setattr__(layer, "forward", lambda x, _f=type(layer).forward: _f(layer, x))
-    with pytest.warns(cr.CompileWarning, match="watched layer"):
-        for x, y in _batches("classes", 4, rows=(6,)):
-            f(x, y)
-    assert f.replays == 0
+    _assert_runs_eagerly(step, "watched layer")
 
 
 def test_rebinding_an_array_the_step_reads_is_never_replayed():
@@ -216,8 +212,12 @@ def test_rebinding_an_array_the_step_reads_is_never_replayed():
         w.data = w.data - 0.1 * w.grad  # a new array each step: the replay could not follow it
         return loss
 
+    _assert_runs_eagerly(step, "rebinds")
+
+
+def _assert_runs_eagerly(step, reason):
     f = cr.compile(step)
-    with pytest.warns(cr.CompileWarning, match="rebinds"):
+    with pytest.warns(cr.CompileWarning, match=reason):
         for x, y in _batches("classes", 4, rows=(6,)):
             f(x, y)
     assert f.replays == 0
