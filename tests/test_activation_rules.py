@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import functional as F
 from chainrule import nn
 from chainrule.activation_rules import ACTIVATION_RULES, rule
 from chainrule.diagnostics.layers import find_layers, local_derivative

@@ -457,8 +457,6 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     Example:
         >>> F.dropout(x, 0.2, generator=np.random.default_rng(0))
     """
-    from .random import generator as _generator
-
     if not training or p == 0:
         return x
     a = x.data
@@ -466,15 +464,18 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
         return x * 0.0
     # drawn through per_step, so a compiled step draws a new mask at each replay
     if type(a) is ndarray:
-        return x * _leaf(per_step(_dropout_mask, _generator(generator), a.shape, p, a.dtype))
-    mask = _dropout_mask(_generator(generator), a.shape, p, np.float64)
+        return x * _leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
+    mask = _dropout_mask(generator, a.shape, p, np.float64)
     return x * _leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
 
 
-def _dropout_mask(rng: np.random.Generator, shape: tuple, p: float, dtype: Any) -> np.ndarray:
-    """Inverted dropout's mask, drawn on the host: 0 with probability p, else 1 / (1 - p)
-    (computed in float64, then given ``dtype``)."""
-    return ((rng.random(shape) >= p) * (1.0 / (1.0 - p))).astype(dtype)
+def _dropout_mask(generator: Any, shape: tuple, p: float, dtype: Any) -> np.ndarray:
+    """Inverted dropout's mask, drawn on the host from ``generator`` (resolved at each draw: the
+    default one is whichever ``cr.manual_seed`` made last): 0 with probability p, else
+    1 / (1 - p) (computed in float64, then given ``dtype``)."""
+    from .random import generator as _generator
+
+    return ((_generator(generator).random(shape) >= p) * (1.0 / (1.0 - p))).astype(dtype)
 
 
 # ---- losses --------------------------------------------------------------------

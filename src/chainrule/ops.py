@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import math
 import operator
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from .activation_rules import ACTIVATION_RULES, GELU_APPROXIMATIONS
 from .autograd import Tensor, _leaf, as_tensor, node
-from .backend import asarray, check_same_device, dtype_in, erf, is_array, is_foreign, namespace
+from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
 from .errors import ShapeError
 
 ndarray = np.ndarray

@@ -47,7 +47,7 @@ class Dropout(Module):
         self.generator = _generator(generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        guard(self, "training", "p")  # (a compiled step records again after train() / eval())
+        guard(self, "training", "p", "generator")  # (a compiled step records again after train() / eval())
         return F.dropout(x, self.p, self.training, self.generator)
 
     def get_config(self) -> dict:
