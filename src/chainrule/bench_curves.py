@@ -131,6 +131,12 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
                              "vs_numpy": _ratios(seconds, "numpy")})
             result["curves"][curve] = rows
         result["targets"] = measure_targets(ok, repeats, quick, say)
+        if any(r.name == "torch" for r in ok):
+            say("peak memory on wide")
+            memory = measure_wide_memory(threads=threads or 1, quick=quick)
+            mine, theirs = (memory[n].get("increase_bytes") for n in (COMPILED.name, "torch"))
+            result["targets"].append({"workload": "wide", "runner": COMPILED.name, "against": "torch (peak memory)", "limit": 1.0,
+                                      "ratio": _bench._ratio(mine, theirs), "met": bool(mine and theirs) and mine <= theirs, "memory": memory})
     worst = [r["vs_torch"].get(COMPILED.name) for rows in result["curves"].values() for r in rows]
     worst = [x for x in worst if x is not None]
     result["curves_target"] = {"what": "every point of the curves, compiled, <= 1.0x PyTorch", "worst": max(worst) if worst else None,
@@ -166,6 +172,24 @@ def measure_targets(runner_list: Sequence, repeats: int, quick: bool = False, pr
         ratio = _bench._ratio(medians[workload].get(runner), medians[workload].get(against))
         out.append({"workload": workload, "runner": runner, "against": against, "limit": limit, "ratio": ratio,
                     "met": ratio is not None and ratio <= limit, "seconds": medians[workload]})
+    return out
+
+
+def measure_wide_memory(names: Sequence[str] = ("chainrule-compiled", "chainrule", "torch"), threads: int = 1, quick: bool = False) -> dict:
+    """Peak resident-memory increase of one epoch of the wide workload per runner, each in a fresh
+    process (:func:`chainrule.bench.memory_child`, the compiled runner included)."""
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for name in names:
+        code = (
+            "import json; from chainrule import bench as B, bench_curves as C; from chainrule.threads import limit_threads\n"
+            f"B.RUNNERS[C.COMPILED.name] = C.COMPILED\nwith limit_threads({threads}): print(json.dumps(B.memory_child({name!r}, 'wide', {quick})))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr.strip()[-300:]}
     return out
 
 
