@@ -105,6 +105,10 @@ def _arrays_in(x: Any, found: list) -> list:
 class _Traced(np.ndarray):
     """A NumPy array whose operations the active recording writes down (see the module)."""
 
+    @property
+    def base(self) -> Any:  # (Python code reads this one; NumPy itself reads its own field)
+        return None if self.__dict__.get("_fresh") else np.ndarray.base.__get__(self)
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         ins = tuple(_plain(x) for x in inputs)
         out = kwargs.get("out")
@@ -199,13 +203,11 @@ def _ufunc_call(f: Any, ins: tuple, kwargs: dict) -> tuple:
 
 
 def _owned(value: Any) -> "_Traced":
-    """``value`` (an array or a NumPy scalar) copied into a traced array that owns its memory, as
-    the result of an eager operation does (``.base is None``: the engine may keep it as a
-    gradient without copying it)."""
-    value = np.asarray(value)
-    order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
-    t = np.ndarray.__new__(_Traced, value.shape, value.dtype, order=order)
-    np.copyto(t.view(np.ndarray), value)
+    """``value`` (a fresh array, or a NumPy scalar made a 0-d array) as a traced array that reports
+    ``.base is None``, as the result of an eager operation does: the engine may then keep it as
+    a gradient without copying it. (It shares the fresh array's memory; nothing else holds it.)"""
+    t = np.asarray(value).view(_Traced)
+    t.__dict__["_fresh"] = True
     return t
 
 
