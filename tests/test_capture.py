@@ -321,3 +321,31 @@ def test_another_namespace_runs_eagerly_and_says_so(strict):
         values = [float(xp.asarray(f(x).data)) for _ in range(3)]
     assert values == [30.0, 13.399999618530273, -3.1999998092651367]  # as eager: w moves by -0.1 * column sums of x
     assert f.replays == 0
+
+
+def test_a_gradient_through_a_sum_inside_the_graph_is_replayed():
+    """Backward through sum and mean in the middle of the graph (not only the loss's own mean)."""
+    def make():
+        cr.manual_seed(0)
+        w = cr.tensor(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32), requires_grad=True)
+        opt = optim.SGD([w], lr=0.1)
+
+        def step(x, y):
+            opt.zero_grad()
+            h = (x @ w).tanh()
+            loss = ((h.sum(axis=1) - y) ** 2).mean() + h.mean(axis=0).sum()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return w, step
+
+    w1, eager = make()
+    w2, step = make()
+    compiled = cr.compile(step)
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        x, y = cr.tensor(rng.standard_normal((5, 8)).astype(np.float32)), cr.tensor(rng.standard_normal(5).astype(np.float32))
+        assert eager(x, y).item() == compiled(x, y).item()
+    assert np.array_equal(w1.data, w2.data) and np.array_equal(w1.grad, w2.grad)
+    assert compiled.replays == 4

@@ -252,7 +252,7 @@ def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
         xp = namespace(g)
         # a read-only broadcast view: no backward writes into g, and a leaf gets a copy
         return xp.broadcast_to(xp.reshape(g, _kept_shape(shape, axis)), shape)
-    out = np.empty(shape, dtype=g.dtype)
+    out = np.empty_like(g, shape=shape, order="C")  # (made from g: a recording of cr.compile sees it)
     if axis is not None and not keepdims:
         g = np.expand_dims(g, _axes(axis, len(shape)))
     out[...] = g
