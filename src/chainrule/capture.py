@@ -84,9 +84,14 @@ def _plain_tree(x: Any) -> Any:
     return x
 
 
+_BASE = np.ndarray.base.__get__  # the memory's owner as NumPy knows it (not _Traced's .base)
+
+
 def _root(a: np.ndarray) -> np.ndarray:
-    while isinstance(a.base, np.ndarray):
-        a = a.base
+    """The array that owns ``a``'s memory."""
+    b = _BASE(a)
+    while isinstance(b, np.ndarray):
+        a, b = b, _BASE(b)
     return a
 
 
@@ -206,8 +211,12 @@ def _owned(value: Any) -> "_Traced":
     """``value`` (a fresh array, or a NumPy scalar made a 0-d array) as a traced array that reports
     ``.base is None``, as the result of an eager operation does: the engine may then keep it as
     a gradient without copying it. (It shares the fresh array's memory; nothing else holds it.)"""
-    t = np.asarray(value).view(_Traced)
+    a = np.asarray(value)
+    t = a.view(_Traced)
     t.__dict__["_fresh"] = True
+    rec = _local.recorder
+    if rec is not None:
+        rec.fresh[id(a)] = a  # (NumPy makes a view's base the array that owns the memory: this one)
     return t
 
 
@@ -223,6 +232,7 @@ class _Recorder:
         self.leaves: dict = {}  # id -> leaf tensor that a backward() inside the step reached
         self.guards: list = []  # (object, attribute, value) that a replay checks first
         self.paused = 0
+        self.fresh: dict = {}  # id -> each array the recording made (a result it owns)
         self.watched: set = set()  # ids of the gradients the step found on entry
         self.read: set = set()  # ... of those it read (then they are inputs: a replay needs the same arrays)
 
@@ -511,8 +521,9 @@ class Compiled:
                 bindings.append((s, now))
         output = _outputs(result, rec)
         entry.inputs = inputs
-        entry.program = rec.program
-        entry.run = _straight_line(rec.program)
+        keep = [v for _, v in bindings] + [v for _, v in read_grads] + _arrays_in(output, []) + [slot[0] for slot in inputs if slot]
+        entry.program = _share_dead_buffers(rec.program, keep, rec.fresh)
+        entry.run = _straight_line(entry.program)
         entry.bindings = bindings
         entry.read_grads = read_grads
         entry.guards = rec.guards
@@ -559,6 +570,68 @@ class Compiled:
             if attr == "grad":
                 obj.grad = value
         return _materialize(entry.output)
+
+
+def _share_dead_buffers(program: list, keep: list, fresh: dict) -> list:
+    """The program with each array it made while recording placed in the memory of one that is
+    dead by then (same shape, dtype and strides), where it can be: the replay then holds about
+    what an eager step holds at its peak, not every intermediate at once.
+
+    An array qualifies when the recording made it (a fresh result), nothing outside the program
+    sees it (``keep``: gradients, outputs, inputs, state) and the program uses it whole (no view
+    of a part of it). Its first use writes it entirely (each recorded operation writes its whole
+    result), so the dead array's old values never show.
+    """
+    refs: list = []  # per operation: the arrays it references
+    for f, args, kwargs in program:
+        refs.append(_arrays_in((args, kwargs), []))
+    first: dict = {}
+    last: dict = {}
+    roots: dict = {}
+    partial: set = set()
+    for i, arrays in enumerate(refs):
+        for a in arrays:
+            r = _root(a)
+            k = id(r)
+            roots[k] = r
+            first.setdefault(k, i)
+            last[k] = i
+            if a.shape != r.shape or a.strides != r.strides or a.__array_interface__["data"][0] != r.__array_interface__["data"][0]:
+                partial.add(k)
+    kept = {id(_root(a)) for a in keep if isinstance(a, np.ndarray)}
+    movable = {k for k in roots if k in fresh and k not in kept and k not in partial}
+    starts: dict = {}
+    for k in movable:
+        starts.setdefault(first[k], []).append(k)
+    ends: dict = {}
+    for k, i in last.items():
+        ends.setdefault(i, []).append(k)
+    pool: dict = {}
+    moved: dict = {}  # id of a root -> the plain array it now lives in
+    for i in range(len(program)):
+        for k in starts.get(i, ()):
+            r = roots[k]
+            key = (r.shape, r.dtype.str, r.strides)
+            if pool.get(key):
+                moved[k] = pool[key].pop()
+        for k in ends.get(i, ()):
+            r = roots[k]
+            if k in movable:
+                home = moved.get(k, r)
+                pool.setdefault((r.shape, r.dtype.str, r.strides), []).append(home)
+    if not moved:
+        return program
+
+    def place(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return moved.get(id(_root(x)), x)
+        if type(x) in (tuple, list):
+            return type(x)(place(v) for v in x)
+        if type(x) is dict:
+            return {key: place(v) for key, v in x.items()}
+        return x
+
+    return [(f, place(args), place(kwargs)) for f, args, kwargs in program]
 
 
 def _straight_line(program: list) -> Callable:
