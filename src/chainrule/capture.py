@@ -54,6 +54,7 @@ class _Local(threading.local):
 
 
 _local = _Local()
+_RECORDING = threading.Lock()
 
 
 def _active() -> Any:
@@ -371,7 +372,10 @@ def refuse(reason: str) -> None:
 
 
 # While recording, the engine's NumPy fast paths (``type(x) is ndarray``) must take traced arrays
-# for NumPy arrays, so that the recorded operations are those of the eager step.
+# for NumPy arrays, so that the recorded operations are those of the eager step: the name
+# ``ndarray`` of these modules is rebound to _Traced for the recording's few milliseconds, under
+# a lock. An eager step running in another thread at that moment takes the array-API paths
+# (the same values up to rounding).
 _FAST_PATH_MODULES = ("autograd", "backend", "ops", "functional", "optim.sgd", "optim.optimizer")
 
 
@@ -468,6 +472,10 @@ class Compiled:
 
     # -- stage 2: record the array operations
     def _record(self, entry: _Entry, args: tuple) -> Any:
+        with _RECORDING:  # one recording at a time: it rebinds module names (see _FAST_PATH_MODULES)
+            return self._record_alone(entry, args)
+
+    def _record_alone(self, entry: _Entry, args: tuple) -> Any:
         optimizers, states, leaves = entry.holders
         rec = _Recorder(tracing=True)
         inputs, targs = [], []
