@@ -57,10 +57,6 @@ _local = _Local()
 _RECORDING = threading.Lock()
 
 
-def _active() -> Any:
-    return _local.recorder
-
-
 def recording() -> bool:
     """True while a compiled step is being recorded or discovered (its first two calls)."""
     return _local.recorder is not None
@@ -686,7 +682,7 @@ def _state_slots(optimizers: list, states: list, leaves: list) -> list:
             slots.append((p, "data"))
             slots.append((p, "grad"))
     for opt in optimizers:
-        for buffers in opt._buffers().values():
+        for buffers in opt.buffers().values():
             slots.extend((buffers, i) for i in range(len(buffers)))
     for t in states:
         slots.append((t, "data"))
@@ -727,7 +723,7 @@ def _outputs(result: Any, rec: _Recorder) -> Any:
 def _materialize(output: tuple) -> Any:
     kind, value = output
     if kind == "tensor":
-        return _autograd._leaf(value)
+        return Tensor(value, dtype=value.dtype)  # (a leaf on the step's buffer: no copy)
     if kind == "tuple":
         return tuple(_materialize(o) for o in value)
     return value

@@ -78,6 +78,11 @@ class Optimizer:
         """name -> list of per-parameter arrays (or None)."""
         return {}
 
+    def buffers(self) -> dict:
+        """The optimizer's state: name -> the live list of per-parameter arrays (or None), such as
+        SGD's ``velocity`` or Adam's ``m`` and ``v``. ``cr.compile`` follows them."""
+        return self._buffers()
+
     def state_dict(self) -> dict:
         """Plain data: hyperparameters, the step count and every buffer, for checkpoints.
 
