@@ -191,6 +191,9 @@ def _refill_many(results: tuple, func: Any, args: tuple, kwargs: dict) -> None:
 
 _UNDEFINED_CONTENTS = {np.empty_like, np.empty}
 _COPIES = {np.ndarray.astype, np.ndarray.copy}
+# methods that write into out= (no temporary): argmax's index array must be of the platform's integer
+_TAKE_OUT = {np.ndarray.argmax, np.ndarray.argmin, np.ndarray.take}
+_OUT_DTYPE = {np.ndarray.argmax: np.dtype(np.intp), np.ndarray.argmin: np.dtype(np.intp)}
 _NO_KWARGS: dict = {}
 _UNSAFE = {"casting": "unsafe"}
 
@@ -285,6 +288,8 @@ class _Recorder:
                 t = _owned(result)
                 if func in _COPIES:  # astype, copy: one pass into the buffer
                     self.program.append((np.copyto, (t.view(np.ndarray), args[0]), _UNSAFE))
+                elif func in _TAKE_OUT and result.dtype == _OUT_DTYPE.get(func, result.dtype):
+                    self.program.append((func, args, {**kwargs, "out": t.view(np.ndarray)}))  # straight into the buffer
                 elif func not in _UNDEFINED_CONTENTS:
                     self.program.append((_refill, (t.view(np.ndarray), func, args, kwargs), _NO_KWARGS))
                 return t
