@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import functional as F
-from .autograd import _leaf, no_grad
+from .autograd import leaf, no_grad
 from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
 from .metrics import task_metrics
@@ -391,9 +391,9 @@ def fit(
             for b in range(first, nb):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 if feed is None:
-                    xb, yb = _leaf(X[idx]), _leaf(y[idx])
+                    xb, yb = leaf(X[idx]), leaf(y[idx])
                 else:
-                    xb, yb = (_leaf(a) for a in feed.rows(idx, b * batch_size))
+                    xb, yb = (leaf(a) for a in feed.rows(idx, b * batch_size))
                 out = model(xb)
                 loss = loss_fn(out, yb)
                 value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
@@ -495,7 +495,7 @@ def _outputs(model: Any, X: np.ndarray, batch_size: int) -> Any:
                 xb = X[i : min(i + batch_size, n), ...]  # array-API slices: in bounds, every axis named
                 if type(xb) is np.ndarray and device:
                     xb = asarray(xb, like=like)
-                parts.append(model(_leaf(xb)).data)
+                parts.append(model(leaf(xb)).data)
     finally:
         if was_training:
             model.train()
@@ -520,7 +520,7 @@ def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, t
     batch_size = check_positive_int("batch_size", batch_size)
     out = _outputs(model, X, batch_size)
     with no_grad():
-        loss = float(loss_fn(_leaf(out), _leaf(asarray(y, like=out))).data)
+        loss = float(loss_fn(leaf(out), leaf(asarray(y, like=out))).data)
     return {"loss": loss, **task_metrics(task, to_numpy(out), y)}
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import nn, optim
-from ..autograd import _leaf, no_grad
+from ..autograd import leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
@@ -370,7 +370,7 @@ class Run:
         """Test loss and metric, unit health on the probe, and the picture, at this step."""
         out = predict(self.model, self.X_test)
         with no_grad():
-            loss = float(self.loss_fn(_leaf(out), _leaf(self.y_test)).data)
+            loss = float(self.loss_fn(leaf(out), leaf(self.y_test)).data)
         self.test_loss.add(step, views.num(loss))
         d = self.data
         metric = None

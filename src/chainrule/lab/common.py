@@ -218,26 +218,26 @@ def layer_grad_norms(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Any) -> 
 
     The model's gradients are left as this pass made them.
     """
-    from ..autograd import _leaf
+    from ..autograd import leaf
     from ..nn import Linear
 
     from ..nn.module import unchanged_state
 
     model.zero_grad()
     with unchanged_state(model):
-        loss_fn(model(_leaf(X)), _leaf(y)).backward()
+        loss_fn(model(leaf(X)), leaf(y)).backward()
     return [float(np.linalg.norm(m.weight.grad)) for m in model.modules() if isinstance(m, Linear)]
 
 
 def preactivations(model: Any, X: np.ndarray) -> list:
     """The pre-activations ``z = a @ W + b`` of each hidden Linear layer of a Sequential on X."""
-    from ..autograd import _leaf, no_grad
+    from ..autograd import leaf, no_grad
     from ..nn import Linear
 
     out = []
     layers = list(model)
     with no_grad():
-        h = _leaf(X)
+        h = leaf(X)
         for i, layer in enumerate(layers):
             h = layer(h)
             if isinstance(layer, Linear) and i < len(layers) - 1:
