@@ -105,7 +105,7 @@ def test_fit_refuses_bad_settings(kwargs, message):
 @pytest.mark.parametrize("make", [optim.SGD, optim.Adam, optim.AdamW])
 @pytest.mark.parametrize("lr", [0, -0.1, float("nan"), float("inf"), None, True, "fast"])
 def test_optimizers_refuse_a_learning_rate_that_is_not_positive_and_finite(make, lr):
-    with pytest.raises(DataError, match=f"lr must be a positive finite number, got {lr!r}"):
+    with pytest.raises(DataError, match=f"lr must be a finite number > 0, got {lr!r}"):
         make(model().parameters(), lr=lr)
 
 

@@ -59,6 +59,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .errors import ChainruleError, ModelFileError
+from .validation import integer
 
 FORMAT = "chainrule-checkpoint/1"
 FILENAME = "checkpoint.safetensors"
@@ -195,10 +196,7 @@ def _bad(path: Path, what: str) -> ModelFileError:
 
 
 def _int(info: dict, key: str, path: Path, where: str) -> int:
-    v = info.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _bad(path, f"has a bad {where}{key}: expected an integer >= 0, got {v!r}")
-    return v
+    return integer(f"{where}{key}", info.get(key), 0, error=lambda message: _bad(path, f"has a bad {message}"))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -45,14 +45,16 @@ import numpy as np
 from .checkpoint import FILENAME as CHECKPOINT_FILE
 from .checkpoint import format_interval, parse_interval
 from .errors import ChainruleError, DivergenceError, ModelFileError
-from .validation import check_file, parse_json
+from .validation import check_file, choice, integer, number, parse_json
 
-# Losses each task can train with; the first is the default.
+# Losses each task can train with; the first is the default. Class labels become one-hot
+# rows for mse and bce (targets_for); multi-label rows are already targets for both.
 LOSSES_FOR_TASK = {
     "multiclass": ("cross_entropy", "mse", "bce"),
-    "multilabel": ("bce",),
+    "multilabel": ("bce", "mse"),
     "regression": ("mse",),
 }
+LOSSES = LOSSES_FOR_TASK["multiclass"]
 # Learning rate when none is given, by optimizer.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 # Label smoothing when none is given, with cross-entropy (it adds about 1.4 points of
@@ -62,34 +64,6 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 PROBE_ROWS = 128
 # Pictures of the diagnostics (chainrule.report.diagnostics_plots.write_diagnostic_plots).
 DIAGNOSTIC_PLOTS = ("gradient_norms.png", "unit_health.png", "signal_propagation.png")
-
-
-def _name(field_name: str, value: Any, valid: Sequence[str]) -> str:
-    key = str(value).lower().replace("-", "_")
-    if key not in valid:
-        raise ChainruleError(f"unknown {field_name} {value!r}; expected one of {', '.join(valid)}")
-    return key
-
-
-def _integer(field_name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ChainruleError(f"{field_name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _number(field_name: str, value: Any, low: float = -math.inf, high: float = math.inf, positive: bool = False) -> float:
-    try:
-        v = float(value)
-        if isinstance(value, (bool, str)):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ChainruleError(f"{field_name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or not low <= v <= high or (positive and v <= 0):
-        bounds = "> 0" if positive else f"in [{low}, {high}]"
-        raise ChainruleError(f"{field_name} must be a finite number {bounds}, got {value!r}")
-    return v
 
 
 def parse_layers(value: Any) -> tuple:
@@ -219,38 +193,38 @@ class TrainConfig:
         s = functools.partial(object.__setattr__, self)
         s("dataset", info.name)
         s("layers", parse_layers(self.layers))
-        s("activation", _name("activation", self.activation, tuple(ACTIVATIONS)))
+        s("activation", choice("activation", self.activation, tuple(ACTIVATIONS), ChainruleError))
         if self.init is not None:
-            s("init", _name("init", self.init, INITIALIZERS))
-        s("bias_init", _number("bias_init", self.bias_init))
+            s("init", choice("init", self.init, INITIALIZERS, ChainruleError))
+        s("bias_init", number("bias_init", self.bias_init, error=ChainruleError))
         if not isinstance(self.residual, (bool, np.bool_)):
             raise ChainruleError(f"residual must be true or false, got {self.residual!r}")
         s("residual", bool(self.residual))
         s("norm", check_norm(self.norm))
         s("dropout", check_dropout(self.dropout))
         if self.loss is not None:
-            s("loss", _name("loss", self.loss, LOSSES_FOR_TASK["multiclass"]))
+            s("loss", choice("loss", self.loss, LOSSES, ChainruleError))
             if self.loss not in LOSSES_FOR_TASK[info.task]:
                 raise ChainruleError(
                     f"loss {self.loss!r} does not fit the {info.task} dataset {info.name!r}; "
                     f"expected one of {', '.join(LOSSES_FOR_TASK[info.task])}"
                 )
         if self.label_smoothing is not None:
-            s("label_smoothing", _number("label_smoothing", self.label_smoothing, 0.0, 0.999))
+            s("label_smoothing", number("label_smoothing", self.label_smoothing, 0.0, 0.999, error=ChainruleError))
             loss = self.loss or info.default_loss
             if self.label_smoothing and loss != "cross_entropy":
                 raise ChainruleError(f"label_smoothing applies to cross_entropy only, but the loss is {loss!r}")
-        s("optimizer", _name("optimizer", self.optimizer, tuple(OPTIMIZERS)))
+        s("optimizer", choice("optimizer", self.optimizer, tuple(OPTIMIZERS), ChainruleError))
         if self.lr is not None:
-            s("lr", _number("lr", self.lr, positive=True))
-        s("momentum", _number("momentum", self.momentum, 0.0, 0.999))
-        s("weight_decay", _number("weight_decay", self.weight_decay, 0.0))
-        s("batch_size", _integer("batch_size", self.batch_size, 1))
-        s("epochs", _integer("epochs", self.epochs, 0))
-        s("seed", _integer("seed", self.seed, 0))
-        s("data_seed", _integer("data_seed", self.data_seed, 0))
+            s("lr", number("lr", self.lr, 0, open_low=True, error=ChainruleError))
+        s("momentum", number("momentum", self.momentum, 0.0, 0.999, error=ChainruleError))
+        s("weight_decay", number("weight_decay", self.weight_decay, 0.0, error=ChainruleError))
+        s("batch_size", integer("batch_size", self.batch_size, 1, error=ChainruleError))
+        s("epochs", integer("epochs", self.epochs, 0, error=ChainruleError))
+        s("seed", integer("seed", self.seed, 0, error=ChainruleError))
+        s("data_seed", integer("data_seed", self.data_seed, 0, error=ChainruleError))
         s("device", normalize_device(self.device))
-        s("monitor_every", _integer("monitor_every", self.monitor_every, 0))
+        s("monitor_every", integer("monitor_every", self.monitor_every, 0, error=ChainruleError))
         s("checkpoint_every", format_interval(*parse_interval(self.checkpoint_every)))
 
     @property

@@ -67,6 +67,7 @@ from .nn.mlp import check_norm
 from .optim import SGD, Adam
 from .train import fit as _fit
 from .train import predict as _predict
+from .validation import choice, integer, number
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -179,21 +180,6 @@ class _BaseMLP(BaseEstimator):
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
-        def number(name: str, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
-                ok = False
-            else:
-                ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi) and math.isfinite(v)
-            if not ok:
-                interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
-                raise bad(name, f"a finite number in {interval}")
-
-        def integer(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-                raise bad(name, f"an integer >= {lo}")
-
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
         try:
@@ -202,22 +188,20 @@ class _BaseMLP(BaseEstimator):
             raise bad("hidden_layer_sizes", "an int or a sequence of positive ints") from None
         if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes):
             raise bad("hidden_layer_sizes", "an int or a sequence of positive ints")
-        act = _ALIASES.get(self.activation, self.activation) if isinstance(self.activation, str) else None
-        if act not in ACTIVATIONS:
-            raise bad("activation", f"one of {', '.join(ACTIVATIONS)} (or 'logistic')")
-        if self.init is not None and self.init not in INITIALIZERS:
-            raise bad("init", f"None or one of {', '.join(INITIALIZERS)}")
-        if self.solver not in _SOLVERS:
-            raise bad("solver", f"one of {', '.join(_SOLVERS)}")
-        number("alpha", 0.0)
+        act = self.activation
+        act = choice("activation", _ALIASES.get(act, act) if isinstance(act, str) else act, tuple(ACTIVATIONS), ValueError)
+        if self.init is not None:
+            choice("init", self.init, INITIALIZERS, ValueError)
+        choice("solver", self.solver, _SOLVERS, ValueError)
+        number("alpha", self.alpha, 0.0, error=ValueError)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            integer("batch_size", 1)
-        number("learning_rate_init", 0.0, lo_open=True)
-        integer("max_iter", 1)
-        number("tol", 0.0)
-        number("momentum", 0.0, 1.0)
-        number("validation_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
-        integer("n_iter_no_change", 1)
+            integer("batch_size", self.batch_size, 1, error=ValueError)
+        number("learning_rate_init", self.learning_rate_init, 0, open_low=True, error=ValueError)
+        integer("max_iter", self.max_iter, 1, error=ValueError)
+        number("tol", self.tol, 0.0, error=ValueError)
+        number("momentum", self.momentum, 0.0, 1.0, error=ValueError)
+        number("validation_fraction", self.validation_fraction, 0.0, 1.0, open_low=True, open_high=True, error=ValueError)
+        integer("n_iter_no_change", self.n_iter_no_change, 1, error=ValueError)
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
             raise bad("device", "'cpu' or 'cuda'")
         if not isinstance(self.residual, (bool, np.bool_)):

@@ -26,7 +26,7 @@ from .autograd import leaf, no_grad
 from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
 from .metrics import task_metrics
-from .validation import as_array, check_features, check_finite, check_not_empty, check_positive_int, check_targets, check_validation
+from .validation import as_array, check_features, check_finite, check_not_empty, check_targets, check_validation, integer
 
 LOSSES = {
     "cross_entropy": F.cross_entropy,
@@ -350,9 +350,9 @@ def fit(
     """
     loss_fn = get_loss(loss_fn)
     X, y, task = prepare(model, loss_fn, X, y, task)
-    epochs = check_positive_int("epochs", epochs, allow_zero=True)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_positive_int("seed", seed, allow_zero=True)
+    epochs = integer("epochs", epochs, 0)
+    batch_size = integer("batch_size", batch_size, 1)
+    seed = integer("seed", seed, 0)
     if validation is not None:
         Xv, yv = check_validation(validation)
         Xv, yv, _ = prepare(model, loss_fn, Xv, yv, task, name="_val")
@@ -361,8 +361,8 @@ def fit(
     n = len(X)
     check_batches(model, n, batch_size)
     nb = (n + batch_size - 1) // batch_size
-    initial_epoch = check_positive_int("initial_epoch", initial_epoch, allow_zero=True)
-    initial_batch = check_positive_int("initial_batch", initial_batch, allow_zero=True)
+    initial_epoch = integer("initial_epoch", initial_epoch, 0)
+    initial_batch = integer("initial_batch", initial_batch, 0)
     if initial_batch > nb:
         from .errors import ChainruleError
 
@@ -472,7 +472,7 @@ def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     check_features("X", X, _model_in_features(model))
     check_not_empty("X", X)
     check_finite("X", X)
-    batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size, 1)
     if X.dtype != _model_dtype(model):
         X = X.astype(_model_dtype(model))
     return to_numpy(_outputs(model, X, batch_size))
@@ -517,7 +517,7 @@ def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, t
     if not _checked:
         X, y, task = prepare(model, loss_fn, X, y, task)
     task = task or infer_task(loss_fn, np.asarray(y))
-    batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size, 1)
     out = _outputs(model, X, batch_size)
     with no_grad():
         loss = float(loss_fn(leaf(out), leaf(asarray(y, like=out))).data)

@@ -8,7 +8,6 @@ what was expected and what was received. The web app answers those with 400.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 from urllib.parse import urlencode
@@ -19,20 +18,22 @@ from ..nn.activations import ACTIVATIONS
 from ..nn.init import INITIALIZERS
 from ..nn.dropout import check_dropout
 from ..nn.mlp import NORMS
+from ..runs import LOSSES as RUN_LOSSES
+from ..runs import LOSSES_FOR_TASK, parse_layers
+from ..validation import choice, integer, number, shown
 
 # name -> (task, what the page says about it), from chainrule.data's registry. The task
 # picks the default loss and refuses losses that cannot fit it.
 DATASETS = {name: (info.task, info.description) for name, info in _DATA.items()}
 INITS = ("default",) + tuple(INITIALIZERS)  # "default": He for the ReLU family, Xavier otherwise
-LOSSES = ("auto", "cross_entropy", "mse", "bce")
-LOSSES_FOR_TASK = {"multiclass": ("cross_entropy", "mse"), "multilabel": ("bce", "mse"), "regression": ("mse",)}
+LOSSES = ("auto",) + RUN_LOSSES
 OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum 0.9
 NORM_CHOICES = ("none",) + tuple(NORMS)
 
 MAX_DEPTH = 64
 MAX_WIDTH = 1024
 MAX_BATCH_SIZE = 1024
-MAX_LR = 10.0
+MAX_LR = 10
 MAX_ABS_BIAS_INIT = 10.0
 MAX_SEED = 2**31 - 1
 
@@ -84,39 +85,12 @@ def _format(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:56] + "...'"
-
-
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    v = value
-    if isinstance(value, bool):
-        v = None
-    elif isinstance(value, float) and value.is_integer():
-        v = int(value)
-    elif isinstance(value, str):
-        try:
-            v = int(value.strip())
-        except ValueError:
-            v = None
-    if not isinstance(v, int) or not lo <= v <= hi:
-        raise SettingsError(f"{name} must be an integer from {lo} to {hi}, got {_shown(value)}")
-    return v
+    return integer(name, value, lo, hi, SettingsError, text=True)
 
 
 def _float(name: str, value: Any, lo: float, hi: float, open_low: bool = False) -> float:
-    v = math.nan
-    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-        try:
-            v = float(value)
-        except ValueError:
-            pass
-    low_ok = v > lo if open_low else v >= lo
-    if not (math.isfinite(v) and low_ok and v <= hi):
-        interval = f"({lo:g}, {hi:g}]" if open_low else f"[{lo:g}, {hi:g}]"
-        raise SettingsError(f"{name} must be a number in {interval}, got {_shown(value)}")
-    return v
+    return number(name, value, lo, hi, open_low, error=SettingsError, text=True)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -127,7 +101,7 @@ def _bool(name: str, value: Any) -> bool:
         return True
     if text in ("false", "off", "0", "no"):
         return False
-    raise SettingsError(f"{name} must be true or false, got {_shown(value)}")
+    raise SettingsError(f"{name} must be true or false, got {shown(value)}")
 
 
 def _dropout(value: Any) -> float:
@@ -135,14 +109,12 @@ def _dropout(value: Any) -> float:
     try:
         return check_dropout(v)  # nn.MLP's rule: [0, 1)
     except ChainruleError:
-        raise SettingsError(f"dropout must be a probability in [0, 1), got {_shown(value)}") from None
+        raise SettingsError(f"dropout must be a probability in [0, 1), got {shown(value)}") from None
 
 
 def _depth_and_width(values: dict) -> tuple:
     """(depth, width) given as two settings, or depth as the WIDTHxCOUNT shorthand ("64x50":
     50 hidden layers of width 64) of ``chainrule train --layers``."""
-    from ..runs import parse_layers
-
     depth, width = values.get("depth", DEFAULTS.depth), values.get("width", DEFAULTS.width)
     if isinstance(depth, str) and "x" in depth.lower():
         try:
@@ -150,21 +122,13 @@ def _depth_and_width(values: dict) -> tuple:
         except ChainruleError:
             widths = ()
         if len(set(widths)) != 1:
-            raise SettingsError(f"depth must be a number of hidden layers or WIDTHxCOUNT such as 64x50, got {_shown(depth)}")
+            raise SettingsError(f"depth must be a number of hidden layers or WIDTHxCOUNT such as 64x50, got {shown(depth)}")
         if "width" in values and str(values["width"]).strip() != str(widths[0]):
             raise SettingsError(f"depth {depth!r} sets the width to {widths[0]}, but width {values['width']!r} was given too")
         if not 1 <= len(widths) <= MAX_DEPTH:
-            raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {_shown(depth)}")
+            raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {shown(depth)}")
         depth, width = len(widths), widths[0]
     return _int("depth", depth, 1, MAX_DEPTH), _int("width", width, 1, MAX_WIDTH)
-
-
-def _choice(name: str, value: Any, choices: tuple) -> str:
-    v = value.strip().lower().replace("_", "-") if isinstance(value, str) else None
-    for c in choices:
-        if v is not None and v == c.replace("_", "-"):
-            return c
-    raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {_shown(value)}")
 
 
 def parse_settings(values: Mapping[str, Any] | None) -> Settings:
@@ -190,18 +154,18 @@ def parse_settings(values: Mapping[str, Any] | None) -> Settings:
     get = lambda k: values.get(k, getattr(DEFAULTS, k))  # noqa: E731
     depth, width = _depth_and_width(values)
     s = Settings(
-        dataset=_choice("dataset", get("dataset"), tuple(DATASETS)),
+        dataset=choice("dataset", get("dataset"), tuple(DATASETS), SettingsError),
         depth=depth,
         width=width,
-        activation=_choice("activation", get("activation"), tuple(ACTIVATIONS)),
+        activation=choice("activation", get("activation"), tuple(ACTIVATIONS), SettingsError),
         residual=_bool("residual", get("residual")),
-        norm=_choice("norm", get("norm"), NORM_CHOICES),
+        norm=choice("norm", get("norm"), NORM_CHOICES, SettingsError),
         dropout=_dropout(get("dropout")),
-        init=_choice("init", get("init"), INITS),
+        init=choice("init", get("init"), INITS, SettingsError),
         bias_init=_float("bias_init", get("bias_init"), -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT),
-        loss=_choice("loss", get("loss"), LOSSES),
-        optimizer=_choice("optimizer", get("optimizer"), OPTIMIZERS),
-        lr=_float("lr", get("lr"), 0.0, MAX_LR, open_low=True),
+        loss=choice("loss", get("loss"), LOSSES, SettingsError),
+        optimizer=choice("optimizer", get("optimizer"), OPTIMIZERS, SettingsError),
+        lr=_float("lr", get("lr"), 0, MAX_LR, open_low=True),
         batch_size=_int("batch_size", get("batch_size"), 1, MAX_BATCH_SIZE),
         seed=_int("seed", get("seed"), 0, MAX_SEED),
     )

@@ -70,7 +70,7 @@ from ..autograd import Tensor
 from ..backend import namespace
 from ..errors import ChainruleError
 from ..optim.sgd import SGD
-from ..validation import check_positive_int
+from ..validation import integer
 from . import advice
 from .layers import (
     SATURATING, SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, host, layer_outputs, like_weights,
@@ -208,8 +208,8 @@ class Monitor:
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer: Any = None
-        self.monitor_every = check_positive_int("monitor_every", monitor_every)
-        self.probe_size = check_positive_int("probe_size", probe_size)
+        self.monitor_every = integer("monitor_every", monitor_every, 1)
+        self.probe_size = integer("probe_size", probe_size, 1)
         self.probe = None if probe is None else _array(probe)
         self.probe_targets = None if probe_targets is None else _array(probe_targets)
         if self.probe is not None and self.probe.ndim != 2:
