@@ -48,7 +48,7 @@ from .errors import ChainruleError, DivergenceError, ModelFileError
 from .validation import check_file, choice, integer, number, parse_json
 
 # Losses each task can train with; the first is the default. Class labels become one-hot
-# rows for mse and bce (targets_for); multi-label rows are already targets for both.
+# rows for mse and bce (build); multi-label rows are already targets for both.
 LOSSES_FOR_TASK = {
     "multiclass": ("cross_entropy", "mse", "bce"),
     "multilabel": ("bce", "mse"),
@@ -304,25 +304,6 @@ class RunResult:
     resumed_from: int | None = None
 
 
-def targets_for(config: TrainConfig, y: np.ndarray, num_outputs: int) -> np.ndarray:
-    """The targets the loss trains on: class labels become one-hot rows for mse and bce."""
-    if config.task == "multiclass" and config.loss in ("mse", "bce"):
-        onehot = np.zeros((len(y), num_outputs), dtype=np.float32)
-        onehot[np.arange(len(y)), y] = 1.0
-        return onehot
-    return y
-
-
-def loss_function(config: TrainConfig) -> Any:
-    """The loss function of a resolved config (cross-entropy with its label smoothing)."""
-    from . import functional as F
-    from .train import get_loss
-
-    if config.loss == "cross_entropy" and config.label_smoothing:
-        return functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
-    return get_loss(config.loss)
-
-
 def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
     """The memory a run of ``config`` needs, from its settings alone (nothing is loaded or built):
     :func:`chainrule.memory.estimate_training_memory` of its MLP, batch and optimizer, with
@@ -340,29 +321,75 @@ def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
     return estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=rows)
 
 
+@dataclass
+class Built:
+    """What :func:`build` makes of a config: the pieces :func:`chainrule.fit` takes.
+
+    ``targets(y)`` turns a dataset's labels into what ``loss_fn`` trains on.
+    """
+
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    targets: Any
+
+
+def build(config: TrainConfig, num_features: int | None = None, num_outputs: int | None = None, model: Any = None) -> Built:
+    """The model, optimizer, loss and targets of a resolved config: the one builder of runs.
+
+    The command line, sweeps, the dashboard and the estimators all map their settings onto a
+    :class:`TrainConfig` and build here. The MLP is ``[num_features, *layers, num_outputs]``
+    (widths from the dataset unless given), seeded by ``config.seed``; ``model`` (a restored
+    one) is used instead when given. It is moved to ``config.device`` before the optimizer is
+    made, so the optimizer's state lives beside the parameters. With mse or bce on classes,
+    ``targets`` makes one-hot rows of the labels (see :data:`LOSSES_FOR_TASK`).
+
+    Example:
+        >>> built = build(TrainConfig(dataset="xor", layers=(8,)).resolved())
+        >>> built.model.sizes, type(built.optimizer).__name__
+        ([2, 8, 2], 'Adam')
+    """
+    from . import functional as F
+    from .data import dataset_info
+    from .optim import OPTIMIZERS, SGD
+    from .train import get_loss
+
+    info = dataset_info(config.dataset)
+    if model is None:
+        model = build_model(config, num_features or info.num_features, num_outputs or info.num_outputs)
+    if config.device != "cpu":
+        model.to(config.device)
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        optimizer = SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        optimizer = OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.loss == "cross_entropy" and config.label_smoothing:
+        loss_fn = functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
+    else:
+        loss_fn = get_loss(config.loss)
+    one_hot = info.task == "multiclass" and config.loss in ("mse", "bce")
+    return Built(model, optimizer, loss_fn, functools.partial(_one_hot, outputs=model.sizes[-1]) if one_hot else _same)
+
+
 def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any:
     """The MLP of a config: [num_features, *layers, num_outputs], weights seeded by ``config.seed``."""
     from .nn import MLP
 
     return MLP(
-        [num_features, *config.layers, num_outputs],
-        activation=config.activation,
-        init=config.init,
-        bias_init=config.bias_init,
-        generator=config.seed,
-        residual=config.residual,
-        norm=config.norm,
-        dropout=config.dropout,
+        [num_features, *config.layers, num_outputs], activation=config.activation, init=config.init,
+        bias_init=config.bias_init, generator=config.seed, residual=config.residual, norm=config.norm, dropout=config.dropout,
     )
 
 
-def build_optimizer(config: TrainConfig, params: Any) -> Any:
-    """The optimizer of a resolved config."""
-    from .optim import OPTIMIZERS, SGD
+def _one_hot(y: np.ndarray, outputs: int) -> np.ndarray:
+    rows = np.zeros((len(y), outputs), dtype=np.float32)
+    rows[np.arange(len(y)), np.asarray(y, dtype=np.int64)] = 1.0
+    return rows
 
-    if config.optimizer == "sgd":
-        return SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+
+def _same(y: Any) -> Any:
+    return y
 
 
 def _check_out(out: Path) -> None:
@@ -603,23 +630,19 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
     check_training_memory(estimate_memory(config, rows=len(ds.X_train)), "this run")
-    model = build_model(config, ds.num_features, ds.num_outputs)
-    config = dataclasses.replace(config, init=model.init)
+    fresh = build_model(config, ds.num_features, ds.num_outputs)
+    config = dataclasses.replace(config, init=fresh.init)
     if ck is not None:
-        if describe(ck.model) != describe(model):
+        if describe(ck.model) != describe(fresh):
             raise ModelFileError(
                 f"checkpoint {str(ck.path)!r} holds a model {describe(ck.model)['config']} that its settings "
-                f"do not describe ({describe(model)['config']})"
+                f"do not describe ({describe(fresh)['config']})"
             )
-        model = ck.model
-    if config.device != "cpu":
-        model.to(config.device)  # before the optimizer: its state (and a checkpoint's) is made beside the parameters
-    optimizer = build_optimizer(config, model.parameters())
+    built = build(config, model=fresh if ck is None else ck.model)
+    model, optimizer, loss_fn = built.model, built.optimizer, built.loss_fn
     if ck is not None:
         restore_optimizer(optimizer, ck)
-    loss_fn = loss_function(config)
-    y_train = targets_for(config, ds.y_train, ds.num_outputs)
-    y_test = targets_for(config, ds.y_test, ds.num_outputs)
+    y_train, y_test = built.targets(ds.y_train), built.targets(ds.y_test)
     history = History(ds.task)
     for record in ck.history if ck is not None else ():
         history.append(record)
@@ -893,13 +916,14 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
             f"the model in {str(saved.path)!r} maps {n_in} inputs to {n_out} outputs, "
             f"but dataset {ds.name!r} has {ds.num_features} features and {ds.num_outputs} outputs"
         )
-    y_test = targets_for(config, ds.y_test, ds.num_outputs)
+    built = build(dataclasses.replace(config, device="cpu"), model=saved.model)  # the loaded model is on the host
+    y_test = built.targets(ds.y_test)
     result: dict = {
         "dataset": ds.name,
         "task": ds.task,
         "names": list(ds.names),
         "samples": len(ds.X_test),
-        "test": evaluate(saved.model, loss_function(config), ds.X_test, y_test, task=ds.task),
+        "test": evaluate(saved.model, built.loss_fn, ds.X_test, y_test, task=ds.task),
     }
     if ds.task == "multiclass":
         result["confusion_matrix"] = confusion_matrix(ds.y_test, predict(saved.model, ds.X_test).argmax(axis=1), ds.num_outputs)
@@ -907,21 +931,21 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
 
 
 __all__ = [
+    "Built",
+    "LOSSES_FOR_TASK",
     "RunResult",
     "SavedRun",
     "TrainConfig",
+    "build",
     "build_model",
-    "build_optimizer",
     "estimate_memory",
     "evaluate_run",
     "find_checkpoint",
     "json_ready",
     "load_run",
-    "loss_function",
     "metrics_record",
     "parse_layers",
     "resume",
     "run",
-    "targets_for",
     "write_run",
 ]

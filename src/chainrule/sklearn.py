@@ -60,11 +60,11 @@ from . import functional as F
 from .backend import to_numpy
 from .diagnostics import Monitor
 from .memory import check_training_memory, estimate_training_memory
-from .nn import ACTIVATIONS, MLP
+from .nn import ACTIVATIONS
 from .nn.init import INITIALIZERS
 from .nn.dropout import check_dropout
 from .nn.mlp import check_norm
-from .optim import SGD, Adam
+from .runs import TrainConfig, build
 from .train import fit as _fit
 from .train import predict as _predict
 from .validation import choice, integer, number
@@ -199,7 +199,7 @@ class _BaseMLP(BaseEstimator):
         number("learning_rate_init", self.learning_rate_init, 0, open_low=True, error=ValueError)
         integer("max_iter", self.max_iter, 1, error=ValueError)
         number("tol", self.tol, 0.0, error=ValueError)
-        number("momentum", self.momentum, 0.0, 1.0, error=ValueError)
+        number("momentum", self.momentum, 0.0, 0.999, error=ValueError)
         number("validation_fraction", self.validation_fraction, 0.0, 1.0, open_low=True, open_high=True, error=ValueError)
         integer("n_iter_no_change", self.n_iter_no_change, 1, error=ValueError)
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
@@ -230,7 +230,7 @@ class _BaseMLP(BaseEstimator):
     def _data_loss(self) -> Any:
         raise NotImplementedError
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         raise NotImplementedError
 
     # ---- training ----------------------------------------------------------------
@@ -239,16 +239,13 @@ class _BaseMLP(BaseEstimator):
         batch = 200 if self.batch_size == "auto" else int(self.batch_size)  # at most: "auto" is min(200, rows)
         estimate = estimate_training_memory([n_features, *sizes, n_outputs], batch, self.solver)
         check_training_memory(estimate, f"{type(self).__name__}(hidden_layer_sizes={tuple(sizes)})")
-        self.model_ = MLP(
-            [n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)),
-            residual=bool(self.residual), norm=self.norm, dropout=self.dropout,
+        config = TrainConfig(  # the run builder's settings; the loss is the estimator's own (_loss_fn)
+            layers=sizes, activation=act, init=self.init, seed=int(rng.randint(2**31 - 1)), residual=bool(self.residual),
+            norm=self.norm, dropout=self.dropout, optimizer=self.solver, lr=self.learning_rate_init,
+            momentum=self.momentum, device=self.device,
         )
-        self.model_.to(self.device)  # the same weights on any device; fit moves each batch to them
-        params = self.model_.parameters()
-        if self.solver == "sgd":
-            self._optimizer = SGD(params, lr=self.learning_rate_init, momentum=self.momentum)
-        else:
-            self._optimizer = Adam(params, lr=self.learning_rate_init)
+        built = build(config.resolved(), n_features, n_outputs)  # the same weights on any device; fit moves each batch to them
+        self.model_, self._optimizer = built.model, built.optimizer
         self._seed = int(rng.randint(2**31 - 1))
         self.n_iter_ = 0
         self.t_ = 0
@@ -369,7 +366,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             stopping, the validation accuracy) has not improved by tol for more
             than n_iter_no_change epochs in a row.
         verbose: print the loss after each epoch.
-        momentum: SGD momentum, in [0, 1].
+        momentum: SGD momentum, in [0, 0.999].
         early_stopping: hold out ``validation_fraction`` of the data
             (stratified), stop on its accuracy and keep the best weights.
         label_smoothing: eps in [0, 1]; the one-hot target becomes
@@ -458,7 +455,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return bce
         return lambda out, target: F.cross_entropy(out, target, label_smoothing=eps)
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         out = _predict(model, X)
         if self._task == "multilabel":
             return float(np.mean(np.all((out > 0) == (y >= 0.5), axis=1)))
@@ -590,7 +587,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _data_loss(self) -> Any:
         return lambda out, target: F.mse_loss(out, target) * 0.5
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         from sklearn.metrics import r2_score
 
         return float(r2_score(y, _predict(model, X)))

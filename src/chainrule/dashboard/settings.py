@@ -27,7 +27,8 @@ from ..validation import choice, integer, number, shown
 DATASETS = {name: (info.task, info.description) for name, info in _DATA.items()}
 INITS = ("default",) + tuple(INITIALIZERS)  # "default": He for the ReLU family, Xavier otherwise
 LOSSES = ("auto",) + RUN_LOSSES
-OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum 0.9
+OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum MOMENTUM
+MOMENTUM = 0.9
 NORM_CHOICES = ("none",) + tuple(NORMS)
 
 MAX_DEPTH = 64
@@ -69,6 +70,22 @@ class Settings:
     def to_query(self) -> str:
         """The URL query string that reopens these settings: ``dataset=digits&depth=3&...``."""
         return urlencode({k: _format(v) for k, v in asdict(self).items()})
+
+    def to_config(self) -> Any:
+        """These settings as the :class:`~chainrule.runs.TrainConfig` (resolved) that
+        :func:`chainrule.runs.build` turns into the run's model, optimizer, loss and targets:
+        ``depth`` layers of ``width``, no label smoothing, "momentum" as SGD with momentum 0.9."""
+        from ..runs import TrainConfig
+
+        sgd = self.optimizer in ("sgd", "momentum")
+        return TrainConfig(
+            dataset=self.dataset, layers=(self.width,) * self.depth, activation=self.activation,
+            init=None if self.init == "default" else self.init, bias_init=self.bias_init, residual=self.residual,
+            norm=None if self.norm == "none" else self.norm, dropout=self.dropout,
+            loss=None if self.loss == "auto" else self.loss, label_smoothing=0.0,
+            optimizer="sgd" if sgd else self.optimizer, lr=self.lr, momentum=MOMENTUM if self.optimizer == "momentum" else 0.0,
+            batch_size=self.batch_size, seed=self.seed, data_seed=self.seed,
+        ).resolved()
 
     def resolved_loss(self, task: str) -> str:
         """The loss this run trains with: the setting, or the task's natural loss for "auto"."""

@@ -29,13 +29,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import nn, optim
 from ..autograd import leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
 from ..metrics import accuracy
-from ..train import check_batches, fit, get_loss, predict, prepare
+from ..runs import build
+from ..train import check_batches, fit, predict, prepare
 from . import views
 from .settings import Settings, SettingsError, check_loss
 
@@ -50,7 +50,6 @@ PROBE_ROWS = 256  # training rows the unit health is measured on
 TEST_ROWS = 2000  # test rows measured (the first ones)
 SCATTER_POINTS = 400  # data points drawn under a decision boundary or a curve
 IMAGES = 24  # test images in the digit grid
-MOMENTUM = 0.9  # for optimizer "momentum"
 
 
 class TooBusy(ChainruleError):
@@ -94,12 +93,6 @@ def load_data(name: str, seed: int) -> Any:
     return load_dataset(name, seed=seed)
 
 
-def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((len(y), k), dtype=np.float32)
-    out[np.arange(len(y)), y.astype(np.int64)] = 1.0
-    return out
-
-
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
@@ -138,27 +131,18 @@ class Run:
         self.publish = publish
         self.data = d = load_data(s.dataset, s.seed)
         check_loss(s, d.task)
+        built = build(s.to_config(), d.X_train.shape[1], d.num_outputs)
+        self.model, self.optimizer, self.loss_fn = built.model, built.optimizer, built.loss_fn
         self.loss_name = s.resolved_loss(d.task)
-        self.loss_fn = get_loss(self.loss_name)
         # MSE on classes regresses one-hot (or multi-hot) rows: fit then sees a regression
         self.fit_task = "regression" if (self.loss_name == "mse" and d.task != "regression") else d.task
-        y_train, y_test = d.y_train, d.y_test
-        if self.fit_task == "regression" and d.task == "multiclass":
-            y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
-        sizes = layer_sizes(s, d)
-        self.model = nn.MLP(
-            sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed,
-            residual=s.residual, norm=None if s.norm == "none" else s.norm, dropout=s.dropout,
-        )
+        if self.loss_name == "bce":
+            self.fit_task = "multilabel"  # one sigmoid per output (on classes: one-hot rows)
+        y_train, y_test = built.targets(d.y_train), built.targets(d.y_test)
         self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
         self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
         check_batches(self.model, len(self.X_train), s.batch_size)  # before any thread: the page gets the reason
         self.labels_test = d.y_test[:TEST_ROWS]
-        params = self.model.parameters()
-        if s.optimizer == "adam":
-            self.optimizer = optim.Adam(params, lr=s.lr, weight_decay=0.0)
-        else:
-            self.optimizer = optim.SGD(params, lr=s.lr, momentum=MOMENTUM if s.optimizer == "momentum" else 0.0)
         self.layers = find_layers(self.model)
         self.probe = self.X_train[:PROBE_ROWS]
         self.monitor = Monitor(probe=(self.probe, self.y_train[:PROBE_ROWS]), attach_to_history=False)
