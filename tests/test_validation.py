@@ -93,7 +93,7 @@ def test_validation_data_is_named_as_such():
         ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
         ({"epochs": -1}, "epochs must be an integer >= 0, got -1"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-        ({"initial_batch": 9}, r"initial_batch must be in \[0, 2\] \(batches per epoch\), got 9"),
+        ({"state": cr.TrainState(next_batch=9)}, r"next_batch must be in \[0, 2\] \(batches per epoch\), got 9"),
     ],
 )
 def test_fit_refuses_bad_settings(kwargs, message):

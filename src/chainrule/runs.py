@@ -620,7 +620,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     from .io import describe, write_atomic
     from .memory import check_training_memory
     from .metrics import confusion_matrix
-    from .train import History, evaluate, fit, nonfinite_parameter, predict
+    from .train import History, TrainState, evaluate, fit, nonfinite_parameter, predict
 
     if config.device != "cpu":
         from .backend import cupy
@@ -643,12 +643,8 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     if ck is not None:
         restore_optimizer(optimizer, ck)
     y_train, y_test = built.targets(ds.y_train), built.targets(ds.y_test)
-    history = History(ds.task)
-    for record in ck.history if ck is not None else ():
-        history.append(record)
-    history.steps = ck.step if ck is not None else 0
-    if ck is not None and isinstance(ck.info.get("first_loss"), float) and math.isfinite(ck.info["first_loss"]):
-        history.first_loss = ck.info["first_loss"]
+    state = ck.train_state(ds.task) if ck is not None else TrainState(history=History(ds.task))
+    history = state.history
     watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
     checkpointer = None
     if out is not None:
@@ -664,17 +660,14 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
     all_callbacks = [*callbacks, *([watch.monitor] if watch else []), *([checkpointer] if checkpointer else [])]
     before = ck.seconds if ck is not None else 0.0
 
-    # overflow on the way to a NaN loss is reported once, by fit's DivergenceError, not as NumPy warnings
-    with limit_threads(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with limit_threads(threads):
         start = time.perf_counter()
         try:
             with _stop_on_sigint(checkpointer if interruptible else None):
                 history = fit(
                     model, loss_fn, optimizer, ds.X_train, y_train,
                     epochs=config.epochs, batch_size=config.batch_size, validation=(ds.X_test, y_test),
-                    seed=config.seed, callbacks=all_callbacks, progress=progress and not quiet, task=ds.task,
-                    initial_epoch=ck.epoch if ck is not None else 0, initial_batch=ck.batch if ck is not None else 0,
-                    history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
+                    seed=config.seed, callbacks=all_callbacks, progress=progress and not quiet, task=ds.task, state=state,
                 )
                 bad = nonfinite_parameter(model)
                 if bad is not None:  # an update overflowed where the loss does not show it (a dead unit's bias)

@@ -66,6 +66,7 @@ from .nn.dropout import check_dropout
 from .nn.mlp import check_norm
 from .runs import TrainConfig, build
 from .train import fit as _fit
+from .train import TrainState
 from .train import predict as _predict
 from .validation import choice, integer, number
 
@@ -289,7 +290,7 @@ class _BaseMLP(BaseEstimator):
                 progress=False,
                 task=self._task,
                 shuffle=bool(self.shuffle),
-                initial_epoch=start,
+                state=TrainState(epoch=start, step=start * ((n + batch - 1) // batch)),
             )
         finally:
             monitor.end()  # unhooks the layers even when training fails
