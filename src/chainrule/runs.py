@@ -38,13 +38,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import functional as F
+from .backend import cupy, normalize_device, to_numpy
 from .checkpoint import FILENAME as CHECKPOINT_FILE
-from .checkpoint import format_interval, parse_interval
+from .checkpoint import Checkpointer, TrainingInterrupted, format_interval, load_checkpoint, parse_interval, restore_optimizer
+from .data import dataset_info, load_dataset
+from .diagnostics import Monitor, write_tensorboard
 from .errors import ChainruleError, DivergenceError, ModelFileError
+from .io import describe, load, save, write_atomic
+from .memory import check_training_memory, estimate_training_memory
+from .metrics import confusion_matrix
+from .nn.activations import ACTIVATIONS
+from .nn.dropout import check_dropout
+from .nn.init import INITIALIZERS
+from .nn.mlp import MLP, check_norm
+from .optim import OPTIMIZERS, SGD
+from .threads import limit_threads
+from .train import History, TrainState, evaluate, fit, get_loss, nonfinite_parameter, predict
 from .validation import check_file, choice, integer, number, parse_json
 
 # Losses each task can train with; the first is the default. Class labels become one-hot
@@ -181,13 +196,6 @@ class TrainConfig:
     checkpoint_every: int | str = 0
 
     def __post_init__(self) -> None:
-        from .backend import normalize_device
-        from .data import dataset_info
-        from .nn.activations import ACTIVATIONS
-        from .nn.init import INITIALIZERS
-        from .nn.dropout import check_dropout
-        from .nn.mlp import check_norm
-        from .optim import OPTIMIZERS
 
         info = dataset_info(self.dataset)
         s = functools.partial(object.__setattr__, self)
@@ -230,14 +238,10 @@ class TrainConfig:
     @property
     def task(self) -> str:
         """The dataset's task: "multiclass", "multilabel" or "regression"."""
-        from .data import dataset_info
-
         return dataset_info(self.dataset).task
 
     def resolved(self) -> "TrainConfig":
         """This config with loss, lr and label_smoothing filled in (init is filled by :func:`run`)."""
-        from .data import dataset_info
-
         loss = self.loss or dataset_info(self.dataset).default_loss
         smoothing = self.label_smoothing
         if smoothing is None:
@@ -313,9 +317,6 @@ def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
         >>> estimate_memory(TrainConfig(layers=(256, 256, 128))).total < 10 * 2**20
         True
     """
-    from .data import dataset_info
-    from .memory import estimate_training_memory
-
     info = dataset_info(config.dataset)
     sizes = [info.num_features, *config.layers, info.num_outputs]
     return estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=rows)
@@ -349,11 +350,6 @@ def build(config: TrainConfig, num_features: int | None = None, num_outputs: int
         >>> built.model.sizes, type(built.optimizer).__name__
         ([2, 8, 2], 'Adam')
     """
-    from . import functional as F
-    from .data import dataset_info
-    from .optim import OPTIMIZERS, SGD
-    from .train import get_loss
-
     info = dataset_info(config.dataset)
     if model is None:
         model = build_model(config, num_features or info.num_features, num_outputs or info.num_outputs)
@@ -374,8 +370,6 @@ def build(config: TrainConfig, num_features: int | None = None, num_outputs: int
 
 def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any:
     """The MLP of a config: [num_features, *layers, num_outputs], weights seeded by ``config.seed``."""
-    from .nn import MLP
-
     return MLP(
         [num_features, *config.layers, num_outputs], activation=config.activation, init=config.init,
         bias_init=config.bias_init, generator=config.seed, residual=config.residual, norm=config.norm, dropout=config.dropout,
@@ -478,8 +472,6 @@ def find_checkpoint(path: str | Path) -> Any:
     Example:
         >>> find_checkpoint("runs/digits").step
     """
-    from .checkpoint import load_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise ChainruleError(f"run folder {str(path)!r} does not exist")
@@ -579,7 +571,6 @@ class _Watch:
     """The diagnostics Monitor of a run, with what an earlier session of it recorded."""
 
     def __init__(self, config: TrainConfig, ds: Any, y_train: Any, ck: Any, histograms: bool):
-        from .diagnostics import Monitor
 
         self.monitor = Monitor(
             probe=(ds.X_train[:PROBE_ROWS], y_train[:PROBE_ROWS]),
@@ -601,9 +592,7 @@ class _Watch:
         return data
 
     def tensorboard(self, logdir: Path, history: Any) -> None:
-        from types import SimpleNamespace
 
-        from .diagnostics import write_tensorboard
 
         data = self.data()
         histograms = [{}] * self.restored + list(self.monitor.histograms or [])
@@ -613,17 +602,7 @@ class _Watch:
 def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callbacks: Sequence, quiet: bool, plots: bool,
            threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
     """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
-    from .backend import to_numpy
-    from .threads import limit_threads
-    from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
-    from .data import load_dataset
-    from .io import describe, write_atomic
-    from .memory import check_training_memory
-    from .metrics import confusion_matrix
-    from .train import History, TrainState, evaluate, fit, nonfinite_parameter, predict
-
     if config.device != "cpu":
-        from .backend import cupy
 
         cupy()  # before any work: chainrule's one-line error when CuPy or a GPU is missing
     if tensorboard is not None:
@@ -700,7 +679,6 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         if watch:
             watch.tensorboard(Path(tensorboard), history)
         else:
-            from .diagnostics import write_tensorboard
 
             write_tensorboard([], tensorboard, histories=history.history)
     if out is not None:
@@ -752,14 +730,18 @@ def _dump(data: Any) -> bytes:
     return (json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
-def metrics_record(result: RunResult) -> dict:
-    """The contents of metrics.json: status, per-epoch history, final metrics and diagnostics, as plain data."""
+def metrics_record(result: RunResult, status: str = "finished", error: str | None = None) -> dict:
+    """The contents of metrics.json: status, per-epoch history, final metrics and diagnostics, as plain data.
+
+    A run that diverged or was interrupted has its ``status``, the ``error`` message and no final metrics.
+    """
     from . import __version__
 
     h = result.history
     record = {
         "chainrule": __version__,
-        "status": "finished",
+        "status": status,
+        **({"error": error} if error is not None else {}),
         "dataset": result.config.dataset,
         "task": h.task,
         "names": list(result.dataset.names),
@@ -783,25 +765,8 @@ def metrics_record(result: RunResult) -> dict:
 def _write_stopped(out: Path, config: TrainConfig, ds: Any, history: Any, seconds: float, status: str, message: str,
                    diagnostics: dict | None, plots: bool) -> None:
     """metrics.json (and the diagnostics plots) of a run that diverged or was interrupted."""
-    from . import __version__
-    from .io import write_atomic
-
-    record = {
-        "chainrule": __version__,
-        "status": status,
-        "error": message,
-        "dataset": config.dataset,
-        "task": history.task,
-        "names": list(ds.names),
-        "epochs_run": len(history.epochs),
-        "steps": history.steps,
-        "seconds": seconds,
-        "final": None,
-        "history": history.epochs,
-    }
-    if diagnostics is not None:
-        record["diagnostics"] = diagnostics
-    write_atomic(out / "metrics.json", _dump(record))
+    stopped = RunResult(config, None, history, None, seconds, ds, diagnostics=diagnostics)
+    write_atomic(out / "metrics.json", _dump(metrics_record(stopped, status, message)))
     if plots and diagnostics is not None and diagnostics.get("epochs"):
         from .report.diagnostics_plots import write_diagnostic_plots
 
@@ -810,7 +775,6 @@ def _write_stopped(out: Path, config: TrainConfig, ds: Any, history: Any, second
 
 def write_run(result: RunResult, out: str | Path, plots: bool = True) -> list:
     """Write the run folder of ``result`` (model, config.json, metrics.json, plots); returns the paths."""
-    from .io import save, write_atomic
     from .report.run_plots import RUN_PLOTS, plot_run
 
     out = Path(out)
@@ -860,9 +824,6 @@ def load_run(path: str | Path) -> SavedRun:
         >>> saved = load_run("runs/digits")
         >>> saved.config.dataset, saved.model
     """
-    from .io import load
-    from .nn import MLP
-
     path = Path(path)
     if not path.exists():
         raise ChainruleError(f"run folder {str(path)!r} does not exist")
@@ -896,10 +857,6 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
     The dataset is rebuilt from the run's config (name and data_seed), so the
     test set is the one the run held out.
     """
-    from .data import load_dataset
-    from .metrics import confusion_matrix
-    from .train import evaluate, predict
-
     saved = path if isinstance(path, SavedRun) else load_run(path)
     config = saved.config.resolved()
     ds = load_dataset(config.dataset, seed=config.data_seed)
