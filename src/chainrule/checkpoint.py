@@ -56,7 +56,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import to_numpy
 from .errors import ChainruleError, ModelFileError
 from .metrics import EpochSums
 from .train import History, TrainState

@@ -90,7 +90,7 @@ class _StopRule:
         self.best_state: dict | None = None
         self.stopped = False
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         est = self.est
         loss = state.record["loss"]
         est.loss_curve_.append(loss)

@@ -35,7 +35,7 @@ from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
 from ..metrics import accuracy
 from ..runs import build
-from ..train import check_batches, fit, predict, prepare
+from ..train import TrainState, check_batches, fit, predict, prepare
 from . import views
 from .settings import Settings, SettingsError, check_loss
 
@@ -231,12 +231,12 @@ class Run:
         return self.mode in ("running", "paused")
 
     # ---- cr.fit callbacks (in the run's thread) ----------------------------------------
-    def on_train_begin(self, state: Any) -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         self._state = state
         self._emit(state, measure=True)
         self._gate()
 
-    def on_step_end(self, state: Any) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         last = self.monitor.last_step
         if last is not None:
             self._grad_sum += np.asarray(last["grad_norm"], dtype=np.float64)

@@ -70,6 +70,7 @@ from ..autograd import Tensor
 from ..backend import namespace
 from ..errors import ChainruleError
 from ..optim.sgd import SGD
+from ..train import TrainState
 from ..validation import integer
 from . import advice
 from .layers import (
@@ -231,22 +232,22 @@ class Monitor:
         self._probe_target_rows: list = []
 
     # ---- cr.fit callbacks ----------------------------------------------------------
-    def on_train_begin(self, state: Any) -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         self.begin(state.model, loss_fn=state.loss_fn, optimizer=state.optimizer)
         self.epoch = state.epoch
 
-    def on_step_end(self, state: Any) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         self.step(state.loss, state.xb, state.yb)
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         record = self.end_epoch(epoch=state.epoch + 1)
         if self.attach_to_history:
             state.record["diagnostics"] = record
 
-    def on_train_end(self, state: Any) -> None:
+    def on_train_end(self, state: TrainState) -> None:
         self.end()
 
-    def on_divergence(self, state: Any, error: Any = None) -> None:
+    def on_divergence(self, state: TrainState, error: Any = None) -> None:
         """cr.fit tells its callbacks about a NaN/inf loss before raising: diagnose it."""
         self.divergence(error, loss=getattr(state, "loss", None), step=getattr(state, "step", self.steps) + 1)
 
