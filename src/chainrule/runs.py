@@ -256,6 +256,11 @@ class TrainConfig:
         return d
 
     @classmethod
+    def defaults(cls) -> dict:
+        """Each setting's default, by name (what the command line shows as its defaults)."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
     def fields(cls) -> tuple:
         """The names of the settings, in order."""
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -306,6 +311,29 @@ class RunResult:
     files: list = field(default_factory=list)
     diagnostics: dict | None = None
     resumed_from: int | None = None
+
+
+# Settings a config derives from another one: overriding the source drops the derived ones it held.
+DERIVED_SETTINGS = {"dataset": ("loss", "label_smoothing"), "optimizer": ("lr",), "activation": ("init",)}
+
+
+def merge_settings(settings: dict, given: dict) -> dict:
+    """``settings`` (a config file's) overridden by ``given`` (the command line's options).
+
+    A setting that another one derives (the loss from the dataset, lr from the optimizer, init
+    from the activation) is dropped when ``given`` changes its source, so it is derived again.
+
+    Example:
+        >>> merge_settings({"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam"})
+        {'optimizer': 'adam'}
+    """
+    merged = dict(settings)
+    for source, derived in DERIVED_SETTINGS.items():
+        if source in given and merged and str(given[source]).lower().replace("_", "-") != str(merged.get(source)).replace("_", "-"):
+            for key in derived:
+                merged.pop(key, None)
+    merged.update(given)
+    return merged
 
 
 def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
@@ -893,6 +921,7 @@ __all__ = [
     "find_checkpoint",
     "json_ready",
     "load_run",
+    "merge_settings",
     "metrics_record",
     "parse_layers",
     "resume",
