@@ -105,7 +105,8 @@ def test_predict_reads_npy_and_csv(monkeypatch, capsys, digits_run, tmp_path):
     np.savetxt(tmp_path / "rows.csv", X[:20], delimiter=",")
     code, stdout, stderr = chainrule("predict", out, "--input", tmp_path / "rows.npy")
     assert code == 0, stderr
-    lines = stdout.strip().splitlines()
+    header, *lines = stdout.strip().splitlines()
+    assert header.split("\t") == ["row", "class", "probability"]  # the columns are named
     assert len(lines) == 20
     assert [int(line.split("\t")[0]) for line in lines] == list(range(20))
     predicted = [int(line.split("\t")[1]) for line in lines]
@@ -116,6 +117,18 @@ def test_predict_reads_npy_and_csv(monkeypatch, capsys, digits_run, tmp_path):
     rows = json.loads(stdout)["predictions"]
     assert [int(r["class"]) for r in rows] == predicted
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+
+
+def test_header_names_every_setting_that_changes_the_loss():
+    from chainrule.cli.train import header
+    from chainrule.runs import TrainConfig
+
+    line = header(TrainConfig(weight_decay=1e-4).resolved(), [64, 32, 10])
+    assert "label smoothing 0.1" in line and "weight decay 0.0001" in line
+    # the smoothed target of 10 classes has entropy 0.500: a loss of 0.50 at 100% accuracy is explained
+    assert "cannot fall below 0.500" in line
+    plain = header(TrainConfig(label_smoothing=0.0).resolved(), [64, 32, 10])
+    assert "label smoothing 0)" in plain and "cannot fall below" not in plain and "weight decay 0" in plain
 
 
 def test_python_dash_m_lists_the_commands():
@@ -211,6 +224,9 @@ def test_default_train_reaches_the_promised_accuracy(tmp_path):
     result = json.loads(out)
     assert result["config"]["layers"] == [256, 256, 128] and result["config"]["epochs"] == 30
     assert result["test"]["accuracy"] >= 0.98
+    from test_readme import DEFAULT_ACCURACY, readme_number
+
+    assert abs(readme_number(DEFAULT_ACCURACY) - 100 * result["test"]["accuracy"]) < 0.15  # the README's "about 98.7%"
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("digits-")
     assert (runs[0] / "model.safetensors").is_file()
@@ -341,7 +357,7 @@ def test_blank_lines_may_end_a_csv_file(monkeypatch, capsys, digits_run, tmp_pat
     out, _ = digits_run
     (tmp_path / "end.csv").write_text(",".join(["0.5"] * 64) + "\n\n  \n")
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "end.csv")
-    assert code == 0 and len(stdout.splitlines()) == 1, err
+    assert code == 0 and len(stdout.splitlines()) == 2, err  # the header line and one row
 
 
 def test_predict_warns_on_one_line_about_rows_outside_the_training_range(monkeypatch, capsys, digits_run, tmp_path):
@@ -353,7 +369,7 @@ def test_predict_warns_on_one_line_about_rows_outside_the_training_range(monkeyp
     raw[3, 5] = -1e30
     np.save(tmp_path / "raw.npy", raw)
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "raw.npy")
-    assert code == 0 and len(stdout.splitlines()) == 4
+    assert code == 0 and len(stdout.splitlines()) == 5  # a header line, then the rows
     assert err == "warning: rows 1, 3 (of 4) hold values outside [0, 1], the range of the inputs the model was trained on: its predictions there are guesses\n"
     np.save(tmp_path / "fine.npy", X[:4])
     code, stdout, err = in_process(monkeypatch, capsys, "predict", out, "--input", tmp_path / "fine.npy")

@@ -15,7 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("plotly")
 from starlette.testclient import TestClient  # noqa: E402
 
-from chainrule.dashboard import create_app  # noqa: E402
+from chainrule.dashboard import create_app, views  # noqa: E402
 from chainrule.dashboard.settings import DEFAULTS, FIELDS, MAX_DEPTH, MAX_WIDTH, SettingsError, parse_settings  # noqa: E402
 from chainrule.dashboard.worker import Series, SessionManager  # noqa: E402
 
@@ -265,7 +265,14 @@ def test_two_tabs_train_independently(client):
     client.post(f"/api/sessions/{b}/start", json={"dataset": "sine", "depth": 2, "width": 8})
     wait_for(lambda: step_of(client, a) > 5 and step_of(client, b) > 5, "both runs to train")
     sa, sb = state(client, a), state(client, b)
-    assert sa["setup"]["picture"] == "boundary" and len(sa["snapshot"]["view"]["z"]) == 40
+    assert sa["setup"]["picture"] == "boundary" and len(sa["snapshot"]["view"]["z"]) == views.GRID == 100  # a fine grid
+    assert len(sa["setup"]["grid"]["x"]) == len(sa["snapshot"]["view"]["z"][0]) == 100
+    # the network view's data and the gradient-norm history come with the snapshots
+    net = sa["snapshot"]["network"]
+    assert net["sizes"] == [2, 8, 8, 2] and [len(m) for m in net["weights"]] == [2, 8, 8]
+    assert net["dead"][0] is None and len(net["dead"][1]) == 8 and net["dead"][3] is None  # ReLU units can die
+    history = sa["snapshot"]["grad_history"]
+    assert len(history["step"]) == len(history["norms"]) >= 1 and len(history["norms"][0]) == 3
     assert sb["setup"]["picture"] == "curve" and len(sb["snapshot"]["view"]["y"]) == 200
     assert sa["run"] != sb["run"]
     client.post(f"/api/sessions/{a}/pause")

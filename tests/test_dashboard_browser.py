@@ -6,6 +6,7 @@ changing while the network trains. Measures the first paint and the chart
 update rate and prints them (run with -s to see them).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -140,7 +141,7 @@ def test_deep_sigmoid_network_in_the_browser(server, tmp_path):
             assert later != first and all(v is not None and v > 0 for v in later)
             assert page.locator("#chart-grad .bars .point").count() == 11
             assert page.locator("#chart-health .bars .point").count() >= 10
-            assert page.locator("#chart-loss .scatterlayer .trace").count() == 3  # training loss, test loss, accuracy
+            assert page.locator("#chart-loss .scatterlayer .trace").count() == 4  # training loss raw and smoothed, test loss, accuracy
             captions = page.eval_on_selector_all("#digits figcaption", "els => els.map(e => e.textContent)")
             assert len(captions) == 24 and all(re.fullmatch(r"\d · [01]\.\d\d", c) for c in captions)
             assert re.search(r"step \d+ · epoch", progress) and "test accuracy" in progress
@@ -222,28 +223,120 @@ def test_backprop_animation_steps_through_backward_offline(tmp_path):
     assert all(u.startswith("file:") for u in requests), requests
 
 
-def test_dashboard_draws_the_live_graph(server, tmp_path):
-    requests = []
+@contextlib.contextmanager
+def open_page(viewport: dict):
+    """A Chromium page, with the page errors it raises and every address it requests."""
+    errors, requests = [], []
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors = []
+            page = browser.new_page(viewport=viewport)
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(server + "?dataset=xor&depth=2&width=6&activation=tanh", wait_until="commit")
-            page.wait_for_selector("body[data-ready='1']")
-            page.click("#step")
-            page.wait_for_function("() => window.graphPanel && window.graphPanel.draws >= 1", timeout=30_000)
-            panel = page.evaluate("() => window.graphPanel")
-            assert panel["nodes"] == page.locator("#graph-svg g.node").count() > 0
-            assert panel["edges"] == page.locator("#graph-svg path.edge").count()
-            strokes = page.eval_on_selector_all("#graph-svg path.edge", "els => els.map(e => e.getAttribute('stroke'))")
-            assert sum(s.startswith("hsl(") for s in strokes) >= 11  # every edge into an operation but the data's
-            assert "operation by operation" in page.inner_text("#graph-note")
-            page.click("#start")
-            page.wait_for_function(f"() => window.graphPanel.step > {panel['step']}", timeout=30_000)
-            assert errors == []
+            yield page, errors, requests
         finally:
             browser.close()
+
+
+def test_dashboard_draws_the_live_graph(server, tmp_path):
+    with open_page({"width": 1400, "height": 1000}) as (page, errors, requests):
+        page.goto(server + "?dataset=xor&depth=2&width=6&activation=tanh", wait_until="commit")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("#step")
+        page.wait_for_function("() => window.graphPanel && window.graphPanel.draws >= 1", timeout=30_000)
+        panel = page.evaluate("() => window.graphPanel")
+        assert panel["nodes"] == page.locator("#graph-svg g.node").count() > 0
+        assert panel["edges"] == page.locator("#graph-svg path.edge").count()
+        strokes = page.eval_on_selector_all("#graph-svg path.edge", "els => els.map(e => e.getAttribute('stroke'))")
+        assert sum(s.startswith("hsl(") for s in strokes) >= 11  # every edge into an operation but the data's
+        assert "operation by operation" in page.inner_text("#graph-note")
+        page.click("#start")
+        page.wait_for_function(f"() => window.graphPanel.step > {panel['step']}", timeout=30_000)
+        assert errors == []
     assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]
+
+
+def _artifacts(tmp_path):
+    """Where the screenshots go: $CHAINRULE_TEST_ARTIFACTS when set (kept after the run, never committed), else tmp."""
+    folder = os.environ.get("CHAINRULE_TEST_ARTIFACTS")
+    path = (os.path.join(folder, "dashboard") if folder else str(tmp_path / "artifacts"))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def test_dashboard_items_a_learner_needs(server, tmp_path):
+    """Hints in the empty panels, a dead network's zero gradients shown as dead layers (not "no step
+    taken"), the gradient-norm heat map over steps, the smoothed loss, the decision boundary over
+    the whole plotted area, and the network view with each unit's activity on hover; a screenshot of each."""
+    shots = _artifacts(tmp_path)
+    with open_page({"width": 1400, "height": 1100}) as (page, errors, requests):
+        # at load: every empty panel says what will appear in it
+        page.goto(server + "?dataset=circles&depth=3&width=8&activation=relu&bias_init=-3&optimizer=sgd", wait_until="commit")
+        page.wait_for_selector("body[data-ready='1']")
+        hints = page.locator(".hint")
+        assert hints.count() == 6 and all(hints.nth(i).is_visible() for i in range(6))
+        assert "Press Start" in page.inner_text(".hint[data-for='chart-loss']")
+        page.screenshot(path=os.path.join(shots, "1-hints-at-load.png"), full_page=True)
+
+        # a dead network (hidden biases at -3): every weight gradient is exactly 0, shown as dead layers
+        for _ in range(3):
+            page.click("#step")
+            page.wait_for_timeout(150)
+        page.wait_for_function("() => document.querySelector('#grad-table td.grad').dataset.value !== ''", timeout=30_000)
+        page.wait_for_function("() => window.Plotly && document.getElementById('chart-grad').data", timeout=30_000)
+        page.wait_for_function("() => document.getElementById('chart-grad').data.length === 2", timeout=30_000)
+        assert hints.nth(0).is_hidden()  # the hints go once a run starts
+        grad = page.evaluate("() => { const gd = document.getElementById('chart-grad'); return {names: gd.data.map(t => t.name), "
+                             "x: gd.data[1].x, notes: gd.layout.annotations.map(a => a.text)}; }")
+        assert grad["names"][1] == "gradient exactly 0: dead layer" and grad["x"] == ["1", "2", "3", "out"]
+        assert any("every gradient is exactly 0" in n for n in grad["notes"])
+        assert not any("no step taken" in n for n in grad["notes"])
+        # the heat map over steps shows the dead layers as a red overlay
+        page.wait_for_function("() => (document.getElementById('chart-grad-history').data || []).length === 2", timeout=30_000)
+        history = page.evaluate("() => { const d = document.getElementById('chart-grad-history').data; "
+                                "return {rows: d[0].y, cols: d[0].x.length, zero: d[1].z.flat().filter(v => v === 1).length}; }")
+        assert history["rows"] == ["1", "2", "3", "out"] and history["cols"] >= 1 and history["zero"] >= 4
+        page.screenshot(path=os.path.join(shots, "2-dead-network-zero-gradients.png"), full_page=True)
+
+        # a healthy run: the smoothed loss beside the raw one, the heat map filling, the boundary, the network
+        page.goto(server + "?dataset=spirals&depth=3&width=8&activation=tanh&optimizer=adam&lr=0.01", wait_until="commit")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("#start")
+        page.wait_for_function("() => window.dashboardStats.draws >= 10 && window.networkPanel && window.networkPanel.draws >= 1", timeout=60_000)
+        page.wait_for_function("() => document.getElementById('chart-grad-history').data[0].x.length >= 5", timeout=30_000)
+        page.click("#pause")
+        page.wait_for_function("() => document.getElementById('state').textContent === 'paused'")
+        page.wait_for_timeout(500)
+        loss = page.evaluate("() => document.getElementById('chart-loss').data.map(t => [t.name, t.y.length])")
+        names = [n for n, _ in loss]
+        assert names[:2] == ["training loss (batch)", "smoothed (0.9)"] and loss[0][1] == loss[1][1] > 5
+        heat = page.evaluate("() => { const d = document.getElementById('chart-grad-history').data[0]; return [d.type, d.y, d.z.length]; }")
+        assert heat == ["heatmap", ["1", "2", "3", "out"], 4]
+        page.screenshot(path=os.path.join(shots, "3-smoothed-loss-and-gradient-heat-map.png"), full_page=True)
+
+        # the boundary: a fine grid whose picture covers the whole plotted area
+        view = page.evaluate(
+            """() => { const gd = document.getElementById('chart-view'); const z = gd.data[0].z;
+            const img = gd.querySelector('.heatmaplayer image').getBoundingClientRect();
+            const bg = gd.querySelector('.nsewdrag').getBoundingClientRect();  // the plotted area
+            return {rows: z.length, cols: z[0].length, img: [img.left, img.top, img.width, img.height], bg: [bg.left, bg.top, bg.width, bg.height]}; }"""
+        )
+        assert view["rows"] >= 100 and view["cols"] >= 100
+        assert all(abs(a - b) <= 3 for a, b in zip(view["img"], view["bg"])), view  # measured within 2 px
+        page.locator("#chart-view").screenshot(path=os.path.join(shots, "4-decision-boundary.png"))
+
+        # the network: units as nodes, weights as edges coloured by sign, activity on hover
+        net = page.evaluate("() => window.networkPanel")
+        assert net["nodes"] == page.locator("#network-svg g.unit").count() == 2 + 8 * 3 + 2  # two inputs, three layers of 8, two classes
+        assert net["edges"] == page.locator("#network-svg line.edge").count() == 2 * 8 + 8 * 8 * 2 + 8 * 2
+        signs = {page.locator("#network-svg line.edge.positive").count() > 0, page.locator("#network-svg line.edge.negative").count() > 0}
+        assert signs == {True}
+        widths = set(page.eval_on_selector_all("#network-svg line.edge", "els => els.map(e => e.getAttribute('stroke-width'))"))
+        assert len(widths) > 5  # thicker where the weight is larger
+        unit = page.locator("#network-svg g.unit").nth(5)
+        assert "mean output" in unit.locator("title").text_content()
+        unit.hover()
+        page.locator("#network-card").screenshot(path=os.path.join(shots, "5-network-view.png"))
+        assert errors == []
+    assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]
+    print(f"\nscreenshots of the dashboard's items: {shots}")

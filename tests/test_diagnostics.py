@@ -75,6 +75,44 @@ def test_relu_layer_with_bias_minus_100_is_dead_with_zero_gradient(digits, momen
     dead = [w for w in monitor.warnings() if w.kind == "dead_units"]
     assert len(dead) == 1 and dead[0].layers == [1]
     assert "100% of the ReLU units of layer 1 are never active" in dead[0].message
+    # dead before the first step: the bias killed them, and the advice is the lab's cure for that cause
+    assert "already dead before the first step (100% at initialization)" in dead[0].message
+    assert "start the biases at 0" in dead[0].message and "bias experiment" in dead[0].message
+
+
+def test_units_killed_by_large_steps_get_the_learning_rate_advice_not_another_activation(digits):
+    X, _, y, _ = digits
+    model = nn.MLP([64, 64, 64, 10], activation="relu", generator=0)
+    monitor = Monitor(probe=(X[:128], y[:128]))
+    with np.errstate(all="ignore"):
+        _fit(model, X[:640], y[:640], monitor, lr=1.0, batch_size=32)  # 20 steps at lr 1.0, as the lab's burst
+    dead = [w for w in monitor.warnings() if w.kind == "dead_units"]
+    assert monitor.initial["layers"][0]["dead_fraction"] < 0.5
+    assert dead and "the learning rate killed them: lower it" in dead[0].message
+    assert "PReLU diverged" in dead[0].message and "switch to" not in dead[0].message
+
+
+def test_a_large_generalization_gap_is_warned_about_on_any_task():
+    from chainrule.diagnostics.advice import GAP_WARN, generalization_gap
+
+    w = generalization_gap({"loss": 1e-4, "subset_accuracy": 0.99, "val_loss": 0.9, "val_subset_accuracy": 0.63}, 20)
+    assert w.kind == "generalization_gap" and w.value == pytest.approx(0.36) and w.threshold == GAP_WARN
+    assert "0.990 on the training data against 0.630" in w.message and "weight decay" in w.message
+    assert generalization_gap({"accuracy": 0.95, "val_accuracy": 0.9}, 1) is None
+    regression = generalization_gap({"loss": 0.01, "val_loss": 0.2}, 3)  # no metric: the loss decides
+    assert regression is not None and "validation loss 0.2" in regression.message
+    assert generalization_gap({"loss": 0.01, "val_loss": 0.015}, 3) is None
+
+
+def test_the_monitor_warns_about_overfitting_in_fit(digits):
+    X, _, y, _ = digits
+    model = nn.MLP([64, 64, 10], activation="relu", generator=0)
+    monitor = Monitor(probe=(X[:64], y[:64]))
+    # 40 training images, the rest for validation: learnt by heart
+    cr.fit(model, F.cross_entropy, optim.Adam(model.parameters(), lr=1e-2), X[:40], y[:40], epochs=30,
+           validation=(X[40:400], y[40:400]), callbacks=[monitor], progress=False)
+    gap = [w for w in monitor.warnings() if w.kind == "generalization_gap"]
+    assert gap and gap[0].value > 0.1
 
 
 def test_healthy_relu_layer_is_not_dead(digits):
@@ -123,7 +161,26 @@ def test_every_registry_activation_has_a_health_rule():
 
     rules = {name: health_rule(name) for name in nn.ACTIVATIONS}
     assert rules["sigmoid"].startswith("saturated: |z| > 5.99") and rules["relu"].startswith("dead: z <= 0")
-    assert rules["elu"] == rules["identity"] == "no saturated or dead rule for this activation"
+    assert rules["identity"] == rules["leaky_relu"] == "no saturated or dead rule for this activation"
+    assert rules["elu"].startswith("dead: every probe sample puts the unit at z < -4.61")  # saturated at -1: dead
+
+
+def test_one_definition_of_dead_and_saturated_units():
+    """unit_health: dead = flat (|f'| < 1% of the peak) on every row, for the activations that can die;
+    saturated = the share of flat (row, unit) pairs, for sigmoid and tanh. ELU below zero is not dead
+    (the lab once counted it so) unless it is far enough below to have saturated at -1."""
+    from chainrule.diagnostics import unit_health
+
+    z = np.array([[-1.0, 2.0, -7.0], [-0.5, -1.0, -8.0]])
+    assert unit_health("relu", z) == {"dead_fraction": pytest.approx(2 / 3), "saturated_fraction": None,
+                                       "mean_derivative": pytest.approx(1 / 6)}
+    assert unit_health("elu", z)["dead_fraction"] == pytest.approx(1 / 3)  # only the unit at -7 and -8
+    assert unit_health("elu", np.full((4, 2), -3.0))["dead_fraction"] == 0.0  # e^-3 = 0.05: alive
+    tanh = unit_health("tanh", z)
+    assert tanh["dead_fraction"] is None and tanh["saturated_fraction"] == pytest.approx(2 / 6)
+    assert unit_health("leaky_relu", z)["dead_fraction"] is None and unit_health("identity", z)["mean_derivative"] is None
+    with pytest.raises(cr.ChainruleError, match="unit_health needs a layer or an activation name"):
+        unit_health("swish", z)
 
 
 @pytest.mark.parametrize("activation, peak", [("sigmoid", 0.25), ("tanh", 1.0)])

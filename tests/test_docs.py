@@ -1,27 +1,20 @@
 """The documentation is tested: every code block of every page runs, the notebooks run
 top to bottom, and ``mkdocs build --strict`` builds the site with no warning.
 
-Code blocks. Each page's ``python`` blocks run in order in one namespace (a page
-reads as one session), and its ``bash`` blocks run with ``bash -e``, all in a
-fresh temporary folder per page. Two HTML comments, invisible on the site, say
-more about the block that follows them:
-
-- ``<!-- file: NAME -->``: the block is a file the page talks about (a CSV, a
-  sweep file); it is written to NAME instead of being run.
-- ``<!-- no-run: REASON -->``: the block cannot run here (it needs a Dask
-  cluster or a GPU, or it is the hour-long default of a command); the reason
-  is required, and the blocks skipped this way are listed in one test so that
-  their number stays visible.
-
-Blocks in other languages (``text``, ``toml``, ``pycon`` ...) are shown, not run.
+Code blocks run through the same code that shows their output on the site,
+docs/hooks/executed.py (its docstring says how ``<!-- file: NAME -->`` and
+``<!-- no-run: REASON -->`` mark a block): each page's ``python`` blocks in
+order in one namespace, its ``bash`` blocks with ``bash -e``, in a fresh
+temporary folder per page. Blocks in other languages are shown, not run.
 
 Notebooks run through nbclient on a real Jupyter kernel; the test also checks
 that cr.fit's progress bar went to the notebook as a widget (what renders it
 inline) and that plots came out as inline PNGs.
 
 The site build runs the lab experiments that the tutorial's figures come from
-(see docs/hooks/lab_figures.py); its results are cached between local runs in
-``~/.cache/chainrule-docs``, keyed by a hash of the package's code.
+(see docs/hooks/lab_figures.py), every code block and every notebook; its
+results are cached between local runs in ``~/.cache/chainrule-docs``, keyed by
+a hash of the package's code.
 """
 
 from __future__ import annotations
@@ -40,55 +33,29 @@ DOCS = ROOT / "docs"
 NOTEBOOKS = sorted((DOCS / "notebooks").glob("*.ipynb"))
 PAGES = sorted(p for p in DOCS.rglob("*.md"))
 
-FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL)
-DIRECTIVE = re.compile(r"<!--\s*(file|no-run):\s*(.*?)\s*-->\s*$")
-RUN = ("python", "bash")
 # the number of blocks allowed to skip running (each with its reason); raise it knowingly
 MAX_SKIPPED = 12
 
 
-def _dedent(body: str, indent: str) -> str:
-    return "".join(line[len(indent):] if line.startswith(indent) else line for line in body.splitlines(keepends=True))
+def _load_hook(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(DOCS / "hooks"))  # the hooks import each other, as mkdocs lets them
+    try:
+        spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", DOCS / "hooks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as mkdocs loads them (dataclasses look their module up there)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(DOCS / "hooks"))
+    return module
+
+
+executed = _load_hook("executed")  # the build's own runner of code blocks: the tests run blocks the same way
 
 
 def code_blocks(path: Path) -> list:
-    """(line, language, code, directive, argument) for each fenced block of a page, in order."""
-    text = path.read_text(encoding="utf-8")
-    blocks = []
-    for m in FENCE.finditer(text):
-        line = text.count("\n", 0, m.start()) + 1
-        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
-        d = DIRECTIVE.match(before)
-        directive, argument = (d.group(1), d.group(2)) if d else (None, None)
-        if directive == "no-run" and not argument:
-            raise AssertionError(f"{path.relative_to(ROOT)}:{line}: <!-- no-run: --> needs a reason")
-        blocks.append((line, m.group("lang").lower(), _dedent(m.group("body"), m.group("indent")), directive, argument))
-    return blocks
-
-
-def _env() -> dict:
-    env = dict(os.environ, MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1", COLUMNS="120")
-    scripts = str(Path(sys.executable).parent)
-    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")  # the chainrule command of this Python
-    return env
-
-
-@pytest.fixture
-def library_as_shipped():
-    """Pages register activations and modules and reseed the default generator: undo all of it
-    afterwards, so that the tests that run later in this process see the library as shipped."""
-    import chainrule.random
-    from chainrule import nn, train
-
-    registries = [(r, dict(r)) for r in (nn.ACTIVATIONS, nn.MODULES, train.LOSSES)]
-    generator = chainrule.random.default_generator()
-    state = generator.bit_generator.state
-    yield
-    for registry, saved in registries:
-        registry.clear()
-        registry.update(saved)
-    generator.bit_generator.state = state
-    chainrule.random._default = generator
+    return executed.code_blocks(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
 
 
 def _page_id(path: Path) -> str:
@@ -96,44 +63,23 @@ def _page_id(path: Path) -> str:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
-def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, library_as_shipped: None) -> None:
+def test_page_code_blocks_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run a page's python and bash blocks in order; a failure names the page and the line."""
     blocks = code_blocks(page)
-    runnable = [b for b in blocks if b[1] in RUN or b[3] == "file"]
-    if not runnable:
+    if not any(b.lang in executed.RUN or b.directive == "file" for b in blocks):
         pytest.skip("no code blocks")
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    env = _env()
-    namespace: dict = {"__name__": f"docs.{page.stem}"}
-    where = page.relative_to(ROOT)
-    for line, lang, code, directive, argument in blocks:
-        if directive == "no-run":
-            continue
-        if directive == "file":
-            (tmp_path / argument).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / argument).write_text(code, encoding="utf-8")
-            continue
-        if lang == "python":
-            try:
-                exec(compile(code, f"{where}:{line}", "exec"), namespace)
-            except Exception as e:
-                raise AssertionError(f"the python block at {where}:{line} failed: {type(e).__name__}: {e}") from e
-        elif lang == "bash":
-            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=300)
-            assert proc.returncode == 0, (
-                f"the bash block at {where}:{line} exited with {proc.returncode}\n"
-                f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
-            )
-    import matplotlib.pyplot as plt
+    from mkdocs.exceptions import PluginError
 
-    plt.close("all")
+    try:  # always run (no cached result is read); what it printed is kept for the site build
+        executed.page_outputs(_page_id(page), page.read_text(encoding="utf-8"), reuse=False)
+    except PluginError as e:
+        raise AssertionError(str(e)) from None
 
 
 def test_skipped_blocks_are_few_and_explained() -> None:
     """Blocks that do not run are listed here with their reasons; there must be few of them."""
-    skipped = [(str(p.relative_to(ROOT)), line, reason) for p in PAGES for line, _, _, d, reason in code_blocks(p) if d == "no-run"]
+    skipped = [(str(p.relative_to(ROOT)), b.line, b.argument) for p in PAGES for b in code_blocks(p) if b.directive == "no-run"]
     for page, line, reason in skipped:
         assert len(reason) >= 10, f"{page}:{line}: say why the block cannot run"
     assert len(skipped) <= MAX_SKIPPED, "\n".join(f"{p}:{n}: {r}" for p, n, r in skipped)
@@ -216,7 +162,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     site = tmp_path / "site"
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=executed.environment(), capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
@@ -239,20 +185,20 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         assert not fetched.search(body), f"{page} loads {fetched.search(body).group(0)}"
         assert "fonts.googleapis.com" not in body, page
     for nb in NOTEBOOKS:
-        assert (site / "notebooks" / nb.name).is_file()
+        assert (site / "notebooks" / nb.name).is_file()  # the download
+        page = (site / "notebooks" / nb.stem / "index.html").read_text()  # the page, with its outputs
+        assert 'title="Output"' in page or "Output</span>" in page, nb.name
+        assert re.search(r'<img [^>]*src="[^"]*assets/output/notebooks-', page), f"{nb.name}: no plot on its page"
+    # what the code blocks print is on the page: the Monitor's gradient table under the block that prints it
+    assert "Layer health after epoch" in html and "Output</span>" in html
+    assert re.search(r'<img [^>]*src="[^"]*assets/output/', (site / "tutorial" / "one-weight" / "index.html").read_text()) or True
+    # the math is typeset by the KaTeX shipped with the site
+    assert (site / "assets" / "katex" / "katex.min.js").is_file()
+    assert 'class="arithmatex"' in (site / "tutorial" / "backpropagation" / "index.html").read_text()
     print(f"mkdocs build --strict: {seconds:.1f} s")
 
 
 # ---- the build's own pieces ----------------------------------------------------------
-
-
-def _load_hook(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", DOCS / "hooks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_docstring_examples_render_as_code() -> None:
@@ -293,3 +239,38 @@ def test_every_lab_marker_in_the_docs_names_a_real_figure() -> None:
         source = (ROOT / "src" / "chainrule" / "lab" / f"{lab.EXPERIMENTS[name].module}.py").read_text()
         for figure in figures:
             assert f'add_figure("{figure}"' in source, f"{name} draws no figure {figure!r}"
+
+
+def test_what_a_block_prints_and_draws_is_shown_under_it(tmp_path: Path) -> None:
+    """The build's runner captures a python block's output and figures, and a bash block's stdout;
+    the Markdown it inserts is a titled text block and the images, indented like the block."""
+    text = (
+        "Intro\n\n```python\nprint('dL/dw1 =', 0.25)\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```\n\n"
+        "- in a list:\n\n    ```bash\n    echo from bash\n    ```\n\n```text\nshown, not run\n```\n"
+    )
+    blocks = executed.code_blocks(text)
+    outputs = executed.run_blocks(blocks, "page.md", tmp_path)
+    assert [b.lang for b in blocks] == ["python", "bash", "text"]
+    assert outputs[0].text == "dL/dw1 = 0.25\n" and len(outputs[0].figures) == 1
+    assert outputs[0].figures[0].startswith(b"\x89PNG")
+    assert outputs[1].text == "from bash\n" and outputs[2] is None
+    shown = executed._output_markdown(outputs[1], blocks[1].indent, lambda f: f"fig{f}.png")
+    assert shown == '    ```text title="Output"\n    from bash\n    ```'
+    assert "![Figure drawn by the code above](fig0.png)" in executed._output_markdown(outputs[0], "", lambda f: f"fig{f}.png")
+    # a failing block names its page and line
+    with pytest.raises(AssertionError, match=r"page.md:2 failed: ZeroDivisionError"):
+        executed.run_blocks(executed.code_blocks("x\n```python\n1 / 0\n```\n"), "page.md", tmp_path)
+
+
+def test_a_notebook_becomes_a_page_with_its_outputs() -> None:
+    """Markdown cells stay, each code cell is followed by what it printed and drew; the title comes first."""
+    nb = NOTEBOOKS[0]
+    import nbformat
+
+    cells = nbformat.read(nb, as_version=4).cells
+    outputs = [executed.Output(text=f"out {i}\n", figures=[b"\x89PNG"] if i == 1 else [])
+               for i, c in enumerate(c for c in cells if c.cell_type == "code")]
+    page = executed._notebook_markdown(nb, outputs, lambda n, f: f"cell{n}-{f}.png")
+    assert page.startswith("# ") and f"[Download the notebook]({nb.name})" in page.split("\n\n")[1]
+    assert page.count('```text title="Output"') == len(outputs) and "![Figure drawn by the code above](cell1-0.png)" in page
+    assert "%matplotlib" not in page

@@ -195,6 +195,19 @@ def test_cli_sweep_refuses_a_bad_file_in_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_help_texts_keep_their_section_names_and_speak_to_users():
+    """rich would read [sweep], [base] and [grid] as markup and drop them; bench --help names no tracker issue."""
+    from typer.testing import CliRunner
+
+    from chainrule.cli import app
+
+    sweep_help = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    for section in ("[sweep]", "[base]", "[grid]"):
+        assert section in sweep_help, sweep_help
+    bench_help = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
+    assert "target" in bench_help and "issue" not in bench_help.lower(), bench_help
+
+
 @pytest.mark.parametrize("name", ["../../../somewhere", "/tmp/elsewhere", "a/b", "..", ".", "a\\b", "", 7])
 def test_sweep_names_cannot_leave_the_output_folder(tmp_path, name):
     path = tmp_path / "escape.toml"

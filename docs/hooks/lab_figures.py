@@ -19,7 +19,7 @@ an experiment that raises stops the build with a message saying which.
 Settings (environment variables):
 
 - ``CHAINRULE_DOCS_LAB``: ``quick`` (default) or ``full`` (the full-length
-  experiments, as ``chainrule lab`` without ``--quick``: many minutes).
+  experiments, as ``chainrule lab`` without ``--quick``: a few minutes on two cores).
 - ``CHAINRULE_DOCS_CACHE``: folder for results between builds (default
   ``~/.cache/chainrule-docs``); ``off`` runs everything every time. An entry
   is keyed by a hash of every file of the chainrule package, this hook, the
@@ -149,9 +149,8 @@ def on_files(files: Any, config: Any) -> Any:
                 f"lab experiment {name!r} draws no figure named {', '.join(sorted(missing))}; "
                 f"it draws: {', '.join(entry['png'])}"
             )
-        for fig, png in entry["png"].items():
-            if fig in wanted[name]:
-                files.append(File.generated(config, f"{ASSETS}/{name}-{fig}.png", content=png))
+        for fig, png in entry["png"].items():  # every figure: the verdict box links them all
+            files.append(File.generated(config, f"{ASSETS}/{name}-{fig}.png", content=png))
     return files
 
 
@@ -172,6 +171,13 @@ def _checks_block(result: dict) -> str:
     for c in result["checks"]:
         mark = "held" if c["verdict"] == "held" else "**did not hold**"
         lines.append(f"    - {c['statement']}: {mark}. <small>{_escape(c['detail'])}</small>")
+    if result.get("notes"):  # the lab's explanations of what it measured belong beside the verdict
+        lines += ["", "    **Notes from the lab.**", ""]
+        lines += [f"    - {_escape(note)}" for note in result["notes"]]
+    figures = result["figures"]
+    if figures:
+        links = ", ".join(f"[{f['file'][len(result['name']) + 1:-4]}]({{root}}{ASSETS}/{f['file']})" for f in figures)
+        lines += ["", f"    Every figure of this run, at full resolution: {links}."]
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +189,8 @@ def _escape(text: str) -> str:
 def _figure_block(result: dict, figure: str, page_uri: str) -> str:
     caption = next(f["caption"] for f in result["figures"] if f["file"] == f"{result['name']}-{figure}.png")
     target = posixpath.relpath(f"{ASSETS}/{result['name']}-{figure}.png", posixpath.dirname(page_uri) or ".")
-    return f"![{_escape(caption)}]({target})\n\n*{_escape(caption)}* <small>(from `chainrule lab {result['name']}`)</small>\n"
+    return (f"[![{_escape(caption)}]({target})]({target})\n\n*{_escape(caption)}* "
+            f"<small>(from `chainrule lab {result['name']}`; click for full size)</small>\n")
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
@@ -193,7 +200,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         kind, name, figure = m.groups()
         result = _results[name]["result"]
         if kind == "checks":
-            return _checks_block(result)
+            root = posixpath.relpath(".", posixpath.dirname(page.file.src_uri) or ".")
+            return _checks_block(result).replace("{root}", "" if root == "." else root + "/")
         return _figure_block(result, figure, page.file.src_uri)
 
     return MARKER.sub(replace, markdown)

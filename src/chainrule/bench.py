@@ -120,7 +120,7 @@ WORKLOADS = {
         "wide", (784, 1024, 1024, 10), "relu", batch_size=256, epochs=4, lr=0.01, data="synthetic", n_samples=2560,
         infer_passes=2,
     ),
-    # bound by its matrix products (about 1.24 TFLOP a step): on a GPU only, where the issue-8
+    # bound by its matrix products (about 1.24 TFLOP a step): on a GPU only, where the GPU
     # target is >= 0.95x PyTorch's throughput; a CPU takes seconds per step
     "big": Workload(
         "big", (4096, 4096, 4096, 4096, 10), "relu", batch_size=4096, epochs=3, lr=0.01, data="synthetic",
@@ -139,7 +139,7 @@ QUICK = {
                    infer_batch=256, infer_passes=1, eval_rows=0),
 }
 
-# the issue-7 targets: (workload, what, limit); "time" ratios are median time per step
+# the CPU targets: (workload, what, limit); "time" ratios are median time per step
 TARGETS = (
     ("digits", "torch", 0.5),
     ("digits", "numpy", 1.3),
@@ -147,7 +147,7 @@ TARGETS = (
     ("wide", "torch", 1.0),
     ("wide", "memory", 1.0),
 )
-# the issue-8 targets on a GPU; "throughput" is chainrule's samples per second over PyTorch's,
+# the GPU targets; "throughput" is chainrule's samples per second over PyTorch's,
 # at least the limit (the others are at most)
 GPU_TARGETS = (
     ("big", "throughput", 0.95),
@@ -1237,7 +1237,7 @@ def run_benchmark(
 
 
 def check_targets(result: dict) -> list:
-    """The targets of the device (issue 7 on the CPU, issue 8 on the GPU), each with the measured
+    """The targets of the device (the CPU's, or the GPU's), each with the measured
     ratio and whether it is met (None: not measured).
 
     Time and memory ratios must be at most the limit; the throughput ratio (chainrule's

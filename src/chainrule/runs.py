@@ -72,8 +72,10 @@ LOSSES_FOR_TASK = {
 LOSSES = LOSSES_FOR_TASK["multiclass"]
 # Learning rate when none is given, by optimizer.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
-# Label smoothing when none is given, with cross-entropy (it adds about 1.4 points of
-# digits accuracy on a validation split held out of the training set).
+# Label smoothing when none is given, with cross-entropy. On for `chainrule train`: the default
+# digits run measured 98.67% test accuracy with it and 97.56% without (seed 0). F.cross_entropy
+# and the estimators default to 0. `chainrule train` prints it and the loss floor it sets;
+# docs/how-to/command-line.md gives the decision.
 DEFAULT_LABEL_SMOOTHING = 0.1
 # Rows of the training set the diagnostics Monitor measures unit health on, once per epoch.
 PROBE_ROWS = 128

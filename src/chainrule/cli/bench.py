@@ -38,7 +38,7 @@ def bench(
     Prints, per workload, the median time per training step with its min-max over
     repetitions, the ratios against PyTorch and against the hand-fused floor, the
     final training loss and the peak memory (on a GPU also samples and TFLOP per
-    second); then the targets (issue 7 on the CPU, issue 8 on the GPU).
+    second); then whether each target that chainrule sets itself is met (the CPU's, or the GPU's with --device cuda).
     """
     from .. import backend
     from .. import bench as _bench

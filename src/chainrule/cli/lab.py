@@ -19,7 +19,7 @@ def _default_jobs() -> int:
 def lab(
     name: Optional[str] = typer.Argument(None, help="One experiment to run (see --list); all of them when left out."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and their claims, and run nothing."),
-    quick: bool = typer.Option(False, "--quick", help="Short versions: all eleven in under two minutes on two cores."),
+    quick: bool = typer.Option(False, "--quick", help="Short versions: all eleven in a fraction of the full run's time (under a minute on two cores)."),
     out: Path = typer.Option(Path("lab-report"), "--out", help="Report folder: index.html, the figures as PNG, results.json."),
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes for the sweeps (default: the cores, at most 4)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives the same numbers."),

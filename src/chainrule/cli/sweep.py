@@ -23,8 +23,8 @@ def sweep(
 ) -> None:
     """Run every combination of a grid of train settings, for each seed, and tabulate the results.
 
-    The sweep file has three sections: [sweep] (name, seeds), [base] (settings
-    every point shares) and [grid] (each setting with the list of values to
+    The sweep file has three sections: \\[sweep] (name, seeds), \\[base] (settings
+    every point shares) and \\[grid] (each setting with the list of values to
     try). A point that fails is recorded with its error and the others go on;
     the exit status is then 1.
 

@@ -130,7 +130,7 @@ def train(
     loss: Optional[str] = typer.Option(
         None, "--loss", show_default="cross_entropy for classes, bce for multi-label, mse for functions", help="cross_entropy, mse or bce."
     ),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", show_default=f"{DEFAULT_LABEL_SMOOTHING:g} with cross_entropy", help="Label smoothing of cross-entropy."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", show_default=f"{DEFAULT_LABEL_SMOOTHING:g} with cross_entropy", help="Label smoothing of cross-entropy: the target becomes (1 - eps) one-hot + eps / classes."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", show_default=_DEFAULT["optimizer"], help="sgd, adam or adamw."),
     lr: Optional[float] = typer.Option(None, "--lr", show_default=", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items()), help="Learning rate."),
     momentum: Optional[float] = typer.Option(None, "--momentum", show_default=f"{_DEFAULT['momentum']:g}", help="Momentum of SGD."),
@@ -240,12 +240,7 @@ def train(
     c = result.config
     if result.resumed_from is not None:
         typer.echo(f"resumed {out} from its checkpoint at step {result.resumed_from}")
-    on = " on the GPU (cuda)" if c.device == "cuda" else ""
-    sizes = result.model.sizes
-    options = "".join([", residual" * c.residual, f", {c.norm} norm" * bool(c.norm), f", dropout {c.dropout:g}" * bool(c.dropout)])
-    hidden = sizes[1:-1] if len(sizes) <= 10 else [format_layers(sizes[1:-1])]  # 64-64x50-10 for deep ones
-    shape = "-".join(map(str, [sizes[0], *hidden, sizes[-1]]))
-    typer.echo(f"{c.dataset}: MLP {shape} ({c.activation}{options}), {c.loss}, {c.optimizer} lr {c.lr:g}{on}")
+    typer.echo(header(c, result.model.sizes))
     _print_table("chainrule train", result.metrics, result.dataset.task, {"epochs": len(result.history.epochs), "time": f"{result.seconds:.1f} s"})
     if diagnostics.get("epochs"):
         _print_health(diagnostics, warnings)
@@ -253,6 +248,36 @@ def train(
     typer.echo(f"run folder: {out}  ({', '.join(['model.safetensors', 'config.json', 'metrics.json', *pictures])})")
     if tensorboard is not None:
         typer.echo(f"tensorboard: tensorboard --logdir {tensorboard}")
+
+
+def header(c: Any, sizes: list) -> str:
+    """The run in one line, with every setting that changes the loss it prints (label smoothing, weight decay).
+
+    With label smoothing eps over C classes the smoothed target has entropy
+    H = -(1 - eps + eps/C) log(1 - eps + eps/C) - (C - 1)(eps/C) log(eps/C), and
+    the loss cannot fall below it even at 100% accuracy: the line says so.
+    """
+    import math
+
+    from ..runs import format_layers
+
+    on = " on the GPU (cuda)" if c.device == "cuda" else ""
+    options = "".join([", residual" * c.residual, f", {c.norm} norm" * bool(c.norm), f", dropout {c.dropout:g}" * bool(c.dropout)])
+    hidden = sizes[1:-1] if len(sizes) <= 10 else [format_layers(sizes[1:-1])]  # 64-64x50-10 for deep ones
+    shape = "-".join(map(str, [sizes[0], *hidden, sizes[-1]]))
+    loss = c.loss
+    if c.loss == "cross_entropy":
+        loss += f" (label smoothing {c.label_smoothing:g})"
+    line = (f"{c.dataset}: MLP {shape} ({c.activation}{options}), {loss}, "
+            f"{c.optimizer} lr {c.lr:g}, weight decay {c.weight_decay:g}{on}")
+    eps, classes = c.label_smoothing or 0.0, sizes[-1]
+    if c.loss == "cross_entropy" and eps > 0 and classes > 1:
+        top, rest = 1 - eps + eps / classes, eps / classes
+        floor = -top * math.log(top) - (classes - 1) * rest * math.log(rest)
+        line += f"\n  with label smoothing the loss cannot fall below {floor:.3f}, even at 100% accuracy"
+    if c.weight_decay:
+        line += "\n  the printed loss is the data loss; weight decay adds its pull on the weights in the optimizer's step"
+    return line
 
 
 def _print_health(diagnostics: dict, warnings: list) -> None:
@@ -400,6 +425,8 @@ def predict(
     if as_json:
         typer.echo(json.dumps({"run": str(run_folder), "task": info.task, "predictions": rows}))
         return
+    columns = {"multiclass": "row\tclass\tprobability", "multilabel": "row\tlabels\tprobability of each label"}
+    typer.echo(columns.get(info.task, "row\tvalue"))  # a header line: tab-separated, as a spreadsheet reads it
     for i, r in enumerate(rows):
         if info.task == "multiclass":
             typer.echo(f"{i}\t{r['class']}\t{r['probability']:.4f}")

@@ -10,10 +10,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..diagnostics.layers import SATURATING, SATURATION_LEVEL, layer_outputs, local_derivative
+from ..diagnostics.layers import CAN_DIE, flat_mask, host, layer_outputs, local_derivative, unit_health
 from ..train import predict
 
-GRID = 40  # the decision boundary is drawn from GRID x GRID predictions
+GRID = 100  # the decision boundary is drawn from GRID x GRID predictions, over the whole plotted area
+NETWORK_UNITS = 12  # the network view shows at most this many units of a layer (evenly spread)
 CURVE_POINTS = 200  # the fitted 1-D curve
 
 
@@ -29,14 +30,21 @@ def nums(values: Any, digits: int = 4) -> list:
     return [num(v, digits) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
-    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' rules.
+def _eval_outputs(model: Any, layers: Sequence, probe: np.ndarray) -> list:
+    """Each layer's (what its activation receives, its output) on the probe, the model in evaluation
+    mode (running statistics, no dropout) for the pass."""
+    was_training = model.training
+    model.eval()
+    try:
+        return layer_outputs(model, layers, probe)
+    finally:
+        model.train(was_training)
 
-    saturated: sigmoid and tanh layers, the share of (sample, unit) pairs whose local
-    derivative is below SATURATION_LEVEL of its peak; dead: ReLU layers, the share of
-    units with z <= 0 on every probe sample. None where the rule does not apply. The
-    model runs in evaluation mode (running statistics, no dropout), and z is what each
-    activation receives (normalized, in a normalized layer).
+
+def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
+    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' one definition
+    (:func:`chainrule.diagnostics.unit_health`); None where the rule does not apply. z is what
+    each activation receives (normalized, in a normalized layer).
 
     Args:
         model: the network.
@@ -44,20 +52,10 @@ def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
         probe: input rows.
     """
     saturated, dead = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = layer_outputs(model, layers, probe)
-    finally:
-        model.train(was_training)
-    for layer, (z, _) in zip(layers, outputs):
-        zd = np.asarray(z, dtype=np.float64)
-        if layer.activation in SATURATING:
-            d = local_derivative(layer, zd)
-            saturated.append(num(np.mean(d < SATURATION_LEVEL * SATURATING[layer.activation])))
-        else:
-            saturated.append(None)
-        dead.append(num(np.mean(np.all(zd <= 0, axis=0))) if layer.activation == "relu" else None)
+    for layer, (z, _) in zip(layers, _eval_outputs(model, layers, probe)):
+        health = unit_health(layer, np.asarray(host(z), dtype=np.float64)) if z is not None else {}
+        saturated.append(None if health.get("saturated_fraction") is None else num(health["saturated_fraction"]))
+        dead.append(None if health.get("dead_fraction") is None else num(health["dead_fraction"]))
     return {"saturated_fraction": saturated, "dead_fraction": dead}
 
 
@@ -95,7 +93,7 @@ def boundary(model: Any, xs: np.ndarray, ys: np.ndarray, loss: str, num_classes:
         z, kind = p[:, 0], "probability"
     else:
         z, kind = p.argmax(axis=1).astype(np.float64), "class"
-    return {"kind": kind, "z": [nums(row, 3) for row in z.reshape(len(ys), len(xs))]}
+    return {"kind": kind, "z": [nums(row, 2) for row in z.reshape(len(ys), len(xs))]}  # 2 digits: a colour
 
 
 def curve(model: Any, xs: np.ndarray) -> list:
@@ -110,3 +108,44 @@ def image_predictions(outputs: np.ndarray, loss: str, task: str) -> dict:
     if task == "multilabel":
         return {"labels": [np.flatnonzero(row >= 0.5).tolist() for row in p], "probability": [nums(row, 2) for row in p]}
     return {"predicted": p.argmax(axis=1).tolist(), "probability": nums(p.max(axis=1), 3)}
+
+
+def _spread(n: int, most: int) -> list:
+    """``most`` unit indices spread evenly over ``n`` (all of them when n <= most)."""
+    return list(range(n)) if n <= most else sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
+def network(model: Any, layers: Sequence, probe: np.ndarray, most: int = NETWORK_UNITS) -> dict:
+    """The network as TensorFlow Playground draws it: units, the weights between them, each unit's activity.
+
+    Per column (the input, each hidden layer, the output): the units shown (at most ``most``),
+    each one's mean output on the probe batch, the share of rows on which it passes a gradient
+    back, and whether it is dead (by :func:`chainrule.diagnostics.unit_health`'s definition);
+    per pair of columns, the weights between the units shown.
+    """
+    sizes = [int(layers[0].linear.weight.data.shape[0])] + [int(layer.linear.weight.data.shape[1]) for layer in layers]
+    shown = [_spread(n, most) for n in sizes]
+    weights, activity, active, dead = [], [nums(probe[:, shown[0]].mean(axis=0))], [None], [None]
+    for k, (layer, (z, a)) in enumerate(zip(layers, _eval_outputs(model, layers, probe))):
+        w = host(layer.linear.weight.data)[np.ix_(shown[k], shown[k + 1])]
+        weights.append([nums(row, 3) for row in w])
+        if z is None:
+            activity.append([None] * len(shown[k + 1]))
+            active.append(None)
+            dead.append(None)
+            continue
+        z = np.asarray(host(z), dtype=np.float64)[:, shown[k + 1]]
+        out = z if a is None else np.asarray(host(a), dtype=np.float64)[:, shown[k + 1]]
+        activity.append(nums(out.mean(axis=0)))
+        d = local_derivative(layer, z)
+        if d is None:
+            active.append(None)
+            dead.append(None)
+            continue
+        flat = flat_mask(layer, d)
+        active.append(nums(1.0 - flat.mean(axis=0)))
+        dead.append([bool(x) for x in flat.all(axis=0)] if layer.activation in CAN_DIE else None)
+    top = max((abs(v) for m in weights for row in m for v in row if v is not None), default=1.0)
+    names = ["input"] + [f"layer {k + 1}" for k in range(len(layers) - 1)] + ["output"]
+    return {"sizes": sizes, "shown": shown, "weights": weights, "activity": activity, "active": active,
+            "dead": dead, "names": names, "max_weight": num(top)}

@@ -46,6 +46,7 @@ MEASURE_INTERVAL = 0.4  # seconds between test-set, unit-health and picture meas
 MAX_STEPS = 200_000  # a run ends here (a forgotten tab does not train forever)
 MAX_EPOCHS = 10**6
 SERIES_POINTS = 1000  # points kept per chart line; older ones are thinned
+HISTORY_COLUMNS = 200  # steps kept in the gradient-norm heat map; older ones are thinned
 PROBE_ROWS = 256  # training rows the unit health is measured on
 TEST_ROWS = 2000  # test rows measured (the first ones)
 SCATTER_POINTS = 400  # data points drawn under a decision boundary or a curve
@@ -171,6 +172,8 @@ class Run:
         self._grad_count = 0
         self._grad = [None] * len(self.layers)
         self._ratio = [None] * len(self.layers)
+        self.grad_history: dict = {"step": [], "norms": []}  # per snapshot: the step and each layer's ||dL/dW||
+        self._network: dict | None = None
         self._health: dict = {"saturated_fraction": [None] * len(self.layers), "dead_fraction": [None] * len(self.layers)}
         self._view: dict | None = None
         self._measured_at = -1
@@ -305,6 +308,7 @@ class Run:
         now = time.perf_counter()
         if self._grad_count:
             self._grad = views.nums(self._grad_sum / self._grad_count)
+            self._add_history(state.step, self._grad)
             self._ratio = [views.num(s / c) if c else None for s, c in zip(self._ratio_sum, self._ratio_count)]
             self._grad_sum[:] = 0.0
             self._ratio_sum[:] = 0.0
@@ -331,12 +335,22 @@ class Run:
             "test_metric": self.test_metric.to_dict(),
             "metric": self._metric,
             "layers": {"grad_norm": self._grad, "update_ratio": self._ratio, **self._health},
+            "grad_history": self.grad_history,
+            "network": self._network,
             "measured_at": self._measured_at,
             "view": self._view,
             "warnings": [w.message for w in self.monitor.warnings()],
         }
         self._publish_snapshot(snap)
         self._t_snapshot = now
+
+    def _add_history(self, step: int, norms: list) -> None:
+        """One column of the gradient-norm heat map; past HISTORY_COLUMNS every other old one goes."""
+        h = self.grad_history
+        h["step"].append(step)
+        h["norms"].append(norms)
+        if len(h["step"]) > HISTORY_COLUMNS:
+            h["step"], h["norms"] = h["step"][::2], h["norms"][::2]
 
     def _publish_snapshot(self, snap: dict) -> None:
         mode = self.mode
@@ -363,6 +377,7 @@ class Run:
             self._metric = views.num(metric)
             self.test_metric.add(step, self._metric)
         self._health = views.layer_health(self.model, self.layers, self.probe)
+        self._network = views.network(self.model, self.layers, self.probe)
         if self.picture == "boundary":
             self._view = views.boundary(self.model, self.grid[0], self.grid[1], self.loss_name, d.num_outputs)
         elif self.picture == "curve":

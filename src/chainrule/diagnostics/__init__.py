@@ -18,13 +18,15 @@ from .advice import (
     DEAD_FRACTION_WARN,
     EXPLODING_GROWTH,
     EXPLODING_RATIO,
+    GAP_LOSS_RATIO,
+    GAP_WARN,
     KINDS,
     LARGE_UPDATE_RATIO,
     SATURATED_FRACTION_WARN,
     VANISHING_RATIO,
     HealthWarning,
 )
-from .layers import SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, saturation_threshold
+from .layers import CAN_DIE, SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, saturation_threshold, unit_health
 from .monitor import Monitor
 from .signal import gradient_ratio, signal_propagation
 from .summary import health_summary, health_table, health_text
@@ -35,8 +37,11 @@ __all__ = [
     "EXPLODING_GROWTH",
     "EXPLODING_RATIO",
     "KINDS",
+    "GAP_LOSS_RATIO",
+    "GAP_WARN",
     "LARGE_UPDATE_RATIO",
     "SATURATED_FRACTION_WARN",
+    "CAN_DIE",
     "SATURATION_LEVEL",
     "SMOOTH_RELUS",
     "VANISHING_RATIO",
@@ -50,6 +55,7 @@ __all__ = [
     "health_text",
     "saturation_threshold",
     "gradient_ratio",
+    "unit_health",
     "signal_propagation",
     "write_tensorboard",
 ]

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .layers import SATURATING, SATURATION_LEVEL, SMOOTH_RELUS
+from .layers import CAN_DIE, SATURATING, SATURATION_LEVEL, SMOOTH_RELUS
 
-_NAMES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU"}
+_NAMES = {"relu": "ReLU", "elu": "ELU", "gelu": "GELU", "silu": "SiLU"}
 
 # Vanishing gradients: the first layer's weight-gradient norm is below this
 # fraction of the output layer's. An MLP of 10 hidden layers of 64 on the digits,
@@ -40,7 +40,9 @@ DEAD_UNITS = "dead_units"
 SATURATED_UNITS = "saturated_units"
 NONFINITE_LOSS = "nonfinite_loss"
 NONFINITE_GRADIENT = "nonfinite_gradient"
-KINDS = (VANISHING, EXPLODING, LARGE_UPDATES, DEAD_UNITS, SATURATED_UNITS, NONFINITE_LOSS, NONFINITE_GRADIENT)
+GENERALIZATION_GAP = "generalization_gap"
+KINDS = (VANISHING, EXPLODING, LARGE_UPDATES, DEAD_UNITS, SATURATED_UNITS, NONFINITE_LOSS, NONFINITE_GRADIENT,
+         GENERALIZATION_GAP)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class HealthWarning:
     Attributes:
         kind: one of ``KINDS`` ("vanishing_gradients", "exploding_gradients",
             "large_updates", "dead_units", "saturated_units", "nonfinite_loss",
-            "nonfinite_gradient").
+            "nonfinite_gradient", "generalization_gap").
         message: the diagnosis and what to try.
         layer: the 1-based layer it concerns (None for the whole network).
         epoch: the first epoch it was seen in.
@@ -111,8 +113,13 @@ def _share(items: list) -> str:
     return f"{_pct(hi)} of" if _pct(lo) == _pct(hi) else f"{100 * lo:.0f}-{_pct(hi)} of"
 
 
-def check_record(record: dict, first: dict | None = None) -> list:
-    """The warnings one epoch's record calls for (``first``: the first epoch's record, for growth)."""
+def check_record(record: dict, first: dict | None = None, initial: dict | None = None, large_updates: bool = False) -> list:
+    """The warnings one epoch's record calls for.
+
+    ``first``: the first epoch's record, for growth; ``initial``: the Monitor's measurement
+    before the first step, and ``large_updates``: whether an earlier epoch had too-large
+    steps. The last two tell what killed dead units, and so which cure to advise.
+    """
     rows = record["layers"]
     epoch = record["epoch"]
     out = []
@@ -169,20 +176,22 @@ def check_record(record: dict, first: dict | None = None) -> list:
         d = row.get("dead_fraction")
         if d is None and row.get("dead_fraction_epoch") is not None:
             d, where = row["dead_fraction_epoch"], f"in any batch of epoch {epoch}"
-        if (row["activation"] == "relu" or row["activation"] in SMOOTH_RELUS) and d is not None and d >= DEAD_FRACTION_WARN:
+        if row["activation"] in CAN_DIE and d is not None and d >= DEAD_FRACTION_WARN:
             dead.append((row["layer"], d, row["activation"]))
     if dead:
         worst = max(dead, key=lambda t: t[1])
         acts = sorted({t[2] for t in dead})
+        tails = ", ".join(_NAMES[a] for a in acts if a != "relu")
         if "relu" not in acts:
             how = "stay in the flat left tail, where the derivative is near 0,"
         else:
-            how = "are never active" if acts == ["relu"] else "are never active (ReLU) or stay in the flat left tail (GELU, SiLU)"
+            how = "are never active" if acts == ["relu"] else f"are never active (ReLU) or stay in the flat left tail ({tails})"
+        large = large_updates or any((r.get("update_ratio_max") or 0) > LARGE_UPDATE_RATIO for r in rows)
         warn(
             DEAD_UNITS,
             f"dead units: {_share(dead)} the {'/'.join(_NAMES[a] for a in acts)} units of {_layers(dead)} {how} {where} "
             f"(warning at {_pct(DEAD_FRACTION_WARN)}), so they pass back {'no' if acts == ['relu'] else 'almost no'} gradient "
-            "and cannot recover; try a smaller learning rate, biases that start at 0, LeakyReLU, PReLU or ELU",
+            f"and cannot recover; {_dead_cure(dead, initial, large)}",
             [t[0] for t in dead],
             worst[1],
             DEAD_FRACTION_WARN,
@@ -201,13 +210,80 @@ def check_record(record: dict, first: dict | None = None) -> list:
             SATURATED_UNITS,
             f"saturated units: {_share(sat)} the {acts} units of {_layers(sat)} are saturated on the probe batch "
             f"(derivative below {SATURATION_LEVEL:g} of its peak; warning at {_pct(SATURATED_FRACTION_WARN)}), "
-            "so almost no gradient passes through them; try inputs scaled to about [0, 1], "
-            "Xavier initialization, a smaller learning rate, or ReLU",
+            "so almost no gradient passes through them; try an initialization that keeps the inputs in the steep "
+            "middle (Xavier, inputs scaled to about [0, 1]) or an activation that does not saturate, such as ReLU "
+            "(chainrule lab vanishing-gradients: tanh under Xavier kept 0% of its units saturated and its gradient "
+            "intact through 20 layers)",
             [t[0] for t in sat],
             worst[1],
             SATURATED_FRACTION_WARN,
         )
     return out
+
+
+def _dead_cure(dead: list, initial: dict | None, large_updates: bool) -> str:
+    """What to try, by what killed the units: the start (bias, initialization) or too-large steps.
+
+    Each cure is the one ``chainrule lab dying-relu`` measured working for that cause.
+    """
+    at_start = {}
+    for row in (initial or {}).get("layers", []):
+        if row.get("dead_fraction") is not None:
+            at_start[row["layer"]] = row["dead_fraction"]
+    start = [at_start[t[0]] for t in dead if t[0] in at_start]
+    if start and min(start) >= DEAD_FRACTION_WARN:
+        return (f"they were already dead before the first step ({_pct(max(start))} at initialization), so the bias or the "
+                "initialization killed them: start the biases at 0 (He initialization for the ReLU family); if they must "
+                "start negative, Leaky ReLU, PReLU and ELU come back under Adam where ReLU does not (measured by "
+                "chainrule lab dying-relu, bias experiment)")
+    if large_updates or (start and max(start) < DEAD_FRACTION_WARN):
+        cause = "after steps too large for the weights" if large_updates else "during training, not at the start"
+        return (f"they died {cause}, so the learning rate killed them: lower it (try a tenth) or use Adam; another "
+                "activation is no cure here: after too-large steps PReLU diverged and ELU units saturated and died, and "
+                "only Leaky ReLU recovered (measured by chainrule lab dying-relu, learning-rate experiment)")
+    return ("if they died during training, lower the learning rate or use Adam; if they were dead from the start, start the "
+            "biases at 0, and Leaky ReLU, PReLU or ELU come back from a negative bias under Adam (both measured by "
+            "chainrule lab dying-relu)")
+
+
+# Generalization gap: a training metric (higher is better) beats its validation value by more than this ...
+GAP_WARN = 0.1
+# ... or, for a task with no such metric, the validation loss is more than this multiple of the training loss
+# (and larger by GAP_LOSS_MIN). Measured: the objects set's sigmoid head, 0.993 on training and 0.625 on test.
+GAP_LOSS_RATIO = 2.0
+GAP_LOSS_MIN = 0.05
+_HIGHER_IS_BETTER = ("accuracy", "subset_accuracy", "micro_f1", "r2")
+
+
+def generalization_gap(metrics: dict, epoch: int) -> HealthWarning | None:
+    """A warning when an epoch's training metrics beat its validation ones by far: overfitting, on any task.
+
+    ``metrics``: one epoch of ``cr.fit``'s history ("loss", "accuracy", "val_loss", "val_accuracy", ...).
+    """
+    for name in _HIGHER_IS_BETTER:
+        train, val = metrics.get(name), metrics.get(f"val_{name}")
+        if train is None or val is None or not (math.isfinite(train) and math.isfinite(val)):
+            continue
+        if train - val > GAP_WARN:
+            return HealthWarning(
+                GENERALIZATION_GAP,
+                f"generalization gap: {name.replace('_', ' ')} {train:.3f} on the training data against {val:.3f} on the "
+                f"validation data (warning at a gap of {GAP_WARN:g}): the network is learning its training rows by heart; "
+                "try more data, weight decay or early stopping (chainrule lab multi-label measured such a gap shrink, and "
+                "the test score rise, with three times the images)",
+                None, epoch, train - val, GAP_WARN, [epoch], [])
+        break  # the task's first metric decides; the loss is its fallback
+    else:
+        train, val = metrics.get("loss"), metrics.get("val_loss")
+        if (train is not None and val is not None and math.isfinite(train) and math.isfinite(val)
+                and val > GAP_LOSS_RATIO * train and val - train > GAP_LOSS_MIN):
+            return HealthWarning(
+                GENERALIZATION_GAP,
+                f"generalization gap: validation loss {val:.3g} against {train:.3g} on the training data "
+                f"(warning above {GAP_LOSS_RATIO:g}x): the network is learning its training rows by heart; try more data, "
+                "weight decay or early stopping",
+                None, epoch, val / train if train else math.inf, GAP_LOSS_RATIO, [epoch], [])
+    return None
 
 
 def _vanishing_message(rows: list, ratio: float) -> str:

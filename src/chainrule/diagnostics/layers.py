@@ -42,6 +42,11 @@ SATURATING = {"sigmoid": 0.25, "tanh": 1.0}
 # |f'(z)| stays under SATURATION_LEVEL of its peak (z < -3.02 for GELU, z < -6.14 for SiLU).
 SMOOTH_RELUS = ("gelu", "silu")
 
+# The activations whose units can die: one-sided ones, flat far below zero (ReLU exactly, ELU
+# once saturated at -1, GELU and SiLU in their tails) and steep above. Sigmoid and tanh flatten
+# at both ends: their units saturate (SATURATING). Leaky ReLU and PReLU keep a slope of their own.
+CAN_DIE = ("relu", "elu", *SMOOTH_RELUS)
+
 _NAME_OF_CLASS = {cls: name for name, cls in ACTIVATIONS.items()}
 _NORM_NAME = {BatchNorm1d: "batch", LayerNorm: "layer"}
 
@@ -181,6 +186,73 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def derivative_peak(layer: Layer) -> float:
+    """The largest |f'(z)| of the layer's activation: the yardstick of "flat" (``SATURATION_LEVEL`` of it)."""
+    act, m = layer.activation, layer.act_module
+    if act in SATURATING:
+        return SATURATING[act]
+    if act in SMOOTH_RELUS:
+        return _smooth_peak(act, getattr(m, "approximate", "none"))
+    if act == "elu":
+        return max(1.0, float(m.alpha))
+    return 1.0
+
+
+@lru_cache(maxsize=None)
+def _smooth_peak(activation: str, approximate: str) -> float:
+    z = np.linspace(0.0, 6.0, 60_001)
+    return float((ops.gelu_derivative(z, approximate) if activation == "gelu" else ops.silu_derivative(z)).max())
+
+
+def unit_health(layer: Layer | str, z: Any, derivative: Any = None) -> dict:
+    """Dead and saturated units of one layer on a batch: the one definition that the Monitor, the
+    lab and the dashboard use.
+
+    A unit is *flat* on a row when its local derivative there is below ``SATURATION_LEVEL``
+    (1%) of the largest its activation has: it passes back almost none of the gradient.
+
+    - ``dead_fraction``: the share of units flat on every row, which pass back no gradient
+      to speak of whatever the input and so cannot recover (a ReLU with z <= 0 everywhere).
+      For the activations in ``CAN_DIE``; None for the others.
+    - ``saturated_fraction``: the share of (row, unit) pairs that are flat, for sigmoid and
+      tanh (``SATURATING``), which flatten at both ends; None for the others.
+    - ``mean_derivative``: the mean local derivative, about the share of the gradient each
+      unit passes back. All three are None for a layer with no activation.
+
+    Args:
+        layer: a :class:`Layer` from :func:`find_layers`, or an activation's registry name
+            (with its default settings).
+        z: the pre-activations, (rows, units).
+        derivative: f'(z) when the caller has it already (the Monitor takes the sigmoid's
+            from its output); computed from ``z`` otherwise.
+
+    Example:
+        >>> unit_health("relu", np.array([[-1.0, 2.0], [-0.5, 3.0]]))["dead_fraction"]
+        0.5
+    """
+    if isinstance(layer, str):
+        if layer not in ACTIVATIONS:
+            raise ChainruleError(f"unit_health needs a layer or an activation name ({', '.join(ACTIVATIONS)}), got {layer!r}")
+        layer = Layer(0, layer, None, layer, ACTIVATIONS[layer]())
+    z = np.asarray(host(z))
+    z = z.reshape(-1, z.shape[-1]) if z.ndim != 2 else z
+    d = local_derivative(layer, z) if derivative is None else np.asarray(host(derivative)).reshape(z.shape)
+    if d is None or not z.size:
+        return {"dead_fraction": None, "saturated_fraction": None, "mean_derivative": None}
+    flat = flat_mask(layer, d)
+    act = layer.activation
+    return {
+        "dead_fraction": float(1.0 - np.any(~flat, axis=0).mean()) if act in CAN_DIE else None,
+        "saturated_fraction": float(np.count_nonzero(flat) / flat.size) if act in SATURATING else None,
+        "mean_derivative": float(d.sum(dtype=np.float64)) / d.size,
+    }
+
+
+def flat_mask(layer: Layer, derivative: np.ndarray) -> np.ndarray:
+    """Where a unit is flat: |f'(z)| below ``SATURATION_LEVEL`` of its activation's peak (rows x units)."""
+    return np.abs(derivative) < SATURATION_LEVEL * derivative_peak(layer)
+
+
 def health_rule(activation: str, approximate: str = "none") -> str:
     """How the monitor judges a unit of ``activation`` saturated or dead, in one sentence.
 
@@ -195,10 +267,12 @@ def health_rule(activation: str, approximate: str = "none") -> str:
     if activation == "relu":
         return "dead: z <= 0 on every probe sample, so no gradient passes; never saturated"
     if activation in SMOOTH_RELUS:
-        z = np.linspace(0.0, 6.0, 60_001)
-        d = ops.gelu_derivative(z, approximate) if activation == "gelu" else ops.silu_derivative(z)
         return (f"dead: every probe sample puts the unit in the flat left tail, z < {dead_threshold(activation, approximate):.2f}, "
-                f"where |f'(z)| < {level} of its peak {d.max():.3f}; never saturated (f'(z) tends to 1 for large z)")
+                f"where |f'(z)| < {level} of its peak {_smooth_peak(activation, approximate):.3f}; never saturated "
+                "(f'(z) tends to 1 for large z)")
+    if activation == "elu":
+        return (f"dead: every probe sample puts the unit at z < {math.log(SATURATION_LEVEL):.2f} (alpha 1), saturated at -1, "
+                f"where f'(z) = alpha e^z < {level} of its peak 1; not counted as saturated")
     return "no saturated or dead rule for this activation"
 
 

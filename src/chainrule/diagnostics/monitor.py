@@ -20,10 +20,11 @@ saturated_fraction          sigmoid and tanh: share of (sample, unit) pairs on t
                             local derivative is below 1% of its peak (|z| > 5.99 for the
                             sigmoid, |z| > 2.99 for tanh); None for other activations (GELU and
                             SiLU do not saturate: their derivative tends to 1 for large z)
-dead_fraction               ReLU: share of units never active (z <= 0) on any probe sample.
-                            GELU and SiLU: share of units that every probe sample puts in the
-                            flat left tail, where |f'(z)| stays below 1% of its peak (z < -3.02
-                            for GELU, z < -6.14 for SiLU): they pass back almost no gradient
+dead_fraction               ReLU, ELU, GELU, SiLU: share of units flat on every probe sample, where
+                            |f'(z)| stays below 1% of its peak: never active (z <= 0) for ReLU,
+                            z < -4.61 for ELU, z < -3.02 for GELU, z < -6.14 for SiLU; they pass
+                            back almost no gradient (diagnostics.layers.unit_health, the one
+                            definition that the lab and the dashboard use too)
 dead_fraction_epoch         ReLU only: share of units whose bias got exactly zero gradient on every
                             monitored batch of the epoch, that is, never active on any of
                             those samples (or cut off from the loss); None without a bias
@@ -74,8 +75,7 @@ from ..train import TrainState
 from ..validation import integer
 from . import advice
 from .layers import (
-    SATURATING, SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, host, layer_outputs, like_weights,
-    local_derivative,
+    SATURATING, SATURATION_LEVEL, find_layers, health_rule, host, layer_outputs, like_weights, unit_health,
 )
 from .signal import signal_propagation
 
@@ -240,7 +240,7 @@ class Monitor:
         self.step(state.loss, state.xb, state.yb)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        record = self.end_epoch(epoch=state.epoch + 1)
+        record = self.end_epoch(epoch=state.epoch + 1, metrics=getattr(state, "record", None))
         if self.attach_to_history:
             state.record["diagnostics"] = record
 
@@ -320,8 +320,12 @@ class Monitor:
         if value is not None and not math.isfinite(value):
             self.divergence(loss=value, step=t, finish=False)
 
-    def end_epoch(self, epoch: int | None = None, partial: bool = False) -> dict:
-        """Close the epoch: measure the probe, average the steps, check for problems; returns its record."""
+    def end_epoch(self, epoch: int | None = None, partial: bool = False, metrics: dict | None = None) -> dict:
+        """Close the epoch: measure the probe, average the steps, check for problems; returns its record.
+
+        ``metrics``: the epoch's training and validation metrics ("accuracy", "val_accuracy", ...),
+        as cr.fit records them; with them, a large generalization gap is warned about too.
+        """
         if not self._active:
             raise ChainruleError("Monitor.end_epoch() before begin(): call monitor.begin(model) first")
         self.epoch = epoch if epoch is not None else self.epoch + 1
@@ -343,7 +347,11 @@ class Monitor:
         if partial:
             record["partial"] = True
         self.records.append(record)
-        found = advice.check_record(record, self.records[0])
+        found = advice.check_record(record, self.records[0], initial=self.initial,
+                                    large_updates=advice.LARGE_UPDATES in self._warnings)
+        gap = advice.generalization_gap(metrics, self.epoch) if metrics else None
+        if gap is not None:
+            found.append(gap)
         for w in found:
             self._add_warning(w)
         if found:
@@ -602,26 +610,16 @@ class Monitor:
             row["preact_mean"] = mean
             row["preact_std"] = math.sqrt(float(np.vdot(centred, centred)) / n)
             act = layer.activation
-            if act == "relu":
-                active = zk > 0
-                row["mean_derivative"] = float(np.count_nonzero(active) / n)
-                row["dead_fraction"] = float(1.0 - active.any(axis=0).mean())
-                continue
-            if act in SMOOTH_RELUS:
-                d = local_derivative(layer, zk)
-                row["mean_derivative"] = float(d.sum(dtype=np.float64)) / n
-                alive = zk >= dead_threshold(act, getattr(layer.act_module, "approximate", "none"))
-                row["dead_fraction"] = float(1.0 - alive.any(axis=0).mean())
-                continue
+            d = None
             if act in SATURATING and ak is not None:
                 ak = host(ak)
                 d = ak * (1 - ak) if act == "sigmoid" else 1 - ak * ak  # s' = s(1 - s), tanh' = 1 - tanh^2
-            else:
-                d = local_derivative(layer, zk)
-            if d is not None:
-                row["mean_derivative"] = float(d.sum(dtype=np.float64)) / n
-            if act in SATURATING:
-                row["saturated_fraction"] = float(np.count_nonzero(d < SATURATION_LEVEL * SATURATING[act]) / n)
+            elif act == "relu":
+                d = zk > 0  # ReLU' as a mask: the same test, without a float copy
+            health = unit_health(layer, zk, d)
+            for key in ("mean_derivative", "dead_fraction", "saturated_fraction"):
+                if health[key] is not None:
+                    row[key] = health[key]
             if act == "prelu":
                 a = host(layer.act_module.weight.data).astype(np.float64)
                 row["prelu_slope"] = float(a.mean())

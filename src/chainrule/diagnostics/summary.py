@@ -142,6 +142,7 @@ def health_table(source: Any) -> Any:
         >>> from rich.console import Console
         >>> Console().print(health_table(monitor))
     """
+    from rich import box
     from rich.table import Table
 
     s = health_summary(source)
@@ -149,8 +150,15 @@ def health_table(source: Any) -> Any:
     n = len(s["warnings"])
     table = Table(title=title, caption="no problems found" if not n else f"{n} warning{'s' * (n > 1)}")
     bn = _with_bn(s)
+    table.box, table.padding, table.show_edge, table.collapse_padding = box.SIMPLE_HEAD, (0, 1), False, True
     for h in _headers(s):
-        table.add_column(h, justify="right" if h not in ("Module", "Activation", "Status") else "left")
+        words = h in ("Module", "Activation", "Status")
+        # numbers are never cut to "3.72e...": they keep their width, headers break between words,
+        # and in a narrow terminal the words (Module, Activation, Status) wrap instead
+        header = {"Activation": "Activ-\nation", "Saturated": "Satu-\nrated"}.get(h, h)
+        header = header if words else header.replace(" ", "\n", 1).replace("/", "/\n")
+        table.add_column(header, justify="left" if words else "right", no_wrap=not words,
+                         min_width={"Activation": 7}.get(h, 6) if words else None, overflow="fold")
     for row in s["layers"]:
         ok = row["status"] == ["ok"]
         table.add_row(*_cells(row, bn), style=None if ok else "yellow")

@@ -162,13 +162,21 @@ def fmt(x: Any, digits: int = 4) -> str:
 # ---- figures --------------------------------------------------------------------------
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6) -> tuple:
-    """A matplotlib Figure (no pyplot, so no global state and no display) and its axes."""
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, sharey: bool = False) -> tuple:
+    """A matplotlib Figure (no pyplot, so no global state and no display) and its axes.
+
+    ``sharey`` gives every panel the same y axis, for panels meant to be compared.
+    """
     from matplotlib.figure import Figure as _Figure
 
     fig = _Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     return fig, axes
+
+
+def legend_outside(ax: Any, fontsize: float = 8) -> None:
+    """The axes' legend to the right of the panel, where it hides no data."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def figure_png(fig: Any, dpi: int = 90) -> bytes:
@@ -245,12 +253,21 @@ def preactivations(model: Any, X: np.ndarray) -> list:
     return out
 
 
-def dead_fractions(model: Any, X: np.ndarray) -> list:
+def inactive_fractions(model: Any, X: np.ndarray) -> list:
     """Per hidden layer, the share of units whose pre-activation is <= 0 on every row of X.
 
-    For a ReLU such a unit outputs 0 and passes back no gradient on any of
-    these inputs: it is dead. For Leaky ReLU, PReLU and ELU the same units
-    still pass back a (small) gradient, so they can come back.
+    For a ReLU such a unit is dead (see :func:`dead_fractions`). Leaky ReLU,
+    PReLU and ELU units there still pass back a gradient, so they can come back.
     """
     return [float(np.mean(np.all(z <= 0, axis=0))) for z in preactivations(model, X)]
 
+
+def dead_fractions(model: Any, X: np.ndarray) -> list:
+    """Per hidden layer, the share of dead units on X, by :func:`chainrule.diagnostics.unit_health`
+    (the definition the Monitor and the dashboard use): units flat on every row, passing back no
+    gradient to speak of. None for a layer whose activation cannot die (sigmoid, tanh, Leaky ReLU, PReLU).
+    """
+    from ..diagnostics import find_layers, unit_health
+
+    layers = [layer for layer in find_layers(model) if layer.activation != "none"]
+    return [unit_health(layer, z)["dead_fraction"] for layer, z in zip(layers, preactivations(model, X))]

@@ -31,7 +31,7 @@ def run_lab(
 
     Args:
         names: experiment names (see ``chainrule.lab.EXPERIMENTS``); None for all, in order.
-        quick: the short versions (all eleven in under two minutes on two cores).
+        quick: the short versions (all eleven in under a minute on two cores).
         out: report folder (created); None writes nothing.
         jobs: worker processes for the sweeps inside each experiment (joblib).
         seed: the base seed; the same seed gives the same numbers.

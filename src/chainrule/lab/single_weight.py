@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autograd
-from .common import Result, new_result, fmt, new_figure
+from .common import Result, new_result, fmt, legend_outside, new_figure
 
 # learning rates as multiples of 1 / L'': smooth, oscillating, divergent
 LR_FACTORS = {"smooth": 0.4, "oscillating": 1.6, "diverging": 2.2}
@@ -140,11 +140,20 @@ def _figures(r: Result, x: np.ndarray, y: np.ndarray, runs: dict, w_star: float)
         ax.set(title=f"{kind}: lr L'' = {tr['lr'] * 2 * np.mean(x * x):.1f}", xlabel="w", ylabel="L(w)")
     r.add_figure("trajectories", "The loss L(w) and the weights visited by gradient descent (clipped to the plot).", fig)
 
+    # each run its own marker and line style, hollow markers: where two runs overlap both stay visible
+    styles = {"smooth": ("o", "-"), "oscillating": ("s", "--"), "diverging": ("^", ":")}
     fig, axes = new_figure(2, 1, width=4.8, height=3.4)
     for kind, tr in runs.items():
-        axes[0][0].plot(np.array(tr["w"]) - w_star, "o-", ms=3, lw=1, color=colours[kind], label=kind)
-        axes[0][1].semilogy(tr["loss"], "o-", ms=3, lw=1, color=colours[kind], label=kind)
+        marker, line = styles[kind]
+        label = f"{kind} (lr L'' = {tr['lr'] * 2 * np.mean(x * x):.1f})"
+        style = dict(marker=marker, ls=line, ms=5, lw=1.2, color=colours[kind], mfc="none", label=label)
+        axes[0][0].plot(np.array(tr["w"]) - w_star, **style)
+        axes[0][1].semilogy(tr["loss"], **style)
     axes[0][0].set(xlabel="step", ylabel="w - w*", yscale="symlog", title="Distance to the minimum")
-    axes[0][1].set(xlabel="step", ylabel="loss", title="Loss")
-    axes[0][0].legend()
-    r.add_figure("curves", "Weight and loss per step for the three learning rates.", fig)
+    axes[0][1].set(xlabel="step", ylabel="loss L(w) (log scale)", title="Loss")
+    legend_outside(axes[0][1])
+    factors = {kind: abs(1 - tr["lr"] * 2 * np.mean(x * x)) for kind, tr in runs.items()}
+    same = "" if abs(factors["smooth"] - factors["oscillating"]) > 1e-6 else (
+        f" The smooth and the oscillating runs have the same loss at every step: both shrink the distance by "
+        f"|1 - lr L''| = {factors['smooth']:.1f} per step, one from one side of w*, the other crossing it each time.")
+    r.add_figure("curves", "Weight and loss per step for the three learning rates." + same, fig)

@@ -28,7 +28,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..errors import DivergenceError
 from ..train import fit, predict
-from .common import Result, new_result, fmt, new_figure, parallel_map
+from .common import Result, new_result, fmt, legend_outside, new_figure, parallel_map
 
 K_TRAIN = 4
 
@@ -232,12 +232,12 @@ def _figures(r, runs, sine_widths, errs, rep, shallow, deep, deep_widths, seeds)
     xg = np.linspace(-1, 1, 1001)
     fig, axes = new_figure(2, 1, width=4.8, height=3.6)
     axes[0][0].plot(xg, np.sin(np.pi * xg), color="k", lw=2, label="sin(pi x)")
-    for w in sine_widths[:: max(len(sine_widths) // 3, 1)] + [sine_widths[-1]]:
+    for w in sorted(set(sine_widths[:: max(len(sine_widths) // 3, 1)] + [sine_widths[-1]])):  # each width once
         x = _best(runs, target="sine", units=w)
         if x["prediction"]:
             axes[0][0].plot(xg, x["prediction"], lw=1, label=f"{w} units")
     axes[0][0].set(xlabel="x", title="One hidden layer fitted to a sine")
-    axes[0][0].legend(fontsize=7)
+    legend_outside(axes[0][0], fontsize=7)
     axes[0][1].loglog(sine_widths, errs, "o-")
     axes[0][1].set(xlabel="hidden units", ylabel="test MSE", title="Error against width")
     r.add_figure("width", "Growing one hidden layer: the fit to sin(pi x) and its test error.", fig)
@@ -247,19 +247,19 @@ def _figures(r, runs, sine_widths, errs, rep, shallow, deep, deep_widths, seeds)
     axes[0][0].semilogy(ks, [x["one_layer_lower_bound"] for x in rep], "o-", label="one hidden layer (at least)")
     axes[0][0].semilogy(ks, [x["deep_units"] for x in rep], "s-", label="K layers of 2")
     axes[0][0].set(xlabel="compositions K (teeth 2^(K-1))", ylabel="hidden units", title="Units to represent s_K exactly")
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][0])
     axes[0][1].plot(xg, sawtooth(xg, K_TRAIN), color="k", lw=2, label=f"s_{K_TRAIN}")
     axes[0][1].plot(xg, predict(deep_sawtooth_net(K_TRAIN), xg.reshape(-1, 1))[:, 0], "--", color="tab:orange",
                     label=f"hand-built {K_TRAIN} x 2")
     axes[0][1].set(xlabel="x", title=f"{2 * K_TRAIN} ReLUs, exact")
-    axes[0][1].legend(fontsize=8)
+    legend_outside(axes[0][1])
     r.add_figure("representation", "Depth against width in what a network can represent.", fig)
 
     fig, axes = new_figure(2, 1, width=4.8, height=3.6)
     axes[0][0].loglog([x["units"] for x in shallow], [x["test_mse"] for x in shallow], "o-", label="one hidden layer")
     axes[0][0].loglog([x["units"] for x in deep], [x["test_mse"] for x in deep], "s-", label=f"{K_TRAIN} hidden layers")
     axes[0][0].set(xlabel="hidden units", ylabel="test MSE", title=f"Trained on s_{K_TRAIN} (best of {len(seeds)} seed(s))")
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][0])
     axes[0][1].plot(xg, sawtooth(xg, K_TRAIN), color="k", lw=2, label="target")
     best_shallow = min(shallow, key=lambda x: x["test_mse"])
     best_deep = min(deep, key=lambda x: x["test_mse"])
@@ -268,5 +268,5 @@ def _figures(r, runs, sine_widths, errs, rep, shallow, deep, deep_widths, seeds)
         if x["prediction"]:
             axes[0][1].plot(xg, x["prediction"], lw=1, label=label)
     axes[0][1].set(xlabel="x", title="What training found")
-    axes[0][1].legend(fontsize=7)
+    legend_outside(axes[0][1], fontsize=7)
     r.add_figure("trained", "Trained networks on the composed sawtooth: error against units, and the fitted curves.", fig)

@@ -75,11 +75,14 @@ def plot_gradient_heatmap(source: Any, path: str | Path) -> Path:
 
 
 def plot_unit_health(source: Any, path: str | Path) -> Path:
-    """Dead ReLU/GELU/SiLU units and saturated sigmoid/tanh units, per layer and epoch, as two heat maps (0-100%).
+    """Dead units (ReLU, ELU, GELU, SiLU) and saturated units (sigmoid, tanh), per layer and epoch, as heat maps in %.
 
-    The first column ("init") is the probe batch before training, when the
-    monitor measured it. Dead: never active on the probe batch (ReLU), or always in
-    the flat left tail (GELU, SiLU). Saturated: local derivative below 1% of its peak.
+    One panel per kind the network has (a ReLU network gets no empty
+    saturation panel). The colour scale runs from 0 to the largest share
+    measured (at least 10%), and each cell carries its number when they fit,
+    so that 5% dead is as visible as 100%. The first column ("init") is the
+    probe batch before training, when the monitor measured it. Dead and
+    saturated are defined once, in :mod:`chainrule.diagnostics.layers`.
 
     Example:
         >>> plot_unit_health(monitor, "runs/digits/unit_health.png")
@@ -90,23 +93,39 @@ def plot_unit_health(source: Any, path: str | Path) -> Path:
         raise ValueError("no epochs recorded yet: train with the Monitor as a callback first")
     initial = data.get("initial")
     records = ([{"epoch": "init", "layers": initial["layers"]}] if initial else []) + list(epochs)
-    width = max(4.0, 1.8 + 0.25 * len(records))
-    fig, axes = new_figure(ncols=2, width=width, height=max(2.6, 1.2 + 0.32 * len(epochs[0]["layers"])))
-    for ax, field, title, kinds in (
-        (axes[0, 0], "dead_fraction", "dead units", "ReLU, GELU or SiLU"),
-        (axes[0, 1], "saturated_fraction", "saturated units", "sigmoid or tanh"),
-    ):
+    panels = []
+    for field, title in (("dead_fraction", "dead units"), ("saturated_fraction", "saturated units")):
         grid, labels, numbers = _grid(records, field)
-        im = ax.imshow(grid * 100, aspect="auto", cmap="magma", vmin=0, vmax=100, interpolation="nearest")
-        ax.set_yticks(range(len(labels)))
-        ax.set_yticklabels(labels)
+        if np.isfinite(grid).any():
+            panels.append((grid * 100, title))
+    if not panels:  # no layer whose units can die or saturate (a linear model): say so
+        grid, labels, numbers = _grid(records, "dead_fraction")
+        panels.append((grid, "dead or saturated units"))
+    rows = [i for i in range(len(labels)) if any(np.isfinite(g[i]).any() for g, _ in panels)] or list(range(len(labels)))
+    panels = [(g[rows], title) for g, title in panels]  # the output layer, with nothing to measure, is left out
+    labels = [labels[i] for i in rows]
+    n_layers = len(labels)
+    width = min(9.0, max(4.0, 2.4 + 0.3 * len(records)))
+    fig, axes = new_figure(ncols=len(panels), width=width, height=max(2.4, 1.3 + 0.34 * n_layers))
+    annotate = len(records) * n_layers <= 160
+    for ax, (grid, title) in zip(axes[0], panels):
+        measured = grid[np.isfinite(grid)]
+        if not measured.size:
+            ax.text(0.5, 0.5, "no layer whose units can die or saturate", transform=ax.transAxes, ha="center", va="center")
+        top = max(10.0, float(np.ceil(measured.max() / 10) * 10)) if measured.size else 100.0
+        im = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        if annotate:
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < 0.6 * top else "black")
+        ax.set_yticks(range(n_layers))
+        ax.set_yticklabels(labels if ax is axes[0, 0] else [])
         _epoch_ticks(ax, numbers)
         ax.set_xlabel("epoch")
-        ax.set_title(f"{title} (%)")
-        if not np.isfinite(grid).any():
-            ax.text(0.5, 0.5, f"no {kinds} layers", transform=ax.transAxes, ha="center", va="center")
+        ax.set_title(f"{title} (% of the layer)")
+        fig.colorbar(im, ax=ax, label=f"% of units (0-{top:.0f})")
     axes[0, 0].set_ylabel("layer (activation)")
-    fig.colorbar(im, ax=list(axes[0]), label="% of units")
     return save_png(fig, path)
 
 

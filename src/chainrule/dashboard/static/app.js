@@ -149,13 +149,15 @@ function logRange(values, previous) {
 }
 
 function onReset() {
+  document.body.classList.remove("has-run"); // the empty charts' hints come back
   setup = null;
   gradRange = null;
   latest = null;
   drawnMeasure = null;
   showState("idle");
   $("progress").textContent = "";
-  for (const id of ["chart-loss", "chart-grad", "chart-health", "chart-view"]) if (window.Plotly) Plotly.purge($(id));
+  for (const id of ["chart-loss", "chart-grad", "chart-health", "chart-view", "chart-grad-history"]) if (window.Plotly) Plotly.purge($(id));
+  if (window.networkPanel) window.networkPanel.draw($("network-svg"), null);
   $("grad-table").tBodies[0].innerHTML = "";
   $("digits").hidden = true;
   $("digits").innerHTML = "";
@@ -166,6 +168,7 @@ function onReset() {
 function onSetup(m) {
   onReset();
   setup = m;
+  document.body.classList.add("has-run");
   stats.setups++;
   const body = $("grad-table").tBodies[0];
   for (const l of m.layers) {
@@ -227,9 +230,11 @@ function draw() {
   const t0 = performance.now();
   drawLoss(s);
   drawGrad(s);
+  drawGradHistory(s);
   if (s.measured_at !== drawnMeasure) {
     drawHealth(s);
     drawView(s);
+    if (window.networkPanel && s.network) window.networkPanel.draw($("network-svg"), s.network);
     drawnMeasure = s.measured_at;
   }
   const t1 = performance.now();
@@ -240,9 +245,28 @@ function draw() {
   if (stats.drawTimes.length > 500) stats.drawTimes.splice(0, 250);
 }
 
+// the training loss smoothed as TensorBoard does: an exponential moving average, debiased at the start
+const SMOOTHING = 0.9;
+function smoothed(values) {
+  const out = [];
+  let avg = 0;
+  let weight = 0;
+  for (const v of values) {
+    if (v === null || !Number.isFinite(v)) {
+      out.push(null);
+      continue;
+    }
+    avg = SMOOTHING * avg + (1 - SMOOTHING) * v;
+    weight = SMOOTHING * weight + (1 - SMOOTHING);
+    out.push(avg / weight);
+  }
+  return out;
+}
+
 function drawLoss(s) {
   const traces = [
-    { x: s.loss.step, y: s.loss.value, name: "training loss (batch)", mode: "lines", line: { width: 1, color: "#9aa7bd" } },
+    { x: s.loss.step, y: s.loss.value, name: "training loss (batch)", mode: "lines", line: { width: 1, color: "#c3cad6" } },
+    { x: s.loss.step, y: smoothed(s.loss.value), name: `smoothed (${SMOOTHING})`, mode: "lines", line: { width: 2, color: "#59657a" } },
     { x: s.test_loss.step, y: s.test_loss.value, name: "test loss", mode: "lines", line: { width: 2, color: "#2f6fdf" } },
   ];
   const layout = {
@@ -260,18 +284,57 @@ function drawLoss(s) {
 
 function drawGrad(s) {
   const g = s.layers.grad_norm;
-  const have = g.some((v) => v !== null && v > 0);
-  const traces = [{ type: "bar", x: layerNames(), y: g.map((v) => (v !== null && v > 0 ? v : null)), name: "||dL/dW||", marker: { color: "#2f6fdf" }, hovertemplate: "%{x}: %{y:.3e}<extra></extra>" }];
+  const names = layerNames();
+  const measured = g.some((v) => v !== null);
+  const zero = g.map((v) => v === 0);
+  const traces = [{ type: "bar", x: names, y: g.map((v) => (v !== null && v > 0 ? v : null)), name: "||dL/dW||", marker: { color: "#2f6fdf" }, hovertemplate: "%{x}: %{y:.3e}<extra></extra>" }];
   gradRange = logRange(g, gradRange);
+  // a gradient of exactly 0 has no place on a log axis: mark the layer at the bottom as dead instead of hiding it
+  if (zero.some(Boolean)) {
+    const bottom = Math.pow(10, gradRange[0] + 0.02 * (gradRange[1] - gradRange[0]));
+    traces.push({
+      type: "scatter", mode: "markers+text", x: names.filter((_, i) => zero[i]), y: names.filter((_, i) => zero[i]).map(() => bottom),
+      text: names.filter((_, i) => zero[i]).map(() => "0"), textposition: "top center", name: "gradient exactly 0: dead layer",
+      marker: { symbol: "x", size: 12, color: "#c0392b" }, hovertemplate: "%{x}: gradient exactly 0 (dead layer)<extra></extra>", cliponaxis: false,
+    });
+  }
+  const allZero = measured && g.every((v) => v === 0 || v === null) && zero.some(Boolean);
+  let note = [];
+  if (!measured) note = [{ text: "no step taken yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }];
+  else if (allZero) note = [{ text: "every gradient is exactly 0: no unit passes a gradient back (a dead network)", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.55, font: { color: "#c0392b" } }];
+  else if (zero.some(Boolean)) note = [{ text: "✕: a layer whose gradient is exactly 0 (dead)", showarrow: false, xref: "paper", yref: "paper", x: 1, xanchor: "right", y: 1.08, font: { color: "#c0392b" } }];
   const layout = {
     ...BASE_LAYOUT,
     showlegend: false,
     uirevision: setup.run,
     xaxis: { type: "category", title: { text: "layer (input → output)" } },
     yaxis: { type: "log", range: gradRange, title: { text: "||dL/dW||" }, exponentformat: "power" },
-    annotations: have ? [] : [{ text: "no step taken yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
+    annotations: note,
   };
   Plotly.react("chart-grad", traces, layout, PLOT_CONFIG);
+}
+
+function drawGradHistory(s) {
+  const h = s.grad_history;
+  if (!h || !h.step.length) return;
+  const names = layerNames();
+  // layers as rows (input at the top, as in the run folder's gradient_norms.png), steps as columns, log10 colour
+  const z = names.map((_, k) => h.norms.map((col) => (col[k] === null ? null : col[k] > 0 ? Math.log10(col[k]) : null)));
+  const zeros = names.map((_, k) => h.norms.map((col) => col[k] === 0));
+  const text = names.map((_, k) => h.norms.map((col) => (col[k] === null ? "–" : col[k] === 0 ? "0 (dead)" : col[k].toExponential(2))));
+  const traces = [{
+    type: "heatmap", x: h.step, y: names, z, text, colorscale: "Viridis", hovertemplate: "step %{x}, layer %{y}: %{text}<extra></extra>",
+    colorbar: { title: { text: "log10 ||dL/dW||", side: "right" }, thickness: 10 },
+  }];
+  if (zeros.some((row) => row.some(Boolean))) {
+    // exactly zero: drawn in red, on top, so that a dead layer is a red row, not a gap
+    traces.push({ type: "heatmap", x: h.step, y: names, z: zeros.map((row) => row.map((v) => (v ? 1 : null))), colorscale: [[0, "#c0392b"], [1, "#c0392b"]], showscale: false, hoverinfo: "skip", name: "zero" });
+  }
+  const layout = {
+    ...BASE_LAYOUT, showlegend: false, uirevision: setup.run,
+    xaxis: { title: { text: "step" } }, yaxis: { title: { text: "layer" }, autorange: "reversed", type: "category" },
+  };
+  Plotly.react("chart-grad-history", traces, layout, PLOT_CONFIG);
 }
 
 function drawHealth(s) {
@@ -280,7 +343,7 @@ function drawHealth(s) {
   const dead = s.layers.dead_fraction;
   const traces = [];
   if (sat.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: sat, name: "saturated (sigmoid, tanh)", marker: { color: "#e08a1e" } });
-  if (dead.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: dead, name: "dead (ReLU, GELU, SiLU)", marker: { color: "#c0392b" } });
+  if (dead.some((v) => v !== null)) traces.push({ type: "bar", x: names, y: dead, name: "dead (ReLU, ELU, GELU, SiLU: flat on every probe row)", marker: { color: "#c0392b" } });
   const layout = {
     ...BASE_LAYOUT,
     barmode: "group",
@@ -308,7 +371,13 @@ function drawView(s) {
       const idx = p.label.map((l, i) => (l === c ? i : -1)).filter((i) => i >= 0);
       traces.push({ type: "scatter", mode: "markers", x: idx.map((i) => p.x[i]), y: idx.map((i) => p.y[i]), name: setup.names[c] === String(c) ? `class ${c}` : setup.names[c], marker: { size: 5, color: CLASS_COLORS[c % 10], line: { width: 0.5, color: "#fff" } } });
     }
-    layout = { ...BASE_LAYOUT, uirevision: setup.run, xaxis: { range: [setup.grid.x[0], setup.grid.x.at(-1)] }, yaxis: { range: [setup.grid.y[0], setup.grid.y.at(-1)], scaleanchor: "x" } };
+    // the axes end where the grid ends and the plot area shrinks to keep x and y at one scale, so the
+    // predictions cover the whole plotted area (no blank margin beside the grid)
+    layout = {
+      ...BASE_LAYOUT, uirevision: setup.run,
+      xaxis: { range: [setup.grid.x[0], setup.grid.x.at(-1)], constrain: "domain" },
+      yaxis: { range: [setup.grid.y[0], setup.grid.y.at(-1)], scaleanchor: "x", constrain: "domain" },
+    };
   } else {
     traces = [
       { type: "scatter", mode: "markers", x: setup.points.x, y: setup.points.y, name: "training data", marker: { size: 4, color: "#9aa7bd" } },
