@@ -513,10 +513,19 @@ def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, t
         X, y, task = prepare(model, loss_fn, X, y, task)
     task = task or infer_task(loss_fn, np.asarray(y))
     batch_size = integer("batch_size", batch_size, 1)
-    out = _outputs(model, X, batch_size)
+    return score(loss_fn, _outputs(model, X, batch_size), y, task)
+
+
+def score(loss_fn: Callable, outputs: Any, y: np.ndarray, task: str) -> dict:
+    """The loss and the task's metrics of a model's ``outputs`` (any namespace) against checked
+    host targets ``y``: what :func:`evaluate` reports, for a caller that has the outputs already.
+
+    Example:
+        >>> score(F.cross_entropy, cr.predict(model, X_test), y_test, "multiclass")["accuracy"]
+    """
     with no_grad():
-        loss = float(loss_fn(leaf(out), leaf(asarray(y, like=out))).data)
-    return {"loss": loss, **task_metrics(task, to_numpy(out), y)}
+        loss = float(loss_fn(leaf(outputs), leaf(asarray(y, like=outputs))).data)
+    return {"loss": loss, **task_metrics(task, to_numpy(outputs), y)}
 
 
 class _ProgressBar:

@@ -29,13 +29,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..autograd import leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
-from ..metrics import accuracy
+from ..metrics import accuracy, multilabel_scores
 from ..runs import build
-from ..train import TrainState, check_batches, fit, predict, prepare
+from ..train import TrainState, check_batches, fit, predict, prepare, score
 from . import views
 from .settings import Settings, SettingsError, check_loss
 
@@ -363,16 +362,13 @@ class Run:
     def _measure(self, step: int) -> None:
         """Test loss and metric, unit health on the probe, and the picture, at this step."""
         out = predict(self.model, self.X_test)
-        with no_grad():
-            loss = float(self.loss_fn(leaf(out), leaf(self.y_test)).data)
-        self.test_loss.add(step, views.num(loss))
+        self.test_loss.add(step, views.num(score(self.loss_fn, out, self.y_test, self.fit_task)["loss"]))
         d = self.data
         metric = None
         if d.task == "multiclass":
             metric = accuracy(out, self.labels_test)
-        elif d.task == "multilabel":
-            threshold = 0.0 if self.loss_name == "bce" else 0.5
-            metric = float(np.mean(np.all((out > threshold) == (self.labels_test >= 0.5), axis=1)))
+        elif d.task == "multilabel":  # bce's outputs are logits (0: probability 1/2); mse's are the probabilities
+            metric = multilabel_scores(out, self.labels_test, threshold=0.0 if self.loss_name == "bce" else 0.5)["subset_accuracy"]
         if metric is not None:
             self._metric = views.num(metric)
             self.test_metric.add(step, self._metric)

@@ -263,11 +263,11 @@ def inactive_fractions(model: Any, X: np.ndarray) -> list:
 
 
 def dead_fractions(model: Any, X: np.ndarray) -> list:
-    """Per hidden layer, the share of dead units on X, by :func:`chainrule.diagnostics.unit_health`
-    (the definition the Monitor and the dashboard use): units flat on every row, passing back no
+    """Per hidden layer, the share of dead units on X, from :func:`chainrule.diagnostics.probe`
+    (the probe the Monitor and the dashboard use, by :func:`chainrule.diagnostics.unit_health`): units flat on every row, passing back no
     gradient to speak of. None for a layer whose activation cannot die (sigmoid, tanh, Leaky ReLU, PReLU).
     """
-    from ..diagnostics import find_layers, unit_health
+    from ..diagnostics import find_layers, probe
 
-    layers = [layer for layer in find_layers(model) if layer.activation != "none"]
-    return [unit_health(layer, z)["dead_fraction"] for layer, z in zip(layers, preactivations(model, X))]
+    layers = find_layers(model)
+    return [row["dead_fraction"] for layer, row in zip(layers, probe(model, X, layers)) if layer.activation != "none"]
