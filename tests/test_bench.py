@@ -34,7 +34,7 @@ def test_fused_mlp_step_equals_a_chainrule_sgd_step(activation):
     net = bench.FusedMLP(weights, activation)
     for _ in range(3):
         net.step(X, y, np.float32(w.lr))
-    model = bench._chainrule_model(w, weights)
+    model = bench.runners._chainrule_model(w, weights)
     opt = optim.SGD(model.parameters(), lr=w.lr)
     for _ in range(3):
         loss = F.cross_entropy(model(cr.tensor(X)), y)
