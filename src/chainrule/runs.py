@@ -60,7 +60,7 @@ from .nn.mlp import MLP, check_norm
 from .optim import OPTIMIZERS, SGD
 from .threads import limit_threads
 from .train import History, TrainState, evaluate, fit, get_loss, nonfinite_parameter, predict
-from .validation import check_file, choice, integer, number, parse_json
+from .validation import boolean, check_fields, check_file, choice, integer, number, parse_json, rule
 
 # Losses each task can train with; the first is the default. Class labels become one-hot
 # rows for mse and bce (build); multi-label rows are already targets for both.
@@ -134,6 +134,36 @@ def format_layers(widths: Sequence[int]) -> str:
     return ",".join(str(w) if n == 1 else f"{w}x{n}" for w, n in parts)
 
 
+def _of_value(check: Any) -> Any:
+    return lambda name, value, error: check(value)
+
+
+# How each setting of a TrainConfig is checked, and put in its canonical form.
+SETTING_RULES = {
+    "dataset": _of_value(lambda name: dataset_info(name).name),
+    "layers": _of_value(parse_layers),
+    "activation": rule(choice, tuple(ACTIVATIONS)),
+    "init": rule(choice, INITIALIZERS),
+    "bias_init": rule(number),
+    "residual": rule(boolean),
+    "norm": _of_value(check_norm),
+    "dropout": _of_value(check_dropout),
+    "loss": rule(choice, LOSSES),
+    "label_smoothing": rule(number, 0.0, 0.999),
+    "optimizer": rule(choice, tuple(OPTIMIZERS)),
+    "lr": rule(number, 0, open_low=True),
+    "momentum": rule(number, 0.0, 0.999),
+    "weight_decay": rule(number, 0.0),
+    "batch_size": rule(integer, 1),
+    "epochs": rule(integer, 0),
+    "seed": rule(integer, 0),
+    "data_seed": rule(integer, 0),
+    "device": _of_value(normalize_device),
+    "monitor_every": rule(integer, 0),
+    "checkpoint_every": _of_value(lambda every: format_interval(*parse_interval(every))),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (and of ``chainrule train``), checked when made.
@@ -198,44 +228,16 @@ class TrainConfig:
     checkpoint_every: int | str = 0
 
     def __post_init__(self) -> None:
-
+        check_fields(self, SETTING_RULES, ChainruleError)
         info = dataset_info(self.dataset)
-        s = functools.partial(object.__setattr__, self)
-        s("dataset", info.name)
-        s("layers", parse_layers(self.layers))
-        s("activation", choice("activation", self.activation, tuple(ACTIVATIONS), ChainruleError))
-        if self.init is not None:
-            s("init", choice("init", self.init, INITIALIZERS, ChainruleError))
-        s("bias_init", number("bias_init", self.bias_init, error=ChainruleError))
-        if not isinstance(self.residual, (bool, np.bool_)):
-            raise ChainruleError(f"residual must be true or false, got {self.residual!r}")
-        s("residual", bool(self.residual))
-        s("norm", check_norm(self.norm))
-        s("dropout", check_dropout(self.dropout))
-        if self.loss is not None:
-            s("loss", choice("loss", self.loss, LOSSES, ChainruleError))
-            if self.loss not in LOSSES_FOR_TASK[info.task]:
-                raise ChainruleError(
-                    f"loss {self.loss!r} does not fit the {info.task} dataset {info.name!r}; "
-                    f"expected one of {', '.join(LOSSES_FOR_TASK[info.task])}"
-                )
-        if self.label_smoothing is not None:
-            s("label_smoothing", number("label_smoothing", self.label_smoothing, 0.0, 0.999, error=ChainruleError))
-            loss = self.loss or info.default_loss
-            if self.label_smoothing and loss != "cross_entropy":
-                raise ChainruleError(f"label_smoothing applies to cross_entropy only, but the loss is {loss!r}")
-        s("optimizer", choice("optimizer", self.optimizer, tuple(OPTIMIZERS), ChainruleError))
-        if self.lr is not None:
-            s("lr", number("lr", self.lr, 0, open_low=True, error=ChainruleError))
-        s("momentum", number("momentum", self.momentum, 0.0, 0.999, error=ChainruleError))
-        s("weight_decay", number("weight_decay", self.weight_decay, 0.0, error=ChainruleError))
-        s("batch_size", integer("batch_size", self.batch_size, 1, error=ChainruleError))
-        s("epochs", integer("epochs", self.epochs, 0, error=ChainruleError))
-        s("seed", integer("seed", self.seed, 0, error=ChainruleError))
-        s("data_seed", integer("data_seed", self.data_seed, 0, error=ChainruleError))
-        s("device", normalize_device(self.device))
-        s("monitor_every", integer("monitor_every", self.monitor_every, 0, error=ChainruleError))
-        s("checkpoint_every", format_interval(*parse_interval(self.checkpoint_every)))
+        if self.loss is not None and self.loss not in LOSSES_FOR_TASK[info.task]:
+            raise ChainruleError(
+                f"loss {self.loss!r} does not fit the {info.task} dataset {info.name!r}; "
+                f"expected one of {', '.join(LOSSES_FOR_TASK[info.task])}"
+            )
+        loss = self.loss or info.default_loss
+        if self.label_smoothing and loss != "cross_entropy":
+            raise ChainruleError(f"label_smoothing applies to cross_entropy only, but the loss is {loss!r}")
 
     @property
     def task(self) -> str:

@@ -68,7 +68,7 @@ from .runs import TrainConfig, build
 from .train import fit as _fit
 from .train import TrainState
 from .train import predict as _predict
-from .validation import choice, integer, number
+from .validation import boolean, choice, integer, number
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -205,8 +205,7 @@ class _BaseMLP(BaseEstimator):
         integer("n_iter_no_change", self.n_iter_no_change, 1, error=ValueError)
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
             raise bad("device", "'cpu' or 'cuda'")
-        if not isinstance(self.residual, (bool, np.bool_)):
-            raise bad("residual", "True or False")
+        boolean("residual", self.residual, error=ValueError)
         check_norm(self.norm)  # nn.MLP's rules; chainrule's errors are ValueErrors, as scikit-learn expects
         check_dropout(self.dropout)
         return [int(s) for s in sizes], act

@@ -8,8 +8,9 @@ deep inside a training step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -184,6 +185,44 @@ def choice(name: str, value: Any, choices: Sequence[str], error: type = DataErro
         if key == c.replace("-", "_"):
             return c
     raise error(f"unknown {name} {shown(value)}; expected one of {', '.join(choices)}")
+
+
+def boolean(name: str, value: Any, error: type = DataError, text: bool = False) -> bool:
+    """``value`` as a bool: True or False (NumPy's too), or with ``text`` "true"/"on"/"1"/"yes"
+    and "false"/"off"/"0"/"no".
+
+    Example:
+        >>> boolean("residual", "on", text=True)
+        True
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    word = value.strip().lower() if text and isinstance(value, str) else None
+    if word in ("true", "on", "1", "yes", "false", "off", "0", "no"):
+        return word in ("true", "on", "1", "yes")
+    raise error(f"{name} must be true or false, got {shown(value)}")
+
+
+def rule(check: Callable, *args: Any, **kwargs: Any) -> Callable:
+    """A settings field's rule for :func:`check_fields`: ``check(name, value, *args, error=..., **kwargs)``.
+
+    Example:
+        >>> RULES = {"epochs": rule(integer, 0), "optimizer": rule(choice, ("sgd", "adam"))}
+    """
+    return lambda name, value, error: check(name, value, *args, error=error, **kwargs)
+
+
+def check_fields(obj: Any, rules: dict, error: type) -> None:
+    """Check each field of the (frozen) dataclass ``obj`` by its rule in ``rules``
+    (``rules[name](name, value, error)``, see :func:`rule`) and keep what the rule returns:
+    the value in its canonical form. A field whose default is None may stay None.
+
+    Settings objects declare their rules in one table and call this from ``__post_init__``.
+    """
+    for f in dataclasses.fields(obj):
+        value, check = getattr(obj, f.name), rules.get(f.name)
+        if check is not None and not (value is None and f.default is None):
+            object.__setattr__(obj, f.name, check(f.name, value, error))
 
 
 def real_number(value: Any, text: bool = False) -> float:

@@ -16,11 +16,10 @@ from ..data import DATASETS as _DATA
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.init import INITIALIZERS
-from ..nn.dropout import check_dropout
 from ..nn.mlp import NORMS
 from ..runs import LOSSES as RUN_LOSSES
 from ..runs import LOSSES_FOR_TASK, parse_layers
-from ..validation import choice, integer, number, shown
+from ..validation import boolean, check_fields, choice, integer, number, rule, shown
 
 # name -> (task, what the page says about it), from chainrule.data's registry. The task
 # picks the default loss and refuses losses that cannot fit it.
@@ -64,6 +63,9 @@ class Settings:
     batch_size: int = 32
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, RULES, SettingsError)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -92,41 +94,41 @@ class Settings:
         return LOSSES_FOR_TASK[task][0] if self.loss == "auto" else self.loss
 
 
-DEFAULTS = Settings()
-FIELDS = tuple(DEFAULTS.to_dict())
-
-
 def _format(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    return integer(name, value, lo, hi, SettingsError, text=True)
+def _dropout(name: str, value: Any, error: type) -> float:
+    v = number(name, value, 0.0, 1.0, error=error, text=True)
+    if v >= 1.0:  # nn.MLP's rule: [0, 1)
+        raise error(f"dropout must be a probability in [0, 1), got {shown(value)}")
+    return v
 
 
-def _float(name: str, value: Any, lo: float, hi: float, open_low: bool = False) -> float:
-    return number(name, value, lo, hi, open_low, error=SettingsError, text=True)
+# How each setting is checked (from strings of a query string, or JSON values) and put in its
+# canonical form: a choice's own spelling, a number as an int or a float.
+RULES = {
+    "dataset": rule(choice, tuple(DATASETS)),
+    "depth": rule(integer, 1, MAX_DEPTH, text=True),
+    "width": rule(integer, 1, MAX_WIDTH, text=True),
+    "activation": rule(choice, tuple(ACTIVATIONS)),
+    "residual": rule(boolean, text=True),
+    "norm": rule(choice, NORM_CHOICES),
+    "dropout": _dropout,
+    "init": rule(choice, INITS),
+    "bias_init": rule(number, -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT, text=True),
+    "loss": rule(choice, LOSSES),
+    "optimizer": rule(choice, OPTIMIZERS),
+    "lr": rule(number, 0, MAX_LR, open_low=True, text=True),
+    "batch_size": rule(integer, 1, MAX_BATCH_SIZE, text=True),
+    "seed": rule(integer, 0, MAX_SEED, text=True),
+}
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text in ("true", "on", "1", "yes"):
-        return True
-    if text in ("false", "off", "0", "no"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {shown(value)}")
-
-
-def _dropout(value: Any) -> float:
-    v = _float("dropout", value, 0.0, 1.0)
-    try:
-        return check_dropout(v)  # nn.MLP's rule: [0, 1)
-    except ChainruleError:
-        raise SettingsError(f"dropout must be a probability in [0, 1), got {shown(value)}") from None
+DEFAULTS = Settings()
+FIELDS = tuple(DEFAULTS.to_dict())
 
 
 def _depth_and_width(values: dict) -> tuple:
@@ -145,7 +147,7 @@ def _depth_and_width(values: dict) -> tuple:
         if not 1 <= len(widths) <= MAX_DEPTH:
             raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {shown(depth)}")
         depth, width = len(widths), widths[0]
-    return _int("depth", depth, 1, MAX_DEPTH), _int("width", width, 1, MAX_WIDTH)
+    return depth, width
 
 
 def parse_settings(values: Mapping[str, Any] | None) -> Settings:
@@ -168,24 +170,8 @@ def parse_settings(values: Mapping[str, Any] | None) -> Settings:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
-    get = lambda k: values.get(k, getattr(DEFAULTS, k))  # noqa: E731
     depth, width = _depth_and_width(values)
-    s = Settings(
-        dataset=choice("dataset", get("dataset"), tuple(DATASETS), SettingsError),
-        depth=depth,
-        width=width,
-        activation=choice("activation", get("activation"), tuple(ACTIVATIONS), SettingsError),
-        residual=_bool("residual", get("residual")),
-        norm=choice("norm", get("norm"), NORM_CHOICES, SettingsError),
-        dropout=_dropout(get("dropout")),
-        init=choice("init", get("init"), INITS, SettingsError),
-        bias_init=_float("bias_init", get("bias_init"), -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT),
-        loss=choice("loss", get("loss"), LOSSES, SettingsError),
-        optimizer=choice("optimizer", get("optimizer"), OPTIMIZERS, SettingsError),
-        lr=_float("lr", get("lr"), 0, MAX_LR, open_low=True),
-        batch_size=_int("batch_size", get("batch_size"), 1, MAX_BATCH_SIZE),
-        seed=_int("seed", get("seed"), 0, MAX_SEED),
-    )
+    s = Settings(**{**values, "depth": depth, "width": width})
     check_loss(s, DATASETS[s.dataset][0])
     return s
 
