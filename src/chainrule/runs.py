@@ -635,7 +635,6 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
            threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
     """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
     if config.device != "cpu":
-
         cupy()  # before any work: chainrule's one-line error when CuPy or a GPU is missing
     if tensorboard is not None:
         _check_tensorboard()
@@ -655,7 +654,7 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         restore_optimizer(optimizer, ck)
     y_train, y_test = built.targets(ds.y_train), built.targets(ds.y_test)
     state = ck.train_state(ds.task) if ck is not None else TrainState(history=History(ds.task))
-    history = state.history
+    history, before = state.history, ck.seconds if ck is not None else 0.0  # (training time of earlier sessions)
     watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
     checkpointer = None
     if out is not None:
@@ -666,10 +665,9 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         every, unit = parse_interval(config.checkpoint_every)
         checkpointer = Checkpointer(
             out / CHECKPOINT_FILE, config.to_dict(), every, unit, config.epochs,
-            seconds=ck.seconds if ck is not None else 0.0, diagnostics=watch.data if watch else None,
+            seconds=before, diagnostics=watch.data if watch else None,
         )
     all_callbacks = [*callbacks, *([watch.monitor] if watch else []), *([checkpointer] if checkpointer else [])]
-    before = ck.seconds if ck is not None else 0.0
 
     with limit_threads(threads):
         start = time.perf_counter()
@@ -711,7 +709,6 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         if watch:
             watch.tensorboard(Path(tensorboard), history)
         else:
-
             write_tensorboard([], tensorboard, histories=history.history)
     if out is not None:
         write_run(result, out, plots=plots)
