@@ -89,10 +89,6 @@ class Settings:
             batch_size=self.batch_size, seed=self.seed, data_seed=self.seed,
         ).resolved()
 
-    def resolved_loss(self, task: str) -> str:
-        """The loss this run trains with: the setting, or the task's natural loss for "auto"."""
-        return LOSSES_FOR_TASK[task][0] if self.loss == "auto" else self.loss
-
 
 def _format(v: Any) -> str:
     if isinstance(v, bool):

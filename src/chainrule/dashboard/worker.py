@@ -131,16 +131,12 @@ class Run:
         self.publish = publish
         self.data = d = load_data(s.dataset, s.seed)
         check_loss(s, d.task)
-        built = build(s.to_config(), d.X_train.shape[1], d.num_outputs)
-        self.model, self.optimizer, self.loss_fn = built.model, built.optimizer, built.loss_fn
-        self.loss_name = s.resolved_loss(d.task)
-        # MSE on classes regresses one-hot (or multi-hot) rows: fit then sees a regression
-        self.fit_task = "regression" if (self.loss_name == "mse" and d.task != "regression") else d.task
-        if self.loss_name == "bce":
-            self.fit_task = "multilabel"  # one sigmoid per output (on classes: one-hot rows)
-        y_train, y_test = built.targets(d.y_train), built.targets(d.y_test)
-        self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
-        self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
+        config = s.to_config()
+        built = build(config, d.X_train.shape[1], d.num_outputs)
+        self.model, self.optimizer, self.loss_fn, self.loss_name = built.model, built.optimizer, built.loss_fn, config.loss
+        y_train, y_test = built.targets(d.y_train), built.targets(d.y_test)  # one-hot rows for mse and bce on classes
+        self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, d.task)
+        self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], d.task, name="_test")
         check_batches(self.model, len(self.X_train), s.batch_size)  # before any thread: the page gets the reason
         self.labels_test = d.y_test[:TEST_ROWS]
         self.layers = find_layers(self.model)
@@ -267,7 +263,7 @@ class Run:
             fit(
                 self.model, self.loss_fn, self.optimizer, self.X_train, self.y_train,
                 epochs=MAX_EPOCHS, batch_size=self.settings.batch_size, seed=self.settings.seed,
-                callbacks=[self.monitor, self], progress=False, task=self.fit_task,
+                callbacks=[self.monitor, self], progress=False, task=self.data.task,
             )  # fmt: skip
             self._finish("finished")
         except _Stopped:
@@ -361,9 +357,9 @@ class Run:
 
     def _measure(self, step: int) -> None:
         """Test loss and metric, unit health on the probe, and the picture, at this step."""
-        out = predict(self.model, self.X_test)
-        self.test_loss.add(step, views.num(score(self.loss_fn, out, self.y_test, self.fit_task)["loss"]))
         d = self.data
+        out = predict(self.model, self.X_test)
+        self.test_loss.add(step, views.num(score(self.loss_fn, out, self.y_test, d.task)["loss"]))
         metric = None
         if d.task == "multiclass":
             metric = accuracy(out, self.labels_test)
