@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .autograd import Tensor, _leaf, as_tensor, node
+from .autograd import Tensor, leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
 from .errors import DataError, ShapeError
 
@@ -445,7 +445,7 @@ def batch_norm(
             raise ShapeError("batch_norm in evaluation mode needs the running mean and variance")
         xp = namespace(a)
         r = 1.0 / xp.sqrt(running_var.data + eps)
-        return _affine((x - _leaf(running_mean.data)) * _leaf(r), weight, bias)  # (leaves keep the dtype)
+        return _affine((x - leaf(running_mean.data)) * leaf(r), weight, bias)  # (leaves keep the dtype)
     n = a.shape[0]
     if n < BATCH_NORM_MIN_ROWS:
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
@@ -494,8 +494,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
         return x * 0.0
     mask = (_generator(generator).random(a.shape) >= p) * (1.0 / (1.0 - p))  # float64, on the host
     if type(a) is np.ndarray:
-        return x * _leaf(mask.astype(a.dtype))
-    return x * _leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
+        return x * leaf(mask.astype(a.dtype))
+    return x * leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
 
 
 # ---- losses --------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ChainruleError
 from ..nn.module import copy_like
-from ..validation import check_lr
+from ..validation import number
 
 
 class Optimizer:
@@ -19,7 +19,7 @@ class Optimizer:
         self.params = [p for p in params]
         if not self.params:
             raise ChainruleError("optimizer got an empty parameter list")
-        self.lr = check_lr(lr)
+        self.lr = number("lr", lr, 0, open_low=True)
         self.steps = 0
 
     def zero_grad(self) -> None:
