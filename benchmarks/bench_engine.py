@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 import chainrule as cr
-from chainrule.bench import limit_threads, torch_threads
+from chainrule.bench import torch_threads
+from chainrule.threads import limit_threads
 
 
 def make_inputs(seed: int = 0) -> tuple:

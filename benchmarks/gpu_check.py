@@ -569,17 +569,15 @@ def _train_with_fit(rec: dict, cfg: Any, device: Device) -> None:
     """cr.fit on the stand-in device and on NumPy (runs knows only "cpu" and "cuda")."""
     import chainrule as cr
     from chainrule.data import load_dataset
-    from chainrule.runs import build_model, build_optimizer, loss_function, targets_for
+    from chainrule.runs import build, build_model
 
     cfg = cfg.resolved()
     ds = load_dataset(cfg.dataset, seed=cfg.data_seed)
-    y_train = targets_for(cfg, ds.y_train, ds.num_outputs)
-    y_test = targets_for(cfg, ds.y_test, ds.num_outputs)
     for side, key in ((device, "gpu"), (Host(), "cpu")):
         try:
-            model = side.model_to(build_model(cfg, ds.num_features, ds.num_outputs))
-            opt = build_optimizer(cfg, model.parameters())
-            loss_fn = loss_function(cfg)
+            built = build(cfg, model=side.model_to(build_model(cfg, ds.num_features, ds.num_outputs)))
+            model, opt, loss_fn = built.model, built.optimizer, built.loss_fn
+            y_train, y_test = built.targets(ds.y_train), built.targets(ds.y_test)
             start = time.perf_counter()
             history = cr.fit(model, loss_fn, opt, ds.X_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              validation=(ds.X_test, y_test), seed=cfg.seed, progress=False)

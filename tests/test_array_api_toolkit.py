@@ -8,6 +8,7 @@ from conftest import from_strict, rel_err, to_strict
 import chainrule as cr
 from chainrule import nn, optim, train
 from chainrule.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from chainrule.metrics import EpochSums, task_metrics
 from chainrule.diagnostics import Monitor
 
 TOL = {"float32": 1e-6, "float64": 1e-12}
@@ -156,13 +157,14 @@ def test_checkpoint_of_a_device_run_restores_onto_the_device(strict, tmp_path):
     host, device = _pair(strict)
     opt = optim.Adam(device.parameters(), lr=0.01)
     _run(opt, device, _grads(host, 2), strict)
-    outputs = [(to_strict(strict, np.ones((4, 3), np.float32)), np.arange(4))]
+    sums = EpochSums("regression")
+    sums.add(to_strict(strict, np.ones((4, 3), np.float32)), np.zeros((4, 3), np.float32), loss=1.5)  # device outputs, host targets
     path = save_checkpoint(
-        tmp_path / "ck.safetensors", device, opt, config={"seed": 0}, epoch=0, batch=1, step=2, history=[], partial_epoch=(1.5, 4, outputs)
+        tmp_path / "ck.safetensors", device, opt, config={"seed": 0}, epoch=0, batch=1, step=2, history=[], epoch_sums=sums
     )
     ck = load_checkpoint(path)
     _assert_same_weights(ck.model, device, 0.0)
-    np.testing.assert_array_equal(ck.partial_epoch[2][0][0], np.ones((4, 3), np.float32))
+    assert ck.epoch_sums.result() == {"loss": 1.5, "mse": 1.0}
     model = ck.model.to(dev, xp=xp)
     opt2 = optim.Adam(model.parameters(), lr=0.01)
     restore_optimizer(opt2, ck)
@@ -203,11 +205,17 @@ def test_divergence_is_caught_on_the_device_at_the_numpy_run_s_step(strict):
     assert messages[0] == messages[1]
 
 
-def test_epoch_outputs_join_on_the_host_in_order(strict):
-    parts = [np.zeros((2, 3)), to_strict(strict, np.ones((1, 3))), to_strict(strict, 2 * np.ones((2, 3))), np.full((1, 3), 3.0)]
-    out = train._to_host(parts)  # a resumed epoch: host outputs from the checkpoint, then the device's
-    assert type(out) is np.ndarray
-    np.testing.assert_array_equal(out[:, 0], [0, 0, 1, 2, 2, 3])
+@pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])
+def test_epoch_sums_of_device_batches_equal_the_metrics_of_all_outputs(strict, task):
+    rng = np.random.default_rng(0)
+    out = rng.standard_normal((10, 3)).astype(np.float32)
+    y = {"multiclass": rng.integers(0, 3, 10), "multilabel": (rng.random((10, 3)) > 0.5).astype(np.float32),
+         "regression": rng.standard_normal((10, 3)).astype(np.float32)}[task]
+    sums = EpochSums(task)
+    for rows in (slice(0, 4), slice(4, 8), slice(8, 10)):  # a device's batches, summed on the host
+        sums.add(to_strict(strict, out[rows]), y[rows], loss=1.0)
+    whole = task_metrics(task, out, y)
+    assert sums.result() == pytest.approx({"loss": 1.0, **whole}, rel=1e-6)
 
 
 def test_evaluate_and_predict_on_the_device(strict):

@@ -25,6 +25,7 @@ from chainrule.checkpoint import (
 )
 from chainrule.errors import ChainruleError, DivergenceError, ModelFileError
 from chainrule.io import describe, read_safetensors, write_safetensors
+from chainrule.metrics import EpochSums
 from chainrule.runs import TrainConfig, find_checkpoint, resume, run
 
 
@@ -63,10 +64,10 @@ def trained(tmp_path):
     model = nn.MLP([4, 5, 3], generator=0)
     opt = optim.Adam(model.parameters(), lr=0.01)
     hist = cr.fit(model, "cross_entropy", opt, X, y, epochs=2, batch_size=8, progress=False)
-    outputs = [(np.ones((8, 3), np.float32), np.arange(8)), (np.zeros((8, 3), np.float32), np.arange(8, 16))]
+    sums = EpochSums("multiclass", loss_sum=7.25, seen=16, correct=9)
     path = save_checkpoint(
         tmp_path / FILENAME, model, opt, config={"seed": 3}, epoch=2, batch=2, step=12,
-        history=hist.epochs, seconds=1.5, partial_epoch=(7.25, 16, outputs), diagnostics={"epochs": [], "warnings": []},
+        history=hist.epochs, seconds=1.5, epoch_sums=sums, diagnostics={"epochs": [], "warnings": []},
     )
     return model, opt, hist, path
 
@@ -81,10 +82,10 @@ def test_a_checkpoint_holds_weights_optimizer_position_history_and_the_epoch_so_
     for name in ("m", "v"):
         for saved, live in zip(ck.optimizer["buffers"][name], getattr(opt, name)):
             np.testing.assert_array_equal(saved, live)
-    loss_sum, seen, parts = ck.partial_epoch
-    assert (loss_sum, seen) == (7.25, 16)
-    np.testing.assert_array_equal(parts[0][1], np.arange(16))
-    assert parts[0][0][:8].sum() == 24 and parts[0][0][8:].sum() == 0
+    assert ck.epoch_sums.to_dict() == {"task": "multiclass", "loss_sum": 7.25, "seen": 16, "correct": 9}
+    assert ck.epoch_sums.result() == {"loss": 7.25 / 16, "accuracy": 9 / 16}
+    state = ck.train_state("multiclass")
+    assert (state.epoch, state.next_batch, state.step, state.sums, state.history.epochs) == (2, 2, 12, ck.epoch_sums, ck.history)
     arrays, meta = read_safetensors(path)
     assert meta["format"] == FORMAT and "model.0.weight" in arrays and "optimizer.m.0" in arrays
     assert json.loads(meta["architecture"]) == describe(model)  # the same description as a model file
@@ -180,10 +181,7 @@ def test_the_checkpointer_in_a_plain_fit_loop(tmp_path):
             m = ck.model
             o = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
             restore_optimizer(o, ck)
-            hist = cr.History("multiclass")
-            for record in ck.history:
-                hist.append(record)
-            resume_from = dict(initial_epoch=ck.epoch, initial_batch=ck.batch, history=hist, partial_epoch=ck.partial_epoch)
+            resume_from = dict(state=ck.train_state("multiclass"))
         h = cr.fit(m, "cross_entropy", o, X, y, epochs=4, batch_size=16, progress=False, callbacks=callbacks, **resume_from)
         return m, h
 
@@ -344,7 +342,8 @@ def test_flipped_bytes_are_refused_or_keep_the_architecture(trained):
         (lambda a, m, i: (a, {**m, "architecture": '{"type": "Evil", "config": {}}'}, i), "unknown layer type 'Evil'"),
         (lambda a, m, i: (a, m, {**i, "optimizer": {**i["optimizer"], "lr": -1}}), "bad optimizer lr"),
         (lambda a, m, i: (a, m, {**i, "position": {"epoch": 2, "batch": "x", "step": 1}}), "bad position batch"),
-        (lambda a, m, i: (a, m, {**i, "epoch_so_far": {"loss_sum": 1.0, "seen": 3}}), "do not match the 3 rows"),
+        (lambda a, m, i: (a, m, {**i, "epoch_so_far": {"loss_sum": 1.0, "seen": 3}}), "has bad epoch_so_far: epoch sums must be"),
+        (lambda a, m, i: (a, m, {**i, "epoch_so_far": {**i["epoch_so_far"], "correct": -1}}), "epoch sums' correct must be a finite number >= 0"),
         (lambda a, m, i: (a, m, {**i, "config": [1]}), "has no config"),
         (lambda a, m, i: (a, {k: v for k, v in m.items() if k != "checkpoint"}, i), "metadata field checkpoint is not valid JSON"),
     ],
@@ -457,7 +456,7 @@ def test_a_flipped_byte_in_any_checkpoint_tensor_is_refused_by_name(trained):
     _, _, _, path = trained
     raw = path.read_bytes()
     file = read_header(path)
-    assert {"model.0.weight", "optimizer.m.0", "optimizer.v.0", "epoch.outputs", "epoch.indices"} <= set(file.tensors)
+    assert {"model.0.weight", "optimizer.m.0", "optimizer.v.0"} <= set(file.tensors)  # (the epoch so far is sums, in the JSON)
     for name, t in file.tensors.items():
         flipped = bytearray(raw)
         flipped[file.data_start + (t.start + t.end) // 2] ^= 0x01

@@ -98,7 +98,7 @@ def test_settings_round_trip_through_the_query_string():
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"seed": "-1"}, "seed"),
         ({"dataset": "sine", "loss": "cross_entropy"}, "loss"),
-        ({"dataset": "digits", "loss": "bce"}, "loss"),
+        ({"dataset": "objects", "loss": "cross_entropy"}, "loss"),
         ({"colour": "red"}, "colour"),
         ({"depth": "64x0"}, "depth"),
         ({"depth": "64x80"}, "depth"),
@@ -153,7 +153,7 @@ def test_a_batch_too_small_for_batch_norm_is_refused_at_start(client):
 def test_settings_errors_say_what_was_expected():
     with pytest.raises(SettingsError, match=r"depth must be an integer from 1 to 64, got '80'"):
         parse_settings({"depth": "80"})
-    with pytest.raises(SettingsError, match=r"lr must be a number in \(0, 10\], got 'abc'"):
+    with pytest.raises(SettingsError, match=r"lr must be a finite number in \(0, 10\], got 'abc'"):
         parse_settings({"lr": "abc"})
     with pytest.raises(SettingsError, match=r"width must be an integer from 1 to 1024, got True"):
         parse_settings({"width": True})

@@ -13,7 +13,7 @@ import pytest
 import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
-from chainrule.autograd import _leaf
+from chainrule.autograd import leaf
 from chainrule.data import load_digits, train_test_split
 from chainrule.diagnostics import (
     VANISHING_RATIO,
@@ -45,7 +45,7 @@ def _fit(model, X, y, monitor, lr=0.1, epochs=1, **kw):
 
 def _one_step(model, opt, X, y, monitor):
     """A hand-written training step, as the Monitor's docstring shows it."""
-    loss = F.cross_entropy(model(_leaf(X)), _leaf(y))
+    loss = F.cross_entropy(model(leaf(X)), leaf(y))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -253,7 +253,7 @@ def test_per_layer_gradient_norms_agree_with_pytorch(torch, digits, activation):
     ref = torch_copy(torch, model)
     xb, yb = X[:64].astype(np.float64), y[:64]
     monitor = Monitor(probe=(X[:128], y[:128]), loss_fn=F.cross_entropy).begin(model)
-    loss = F.cross_entropy(model(_leaf(xb)), _leaf(yb))
+    loss = F.cross_entropy(model(leaf(xb)), leaf(yb))
     loss.backward()
     monitor.step(loss)  # no optimizer step: the gradients of these weights, on this batch
     record = monitor.end_epoch()
@@ -386,7 +386,7 @@ def test_initial_state_without_probe_is_measured_with_the_weights_before_the_fir
     expected = signal_propagation(model, X[:32], F.cross_entropy, y[:32])
     opt = optim.SGD(model.parameters(), lr=0.5)
     monitor = Monitor().begin(model, loss_fn=F.cross_entropy, optimizer=opt)
-    loss = F.cross_entropy(model(_leaf(X[:32])), _leaf(y[:32]))
+    loss = F.cross_entropy(model(leaf(X[:32])), leaf(y[:32]))
     opt.zero_grad()
     loss.backward()
     opt.step()

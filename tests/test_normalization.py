@@ -280,11 +280,11 @@ def test_predict_and_evaluate_run_in_eval_mode_and_fit_in_train_mode():
 def test_sequential_does_not_fuse_across_the_new_layers():
     for extra in (nn.BatchNorm1d(8), nn.LayerNorm(8), nn.Dropout(0.5)):
         seq = nn.Sequential(nn.Linear(4, 8), extra, nn.ReLU(), nn.Linear(8, 2))
-        assert seq._fusion is None
+        assert not seq.fused
     plain = nn.MLP([4, 8, 8, 2], generator=0)
-    assert plain._fusion is not None
+    assert plain.fused
     res = nn.MLP([4, 8, 8, 2], residual=True, generator=0)
-    assert res._fusion is None and res[1].block._fusion is not None  # the block inside the skip still fuses
+    assert not res.fused and res[1].block.fused  # the block inside the skip still fuses
     # the same weights give the same numbers through the fused blocks and layer by layer
     x = cr.tensor(np.random.default_rng(0).normal(size=(5, 4)), dtype="float64")
     res.double()

@@ -54,7 +54,7 @@ def test_to_dict_is_json_and_round_trips():
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"batch_size": "abc"}, "batch_size must be an integer"),
         ({"lr": 0}, "lr must be a finite number > 0"),
-        ({"lr": "fast"}, "lr must be a number"),
+        ({"lr": "fast"}, "lr must be a finite number > 0, got 'fast'"),
         ({"momentum": 1.5}, "momentum must be a finite number in"),
         ({"layers": "128,x"}, "layers must be positive integer widths"),
         ({"layers": [64, 0]}, "layers must be positive integer widths"),

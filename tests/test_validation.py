@@ -93,7 +93,7 @@ def test_validation_data_is_named_as_such():
         ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
         ({"epochs": -1}, "epochs must be an integer >= 0, got -1"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-        ({"initial_batch": 9}, r"initial_batch must be in \[0, 2\] \(batches per epoch\), got 9"),
+        ({"state": cr.TrainState(next_batch=9)}, r"next_batch must be in \[0, 2\] \(batches per epoch\), got 9"),
     ],
 )
 def test_fit_refuses_bad_settings(kwargs, message):
@@ -105,7 +105,7 @@ def test_fit_refuses_bad_settings(kwargs, message):
 @pytest.mark.parametrize("make", [optim.SGD, optim.Adam, optim.AdamW])
 @pytest.mark.parametrize("lr", [0, -0.1, float("nan"), float("inf"), None, True, "fast"])
 def test_optimizers_refuse_a_learning_rate_that_is_not_positive_and_finite(make, lr):
-    with pytest.raises(DataError, match=f"lr must be a positive finite number, got {lr!r}"):
+    with pytest.raises(DataError, match=f"lr must be a finite number > 0, got {lr!r}"):
         make(model().parameters(), lr=lr)
 
 

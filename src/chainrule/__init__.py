@@ -31,7 +31,7 @@ from .io import load, save
 from .ops import concat, exp, log, logsumexp, maximum, minimum, sigmoid, sqrt, stack, tanh, where
 from .ops import broadcast_to, cos, cumsum, einsum, expm1, flatten, flip, log1p, prod, relu, sign, sin, squeeze, std, unsqueeze, var
 from .random import manual_seed
-from .train import History, evaluate, fit, predict
+from .train import History, TrainState, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "DivergenceError",
     "GradcheckError",
     "History",
+    "TrainState",
     "ModelFileError",
     "ShapeError",
     "Tensor",

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import asarray, check_same_device, device_of, dtype_in, is_foreign, namespace, normalize_device, to_device, to_numpy
+from .backend import asarray, check_same_device, device_of, dtype_in, is_foreign, namespace, move, normalize_device, to_numpy
 from .errors import ChainruleError, ShapeError
 
 ndarray = np.ndarray
@@ -202,11 +202,11 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, cut off from the graph."""
-        return _leaf(self.data)
+        return leaf(self.data)
 
     def to(self, device: str) -> "Tensor":
         """This tensor on ``device`` ("cpu" or "cuda"); itself when it is already there."""
-        return self if normalize_device(device) == self.device else to_device(self, device)
+        return self if normalize_device(device) == self.device else _moved(self, device)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if flag and not _is_float(self.data):
@@ -539,7 +539,17 @@ def _is_integral(arr: Any) -> bool:
     return namespace(arr).isdtype(dt, ("integral", "bool"))
 
 
-def _leaf(data: Any) -> Tensor:
+def leaf(data: Any) -> Tensor:
+    """A constant tensor (no gradient, no parents) around the backend array ``data``, as is.
+
+    The fast way for tools to wrap an array they already hold (a batch, a probe): no copy,
+    no dtype conversion and no checks, unlike :func:`tensor`.
+
+    Example:
+        >>> x = autograd.leaf(np.zeros((2, 3), dtype=np.float32))
+        >>> x.requires_grad, x.parents
+        (False, ())
+    """
     t = Tensor.__new__(Tensor)
     t.data = data
     t.grad = None
@@ -585,12 +595,12 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if like is not None and isinstance(x, (int, float, bool)):
-        return _leaf(asarray(x, like.data, like.data.dtype))
+        return leaf(asarray(x, like.data, like.data.dtype))
     arr = _to_array(x)
     if like is not None and _is_integral(arr) and _is_float(like.data):
         # integers meeting floats take the float dtype, as in PyTorch
         arr = arr.astype(like.data.dtype) if type(arr) is ndarray else namespace(arr).astype(arr, like.data.dtype)
-    return _leaf(arr)
+    return leaf(arr)
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None) -> Tensor:
@@ -608,7 +618,7 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
         >>> cr.tensor([1.0, 2.0], device="cuda")  # needs CuPy and an NVIDIA GPU
     """
     if type(data) is ndarray and dtype is None and device is None and not requires_grad and data.dtype.char in _AS_IS:
-        return _leaf(data)  # the common case of a training batch, without the general checks
+        return leaf(data)  # the common case of a training batch, without the general checks
     t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
     return t if device is None else _placed(t, device)
 
@@ -616,11 +626,18 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
 _AS_IS = frozenset(np.dtype(t).char for t in ("float32", "int64", "int32", "uint8", "bool"))
 
 
+def _moved(t: Tensor, device: Any) -> Tensor:
+    """A new leaf holding ``t``'s data on ``device``, with ``t``'s flag, name and creation number."""
+    out = leaf(move(t.data, device))
+    out.requires_grad, out.name, out._seq = t.requires_grad, t.name, t._seq
+    return out
+
+
 def _placed(t: Tensor, device: Any) -> Tensor:
     """``t`` on ``device`` ("cpu" or "cuda"): ``t`` itself when it is there already."""
     if device == "cpu" and type(t.data) is ndarray:
         return t
-    return t if normalize_device(device) == t.device else to_device(t, device)
+    return t if normalize_device(device) == t.device else _moved(t, device)
 
 
 def _shape(shape: Sequence) -> tuple:
@@ -693,5 +710,3 @@ def ones_like(t: Tensor, requires_grad: bool = False, device: str | None = None)
     return out if device is None else _placed(out, device)
 
 
-def parameters_of(tensors: Iterable[Tensor]) -> list:
-    return [t for t in tensors if t.requires_grad]

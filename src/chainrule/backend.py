@@ -225,18 +225,6 @@ def move(a: Any, device: Any) -> Any:
     return a if isinstance(a, cp.ndarray) else cp.asarray(to_numpy(a))
 
 
-def to_device(t: Any, device: Any) -> Any:
-    """A tensor's data moved to ``device`` (a no-op when it is there already), as a new leaf tensor."""
-    from .autograd import Tensor
-
-    data = move(t.data, device)
-    out = Tensor.__new__(Tensor)
-    out.data, out.grad, out.requires_grad = data, None, t.requires_grad
-    out._parents, out._backward, out._retain, out.name = (), None, False, t.name
-    out._seq, out._g = t._seq, None
-    return out
-
-
 def erf(x: Any) -> Any:
     """The error function ``erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt`` of an array, in its
     namespace (the array API has none): SciPy's on NumPy (SciPy comes with scikit-learn, and is

@@ -728,7 +728,7 @@ def _outputs(result: Any, rec: _Recorder) -> Any:
 def _materialize(output: tuple) -> Any:
     kind, value = output
     if kind == "tensor":
-        return Tensor(value, dtype=value.dtype)  # (a leaf on the step's buffer: no copy)
+        return _autograd.leaf(value)  # (a leaf on the step's buffer: no copy)
     if kind == "tuple":
         return tuple(_materialize(o) for o in value)
     return value

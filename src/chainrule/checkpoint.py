@@ -12,9 +12,6 @@ Arrays:
     model.<name>              every parameter and buffer, as in a model file (``model.0.weight`` ...)
     optimizer.<buffer>.<i>    the optimizer's buffer for parameter i: SGD's ``velocity``,
                               Adam's ``m`` and ``v`` (absent while still empty)
-    epoch.outputs             the model's outputs on the current epoch's batches so far
-    epoch.indices             the rows they belong to (both only mid-epoch; the epoch's
-                              training loss and accuracy are computed from them)
 
 Metadata (JSON strings):
 
@@ -23,7 +20,8 @@ Metadata (JSON strings):
     checkpoint     {"config": the run's settings,
                     "position": {"epoch": e, "batch": b, "step": s},   training goes on
                         with batch b (0-based) of epoch e (0-based); s steps are done
-                    "epoch_so_far": {"loss_sum": ..., "seen": rows},
+                    "epoch_so_far": the epoch's running loss and metric sums, mid-epoch
+                        (``EpochSums.to_dict()``: {"task", "loss_sum", "seen", "correct", ...}), else null,
                     "optimizer": {"type": "Adam", "lr": ..., "steps": t, "buffers": {"m": n, ...}},
                     "history": the per-epoch records so far, "seconds": training time so far,
                     "diagnostics": the Monitor's records so far (or null),
@@ -43,6 +41,7 @@ Example:
     >>> save_checkpoint("ck.safetensors", model, opt, config={}, epoch=2, batch=5, step=91, history=hist.epochs)
     >>> ck = load_checkpoint("ck.safetensors")
     >>> ck.model, ck.epoch, ck.batch
+    >>> cr.fit(ck.model, "cross_entropy", opt, X, y, epochs=4, state=ck.train_state("multiclass"))
 """
 
 from __future__ import annotations
@@ -57,8 +56,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import to_numpy
 from .errors import ChainruleError, ModelFileError
+from .metrics import EpochSums
+from .train import History, TrainState
+from .validation import integer
 
 FORMAT = "chainrule-checkpoint/1"
 FILENAME = "checkpoint.safetensors"
@@ -83,8 +84,9 @@ class Checkpoint:
     """A checkpoint read back by :func:`load_checkpoint`.
 
     ``epoch`` and ``batch`` (0-based) are where training goes on; ``step`` is
-    the number of steps done. ``partial_epoch`` is ``(loss_sum, rows_seen,
-    [(outputs, row_indices)])`` for ``cr.fit``'s argument of that name.
+    the number of steps done. ``epoch_sums`` are the running sums of the epoch so far
+    (:class:`chainrule.metrics.EpochSums`), or None at an epoch's start.
+    :meth:`train_state` is what ``cr.fit(..., state=...)`` continues from.
     ``optimizer`` is an ``Optimizer.state_dict()`` plus its "type".
     """
 
@@ -97,10 +99,27 @@ class Checkpoint:
     step: int
     history: list
     seconds: float = 0.0
-    partial_epoch: tuple = (0.0, 0, [])
+    epoch_sums: Any = None
     diagnostics: dict | None = None
     reason: str = "steps"
     info: dict = field(default_factory=dict)
+
+    def train_state(self, task: str) -> TrainState:
+        """The :class:`~chainrule.train.TrainState` this checkpoint holds, for ``cr.fit(..., state=...)``:
+        the history (with its first loss), the position and the epoch's sums so far.
+
+        Example:
+            >>> ck = load_checkpoint("runs/digits/checkpoint.safetensors")
+            >>> cr.fit(ck.model, "cross_entropy", opt, X, y, epochs=30, state=ck.train_state("multiclass"))
+        """
+        history = History(task)
+        for record in self.history:
+            history.append(record)
+        history.steps = self.step
+        first = self.info.get("first_loss")
+        if isinstance(first, float) and math.isfinite(first):
+            history.first_loss = first
+        return TrainState(history=history, epoch=self.epoch, next_batch=self.batch, step=self.step, sums=self.epoch_sums)
 
 
 def _plain(obj: Any) -> Any:
@@ -123,7 +142,7 @@ def save_checkpoint(
     step: int,
     history: list,
     seconds: float = 0.0,
-    partial_epoch: tuple | None = None,
+    epoch_sums: Any = None,
     diagnostics: dict | None = None,
     reason: str = "steps",
     first_loss: float | None = None,
@@ -138,8 +157,8 @@ def save_checkpoint(
         epoch, batch: where training goes on (0-based); step: steps done so far.
         history: the per-epoch records so far (``History.epochs``).
         seconds: training time so far.
-        partial_epoch: ``(loss_sum, rows_seen, [(outputs, row_indices)])`` of the epoch's batches
-            done so far, when stopping mid-epoch.
+        epoch_sums: the running loss and metric sums of the epoch's batches done so far
+            (``TrainState.sums``), when stopping mid-epoch.
         diagnostics: the diagnostics Monitor's ``to_dict()``, if one watches.
         reason: the interval's unit, or "interrupt" (kept for the record).
         first_loss: the run's first loss (``History.first_loss``), which divergence is judged against.
@@ -162,14 +181,10 @@ def save_checkpoint(
         for i, b in enumerate(buffers):
             if b is not None:
                 arrays[f"optimizer.{name}.{i}"] = b
-    loss_sum, seen, parts = partial_epoch if partial_epoch is not None else (0.0, 0, [])
-    if seen:
-        arrays["epoch.outputs"] = np.concatenate([to_numpy(o) for o, _ in parts])  # outputs may live on a GPU
-        arrays["epoch.indices"] = np.concatenate([to_numpy(i) for _, i in parts]).astype(np.int64)
     info = {
         "config": config,
         "position": {"epoch": int(epoch), "batch": int(batch), "step": int(step)},
-        "epoch_so_far": {"loss_sum": float(loss_sum), "seen": int(seen)},
+        "epoch_so_far": epoch_sums.to_dict() if epoch_sums is not None and batch else None,
         "optimizer": {"type": type(optimizer).__name__, "lr": float(opt_state["lr"]), "steps": int(opt_state["steps"]), "buffers": counts},
         "history": history,
         "seconds": float(seconds),
@@ -195,10 +210,7 @@ def _bad(path: Path, what: str) -> ModelFileError:
 
 
 def _int(info: dict, key: str, path: Path, where: str) -> int:
-    v = info.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _bad(path, f"has a bad {where}{key}: expected an integer >= 0, got {v!r}")
-    return v
+    return integer(f"{where}{key}", info.get(key), 0, error=lambda message: _bad(path, f"has a bad {message}"))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -275,20 +287,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise _bad(path, f"holds optimizer buffers its metadata does not list: {extra[:5]}")
     optimizer = {"type": opt["type"], "lr": float(lr), "steps": _int(opt, "steps", path, "optimizer "), "buffers": buffers}
 
-    so_far = info.get("epoch_so_far") or {}
-    seen = _int(so_far, "seen", path, "epoch_so_far ") if so_far else 0
-    loss_sum = so_far.get("loss_sum", 0.0)
-    if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)):
-        raise _bad(path, f"has a bad epoch_so_far loss_sum: expected a number, got {loss_sum!r}")
-    parts: list = []
-    outputs, indices = arrays.get("epoch.outputs"), arrays.get("epoch.indices")
-    if seen:
-        if outputs is None or indices is None or len(outputs) != seen or indices.shape != (seen,) or indices.dtype != np.int64:
-            raise _bad(path, f"has epoch outputs that do not match the {seen} rows seen so far in the epoch")
-        parts = [(outputs, indices)]
-    elif outputs is not None or indices is not None:
-        raise _bad(path, "has epoch outputs but no rows seen in the epoch")
-    if seen and batch == 0:
+    so_far = info.get("epoch_so_far")
+    sums = None if so_far is None else EpochSums.from_dict(so_far, error=lambda message: _bad(path, f"has bad epoch_so_far: {message}"))
+    if sums is not None and sums.seen and batch == 0:
         raise _bad(path, "is inconsistent: rows seen in an epoch whose first batch is still to run")
 
     diagnostics = info.get("diagnostics")
@@ -305,7 +306,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         step=step,
         history=history,
         seconds=float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0,
-        partial_epoch=(float(loss_sum), seen, parts),
+        epoch_sums=sums,
         diagnostics=diagnostics,
         reason=str(info.get("reason", "")),
         info=info,
@@ -378,14 +379,13 @@ class Checkpointer:
         """Stop after the current step, with a checkpoint (call it from a signal handler)."""
         self.stop_requested = True
 
-    def on_train_begin(self, state: Any) -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         self._start = self._last = time.perf_counter()
 
-    def on_step_end(self, state: Any) -> None:
-        b = state.batch_index + 1
-        partial = (state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs)
+    def on_step_end(self, state: TrainState) -> None:
+        b = state.next_batch
         if self.stop_requested:
-            self.save(state, state.epoch, b, state.history.epochs, partial, "interrupt")
+            self.save(state, state.epoch, b, state.history.epochs, state.sums, "interrupt")
             raise TrainingInterrupted(self.path, state.epoch + 1, state.step)
         if not self.every or self.unit == "epochs":
             return
@@ -394,15 +394,15 @@ class Checkpointer:
         else:
             due = time.perf_counter() - self._last >= self._interval
         if due and not (state.epoch + 1 == self.total_epochs and b == state.batches_per_epoch):  # not after the last step
-            self.save(state, state.epoch, b, state.history.epochs, partial, self.unit)
+            self.save(state, state.epoch, b, state.history.epochs, state.sums, self.unit)
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         done = state.epoch + 1
         if self.unit == "epochs" and self.every and done % self.every == 0 and done != self.total_epochs:
             # fit appends the record to the history after the callbacks: save it with the rest
             self.save(state, done, 0, [*state.history.epochs, state.record], None, "epochs")
 
-    def save(self, state: Any, epoch: int, batch: int, history: list, partial: tuple | None, reason: str) -> Path:
+    def save(self, state: TrainState, epoch: int, batch: int, history: list, sums: EpochSums | None, reason: str) -> Path:
         """Write the checkpoint for a position; returns its path.
 
         Weights that hold NaN or an infinity are never written: DivergenceError is raised
@@ -428,7 +428,7 @@ class Checkpointer:
             step=state.step,
             history=list(history),
             seconds=self.seconds + time.perf_counter() - self._start,
-            partial_epoch=partial if batch else None,
+            epoch_sums=sums,
             diagnostics=diagnostics,
             reason=reason,
             first_loss=state.history.first_loss,

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import ops
 from .activation_rules import ACTIVATION_RULES
-from .autograd import Tensor, _leaf, as_tensor, node
+from .autograd import Tensor, leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
 from .capture import per_step, register
 from .errors import DataError, ShapeError
@@ -408,7 +408,7 @@ def batch_norm(
             raise ShapeError("batch_norm in evaluation mode needs the running mean and variance")
         xp = namespace(a)
         r = 1.0 / xp.sqrt(running_var.data + eps)
-        return _affine((x - _leaf(running_mean.data)) * _leaf(r), weight, bias)  # (leaves keep the dtype)
+        return _affine((x - leaf(running_mean.data)) * leaf(r), weight, bias)  # (leaves keep the dtype)
     n = a.shape[0]
     if n < BATCH_NORM_MIN_ROWS:
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
@@ -464,9 +464,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
         return x * 0.0
     # drawn through per_step, so a compiled step draws a new mask at each replay
     if type(a) is ndarray:
-        return x * _leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
+        return x * leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
     mask = _dropout_mask(generator, a.shape, p, np.float64)
-    return x * _leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
+    return x * leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
 
 
 def _dropout_mask(generator: Any, shape: tuple, p: float, dtype: Any) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .activation_rules import ACTIVATION_RULES, GELU_APPROXIMATIONS
-from .autograd import Tensor, _leaf, as_tensor, node
+from .autograd import Tensor, leaf, as_tensor, node
 from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
 from .errors import ShapeError
 
@@ -1044,7 +1044,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     cond = condition.data if isinstance(condition, Tensor) else condition
     foreign = is_foreign(cond)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        a = _leaf(_float32_like(cond, a)) if foreign else as_tensor(a)  # float32, where the condition is
+        a = leaf(_float32_like(cond, a)) if foreign else as_tensor(a)  # float32, where the condition is
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
     b = _t(b, a)
     if not foreign and type(cond) is not ndarray:  # a list, a bool, a NumPy scalar
@@ -1252,9 +1252,9 @@ def astype(a: Tensor, dtype: Any) -> Tensor:
     """The values converted to ``dtype`` (a name such as "float64" or a dtype), as a new leaf."""
     x = a.data
     if type(x) is ndarray:
-        return _leaf(x.astype(dtype))
+        return leaf(x.astype(dtype))
     xp = namespace(x)
-    return _leaf(xp.astype(x, dtype_in(xp, dtype)))
+    return leaf(xp.astype(x, dtype_in(xp, dtype)))
 
 
 # ---- Tensor methods ----------------------------------------------------------

@@ -38,21 +38,38 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import functional as F
+from .backend import cupy, normalize_device, to_numpy
 from .checkpoint import FILENAME as CHECKPOINT_FILE
-from .checkpoint import format_interval, parse_interval
+from .checkpoint import Checkpointer, TrainingInterrupted, format_interval, load_checkpoint, parse_interval, restore_optimizer
+from .data import dataset_info, load_dataset
+from .diagnostics import Monitor, write_tensorboard
 from .errors import ChainruleError, DivergenceError, ModelFileError
-from .validation import check_file, parse_json
+from .io import describe, load, save, write_atomic
+from .memory import check_training_memory, estimate_training_memory
+from .metrics import confusion_matrix
+from .nn.activations import ACTIVATIONS
+from .nn.dropout import check_dropout
+from .nn.init import INITIALIZERS
+from .nn.mlp import MLP, check_norm
+from .optim import OPTIMIZERS, SGD
+from .threads import limit_threads
+from .train import History, TrainState, evaluate, fit, get_loss, nonfinite_parameter, predict
+from .validation import boolean, check_fields, check_file, choice, integer, number, parse_json, rule
 
-# Losses each task can train with; the first is the default.
+# Losses each task can train with; the first is the default. Class labels become one-hot
+# rows for mse and bce (build); multi-label rows are already targets for both.
 LOSSES_FOR_TASK = {
     "multiclass": ("cross_entropy", "mse", "bce"),
-    "multilabel": ("bce",),
+    "multilabel": ("bce", "mse"),
     "regression": ("mse",),
 }
+LOSSES = LOSSES_FOR_TASK["multiclass"]
 # Learning rate when none is given, by optimizer.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 # Label smoothing when none is given, with cross-entropy. On for `chainrule train`: the default
@@ -64,34 +81,6 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 PROBE_ROWS = 128
 # Pictures of the diagnostics (chainrule.report.diagnostics_plots.write_diagnostic_plots).
 DIAGNOSTIC_PLOTS = ("gradient_norms.png", "unit_health.png", "signal_propagation.png")
-
-
-def _name(field_name: str, value: Any, valid: Sequence[str]) -> str:
-    key = str(value).lower().replace("-", "_")
-    if key not in valid:
-        raise ChainruleError(f"unknown {field_name} {value!r}; expected one of {', '.join(valid)}")
-    return key
-
-
-def _integer(field_name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ChainruleError(f"{field_name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _number(field_name: str, value: Any, low: float = -math.inf, high: float = math.inf, positive: bool = False) -> float:
-    try:
-        v = float(value)
-        if isinstance(value, (bool, str)):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ChainruleError(f"{field_name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or not low <= v <= high or (positive and v <= 0):
-        bounds = "> 0" if positive else f"in [{low}, {high}]"
-        raise ChainruleError(f"{field_name} must be a finite number {bounds}, got {value!r}")
-    return v
 
 
 def parse_layers(value: Any) -> tuple:
@@ -143,6 +132,36 @@ def format_layers(widths: Sequence[int]) -> str:
         else:
             parts.append([w, 1])
     return ",".join(str(w) if n == 1 else f"{w}x{n}" for w, n in parts)
+
+
+def _of_value(check: Any) -> Any:
+    return lambda name, value, error: check(value)
+
+
+# How each setting of a TrainConfig is checked, and put in its canonical form.
+SETTING_RULES = {
+    "dataset": _of_value(lambda name: dataset_info(name).name),
+    "layers": _of_value(parse_layers),
+    "activation": rule(choice, tuple(ACTIVATIONS)),
+    "init": rule(choice, INITIALIZERS),
+    "bias_init": rule(number),
+    "residual": rule(boolean),
+    "norm": _of_value(check_norm),
+    "dropout": _of_value(check_dropout),
+    "loss": rule(choice, LOSSES),
+    "label_smoothing": rule(number, 0.0, 0.999),
+    "optimizer": rule(choice, tuple(OPTIMIZERS)),
+    "lr": rule(number, 0, open_low=True),
+    "momentum": rule(number, 0.0, 0.999),
+    "weight_decay": rule(number, 0.0),
+    "batch_size": rule(integer, 1),
+    "epochs": rule(integer, 0),
+    "seed": rule(integer, 0),
+    "data_seed": rule(integer, 0),
+    "device": _of_value(normalize_device),
+    "monitor_every": rule(integer, 0),
+    "checkpoint_every": _of_value(lambda every: format_interval(*parse_interval(every))),
+}
 
 
 @dataclass(frozen=True)
@@ -209,63 +228,24 @@ class TrainConfig:
     checkpoint_every: int | str = 0
 
     def __post_init__(self) -> None:
-        from .backend import normalize_device
-        from .data import dataset_info
-        from .nn.activations import ACTIVATIONS
-        from .nn.init import INITIALIZERS
-        from .nn.dropout import check_dropout
-        from .nn.mlp import check_norm
-        from .optim import OPTIMIZERS
-
+        check_fields(self, SETTING_RULES, ChainruleError)
         info = dataset_info(self.dataset)
-        s = functools.partial(object.__setattr__, self)
-        s("dataset", info.name)
-        s("layers", parse_layers(self.layers))
-        s("activation", _name("activation", self.activation, tuple(ACTIVATIONS)))
-        if self.init is not None:
-            s("init", _name("init", self.init, INITIALIZERS))
-        s("bias_init", _number("bias_init", self.bias_init))
-        if not isinstance(self.residual, (bool, np.bool_)):
-            raise ChainruleError(f"residual must be true or false, got {self.residual!r}")
-        s("residual", bool(self.residual))
-        s("norm", check_norm(self.norm))
-        s("dropout", check_dropout(self.dropout))
-        if self.loss is not None:
-            s("loss", _name("loss", self.loss, LOSSES_FOR_TASK["multiclass"]))
-            if self.loss not in LOSSES_FOR_TASK[info.task]:
-                raise ChainruleError(
-                    f"loss {self.loss!r} does not fit the {info.task} dataset {info.name!r}; "
-                    f"expected one of {', '.join(LOSSES_FOR_TASK[info.task])}"
-                )
-        if self.label_smoothing is not None:
-            s("label_smoothing", _number("label_smoothing", self.label_smoothing, 0.0, 0.999))
-            loss = self.loss or info.default_loss
-            if self.label_smoothing and loss != "cross_entropy":
-                raise ChainruleError(f"label_smoothing applies to cross_entropy only, but the loss is {loss!r}")
-        s("optimizer", _name("optimizer", self.optimizer, tuple(OPTIMIZERS)))
-        if self.lr is not None:
-            s("lr", _number("lr", self.lr, positive=True))
-        s("momentum", _number("momentum", self.momentum, 0.0, 0.999))
-        s("weight_decay", _number("weight_decay", self.weight_decay, 0.0))
-        s("batch_size", _integer("batch_size", self.batch_size, 1))
-        s("epochs", _integer("epochs", self.epochs, 0))
-        s("seed", _integer("seed", self.seed, 0))
-        s("data_seed", _integer("data_seed", self.data_seed, 0))
-        s("device", normalize_device(self.device))
-        s("monitor_every", _integer("monitor_every", self.monitor_every, 0))
-        s("checkpoint_every", format_interval(*parse_interval(self.checkpoint_every)))
+        if self.loss is not None and self.loss not in LOSSES_FOR_TASK[info.task]:
+            raise ChainruleError(
+                f"loss {self.loss!r} does not fit the {info.task} dataset {info.name!r}; "
+                f"expected one of {', '.join(LOSSES_FOR_TASK[info.task])}"
+            )
+        loss = self.loss or info.default_loss
+        if self.label_smoothing and loss != "cross_entropy":
+            raise ChainruleError(f"label_smoothing applies to cross_entropy only, but the loss is {loss!r}")
 
     @property
     def task(self) -> str:
         """The dataset's task: "multiclass", "multilabel" or "regression"."""
-        from .data import dataset_info
-
         return dataset_info(self.dataset).task
 
     def resolved(self) -> "TrainConfig":
         """This config with loss, lr and label_smoothing filled in (init is filled by :func:`run`)."""
-        from .data import dataset_info
-
         loss = self.loss or dataset_info(self.dataset).default_loss
         smoothing = self.label_smoothing
         if smoothing is None:
@@ -278,6 +258,11 @@ class TrainConfig:
         d = dataclasses.asdict(self.resolved())
         d["layers"] = list(d["layers"])
         return d
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Each setting's default, by name (what the command line shows as its defaults)."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
 
     @classmethod
     def fields(cls) -> tuple:
@@ -332,23 +317,27 @@ class RunResult:
     resumed_from: int | None = None
 
 
-def targets_for(config: TrainConfig, y: np.ndarray, num_outputs: int) -> np.ndarray:
-    """The targets the loss trains on: class labels become one-hot rows for mse and bce."""
-    if config.task == "multiclass" and config.loss in ("mse", "bce"):
-        onehot = np.zeros((len(y), num_outputs), dtype=np.float32)
-        onehot[np.arange(len(y)), y] = 1.0
-        return onehot
-    return y
+# Settings a config derives from another one: overriding the source drops the derived ones it held.
+DERIVED_SETTINGS = {"dataset": ("loss", "label_smoothing"), "optimizer": ("lr",), "activation": ("init",)}
 
 
-def loss_function(config: TrainConfig) -> Any:
-    """The loss function of a resolved config (cross-entropy with its label smoothing)."""
-    from . import functional as F
-    from .train import get_loss
+def merge_settings(settings: dict, given: dict) -> dict:
+    """``settings`` (a config file's) overridden by ``given`` (the command line's options).
 
-    if config.loss == "cross_entropy" and config.label_smoothing:
-        return functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
-    return get_loss(config.loss)
+    A setting that another one derives (the loss from the dataset, lr from the optimizer, init
+    from the activation) is dropped when ``given`` changes its source, so it is derived again.
+
+    Example:
+        >>> merge_settings({"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam"})
+        {'optimizer': 'adam'}
+    """
+    merged = dict(settings)
+    for source, derived in DERIVED_SETTINGS.items():
+        if source in given and merged and str(given[source]).lower().replace("_", "-") != str(merged.get(source)).replace("_", "-"):
+            for key in derived:
+                merged.pop(key, None)
+    merged.update(given)
+    return merged
 
 
 def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
@@ -360,37 +349,73 @@ def estimate_memory(config: TrainConfig, rows: int = 0) -> Any:
         >>> estimate_memory(TrainConfig(layers=(256, 256, 128))).total < 10 * 2**20
         True
     """
-    from .data import dataset_info
-    from .memory import estimate_training_memory
-
     info = dataset_info(config.dataset)
     sizes = [info.num_features, *config.layers, info.num_outputs]
     return estimate_training_memory(sizes, config.batch_size, config.optimizer, rows=rows)
 
 
+@dataclass
+class Built:
+    """What :func:`build` makes of a config: the pieces :func:`chainrule.fit` takes.
+
+    ``targets(y)`` turns a dataset's labels into what ``loss_fn`` trains on.
+    """
+
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    targets: Any
+
+
+def build(config: TrainConfig, num_features: int | None = None, num_outputs: int | None = None, model: Any = None) -> Built:
+    """The model, optimizer, loss and targets of a resolved config: the one builder of runs.
+
+    The command line, sweeps, the dashboard and the estimators all map their settings onto a
+    :class:`TrainConfig` and build here. The MLP is ``[num_features, *layers, num_outputs]``
+    (widths from the dataset unless given), seeded by ``config.seed``; ``model`` (a restored
+    one) is used instead when given. It is moved to ``config.device`` before the optimizer is
+    made, so the optimizer's state lives beside the parameters. With mse or bce on classes,
+    ``targets`` makes one-hot rows of the labels (see :data:`LOSSES_FOR_TASK`).
+
+    Example:
+        >>> built = build(TrainConfig(dataset="xor", layers=(8,)).resolved())
+        >>> built.model.sizes, type(built.optimizer).__name__
+        ([2, 8, 2], 'Adam')
+    """
+    info = dataset_info(config.dataset)
+    if model is None:
+        model = build_model(config, num_features or info.num_features, num_outputs or info.num_outputs)
+    if config.device != "cpu":
+        model.to(config.device)
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        optimizer = SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        optimizer = OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.loss == "cross_entropy" and config.label_smoothing:
+        loss_fn = functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
+    else:
+        loss_fn = get_loss(config.loss)
+    one_hot = info.task == "multiclass" and config.loss in ("mse", "bce")
+    return Built(model, optimizer, loss_fn, functools.partial(_one_hot, outputs=model.sizes[-1]) if one_hot else _same)
+
+
 def build_model(config: TrainConfig, num_features: int, num_outputs: int) -> Any:
     """The MLP of a config: [num_features, *layers, num_outputs], weights seeded by ``config.seed``."""
-    from .nn import MLP
-
     return MLP(
-        [num_features, *config.layers, num_outputs],
-        activation=config.activation,
-        init=config.init,
-        bias_init=config.bias_init,
-        generator=config.seed,
-        residual=config.residual,
-        norm=config.norm,
-        dropout=config.dropout,
+        [num_features, *config.layers, num_outputs], activation=config.activation, init=config.init,
+        bias_init=config.bias_init, generator=config.seed, residual=config.residual, norm=config.norm, dropout=config.dropout,
     )
 
 
-def build_optimizer(config: TrainConfig, params: Any) -> Any:
-    """The optimizer of a resolved config."""
-    from .optim import OPTIMIZERS, SGD
+def _one_hot(y: np.ndarray, outputs: int) -> np.ndarray:
+    rows = np.zeros((len(y), outputs), dtype=np.float32)
+    rows[np.arange(len(y)), np.asarray(y, dtype=np.int64)] = 1.0
+    return rows
 
-    if config.optimizer == "sgd":
-        return SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+
+def _same(y: Any) -> Any:
+    return y
 
 
 def _check_out(out: Path) -> None:
@@ -479,8 +504,6 @@ def find_checkpoint(path: str | Path) -> Any:
     Example:
         >>> find_checkpoint("runs/digits").step
     """
-    from .checkpoint import load_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise ChainruleError(f"run folder {str(path)!r} does not exist")
@@ -580,7 +603,6 @@ class _Watch:
     """The diagnostics Monitor of a run, with what an earlier session of it recorded."""
 
     def __init__(self, config: TrainConfig, ds: Any, y_train: Any, ck: Any, histograms: bool):
-        from .diagnostics import Monitor
 
         self.monitor = Monitor(
             probe=(ds.X_train[:PROBE_ROWS], y_train[:PROBE_ROWS]),
@@ -602,9 +624,7 @@ class _Watch:
         return data
 
     def tensorboard(self, logdir: Path, history: Any) -> None:
-        from types import SimpleNamespace
 
-        from .diagnostics import write_tensorboard
 
         data = self.data()
         histograms = [{}] * self.restored + list(self.monitor.histograms or [])
@@ -614,46 +634,27 @@ class _Watch:
 def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callbacks: Sequence, quiet: bool, plots: bool,
            threads: int | None, tensorboard: Any, interruptible: bool) -> RunResult:
     """run() and resume(): train from scratch (``ck`` None) or from a checkpoint, and write the folder."""
-    from .backend import to_numpy
-    from .threads import limit_threads
-    from .checkpoint import Checkpointer, TrainingInterrupted, restore_optimizer
-    from .data import load_dataset
-    from .io import describe, write_atomic
-    from .memory import check_training_memory
-    from .metrics import confusion_matrix
-    from .train import History, evaluate, fit, nonfinite_parameter, predict
-
     if config.device != "cpu":
-        from .backend import cupy
-
         cupy()  # before any work: chainrule's one-line error when CuPy or a GPU is missing
     if tensorboard is not None:
         _check_tensorboard()
     ds = load_dataset(config.dataset, seed=config.data_seed)
     check_training_memory(estimate_memory(config, rows=len(ds.X_train)), "this run")
-    model = build_model(config, ds.num_features, ds.num_outputs)
-    config = dataclasses.replace(config, init=model.init)
+    fresh = build_model(config, ds.num_features, ds.num_outputs)
+    config = dataclasses.replace(config, init=fresh.init)
     if ck is not None:
-        if describe(ck.model) != describe(model):
+        if describe(ck.model) != describe(fresh):
             raise ModelFileError(
                 f"checkpoint {str(ck.path)!r} holds a model {describe(ck.model)['config']} that its settings "
-                f"do not describe ({describe(model)['config']})"
+                f"do not describe ({describe(fresh)['config']})"
             )
-        model = ck.model
-    if config.device != "cpu":
-        model.to(config.device)  # before the optimizer: its state (and a checkpoint's) is made beside the parameters
-    optimizer = build_optimizer(config, model.parameters())
+    built = build(config, model=fresh if ck is None else ck.model)
+    model, optimizer, loss_fn = built.model, built.optimizer, built.loss_fn
     if ck is not None:
         restore_optimizer(optimizer, ck)
-    loss_fn = loss_function(config)
-    y_train = targets_for(config, ds.y_train, ds.num_outputs)
-    y_test = targets_for(config, ds.y_test, ds.num_outputs)
-    history = History(ds.task)
-    for record in ck.history if ck is not None else ():
-        history.append(record)
-    history.steps = ck.step if ck is not None else 0
-    if ck is not None and isinstance(ck.info.get("first_loss"), float) and math.isfinite(ck.info["first_loss"]):
-        history.first_loss = ck.info["first_loss"]
+    y_train, y_test = built.targets(ds.y_train), built.targets(ds.y_test)
+    state = ck.train_state(ds.task) if ck is not None else TrainState(history=History(ds.task))
+    history, before = state.history, ck.seconds if ck is not None else 0.0  # (training time of earlier sessions)
     watch = _Watch(config, ds, y_train, ck, histograms=tensorboard is not None) if config.monitor_every else None
     checkpointer = None
     if out is not None:
@@ -664,22 +665,18 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         every, unit = parse_interval(config.checkpoint_every)
         checkpointer = Checkpointer(
             out / CHECKPOINT_FILE, config.to_dict(), every, unit, config.epochs,
-            seconds=ck.seconds if ck is not None else 0.0, diagnostics=watch.data if watch else None,
+            seconds=before, diagnostics=watch.data if watch else None,
         )
     all_callbacks = [*callbacks, *([watch.monitor] if watch else []), *([checkpointer] if checkpointer else [])]
-    before = ck.seconds if ck is not None else 0.0
 
-    # overflow on the way to a NaN loss is reported once, by fit's DivergenceError, not as NumPy warnings
-    with limit_threads(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with limit_threads(threads):
         start = time.perf_counter()
         try:
             with _stop_on_sigint(checkpointer if interruptible else None):
                 history = fit(
                     model, loss_fn, optimizer, ds.X_train, y_train,
                     epochs=config.epochs, batch_size=config.batch_size, validation=(ds.X_test, y_test),
-                    seed=config.seed, callbacks=all_callbacks, progress=progress and not quiet, task=ds.task,
-                    initial_epoch=ck.epoch if ck is not None else 0, initial_batch=ck.batch if ck is not None else 0,
-                    history=history, partial_epoch=ck.partial_epoch if ck is not None else None,
+                    seed=config.seed, callbacks=all_callbacks, progress=progress and not quiet, task=ds.task, state=state,
                 )
                 bad = nonfinite_parameter(model)
                 if bad is not None:  # an update overflowed where the loss does not show it (a dead unit's bias)
@@ -712,8 +709,6 @@ def _train(config: TrainConfig, out: Path | None, ck: Any, progress: bool, callb
         if watch:
             watch.tensorboard(Path(tensorboard), history)
         else:
-            from .diagnostics import write_tensorboard
-
             write_tensorboard([], tensorboard, histories=history.history)
     if out is not None:
         write_run(result, out, plots=plots)
@@ -764,14 +759,18 @@ def _dump(data: Any) -> bytes:
     return (json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
-def metrics_record(result: RunResult) -> dict:
-    """The contents of metrics.json: status, per-epoch history, final metrics and diagnostics, as plain data."""
+def metrics_record(result: RunResult, status: str = "finished", error: str | None = None) -> dict:
+    """The contents of metrics.json: status, per-epoch history, final metrics and diagnostics, as plain data.
+
+    A run that diverged or was interrupted has its ``status``, the ``error`` message and no final metrics.
+    """
     from . import __version__
 
     h = result.history
     record = {
         "chainrule": __version__,
-        "status": "finished",
+        "status": status,
+        **({"error": error} if error is not None else {}),
         "dataset": result.config.dataset,
         "task": h.task,
         "names": list(result.dataset.names),
@@ -795,25 +794,8 @@ def metrics_record(result: RunResult) -> dict:
 def _write_stopped(out: Path, config: TrainConfig, ds: Any, history: Any, seconds: float, status: str, message: str,
                    diagnostics: dict | None, plots: bool) -> None:
     """metrics.json (and the diagnostics plots) of a run that diverged or was interrupted."""
-    from . import __version__
-    from .io import write_atomic
-
-    record = {
-        "chainrule": __version__,
-        "status": status,
-        "error": message,
-        "dataset": config.dataset,
-        "task": history.task,
-        "names": list(ds.names),
-        "epochs_run": len(history.epochs),
-        "steps": history.steps,
-        "seconds": seconds,
-        "final": None,
-        "history": history.epochs,
-    }
-    if diagnostics is not None:
-        record["diagnostics"] = diagnostics
-    write_atomic(out / "metrics.json", _dump(record))
+    stopped = RunResult(config, None, history, None, seconds, ds, diagnostics=diagnostics)
+    write_atomic(out / "metrics.json", _dump(metrics_record(stopped, status, message)))
     if plots and diagnostics is not None and diagnostics.get("epochs"):
         from .report.diagnostics_plots import write_diagnostic_plots
 
@@ -822,7 +804,6 @@ def _write_stopped(out: Path, config: TrainConfig, ds: Any, history: Any, second
 
 def write_run(result: RunResult, out: str | Path, plots: bool = True) -> list:
     """Write the run folder of ``result`` (model, config.json, metrics.json, plots); returns the paths."""
-    from .io import save, write_atomic
     from .report.run_plots import RUN_PLOTS, plot_run
 
     out = Path(out)
@@ -872,9 +853,6 @@ def load_run(path: str | Path) -> SavedRun:
         >>> saved = load_run("runs/digits")
         >>> saved.config.dataset, saved.model
     """
-    from .io import load
-    from .nn import MLP
-
     path = Path(path)
     if not path.exists():
         raise ChainruleError(f"run folder {str(path)!r} does not exist")
@@ -908,10 +886,6 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
     The dataset is rebuilt from the run's config (name and data_seed), so the
     test set is the one the run held out.
     """
-    from .data import load_dataset
-    from .metrics import confusion_matrix
-    from .train import evaluate, predict
-
     saved = path if isinstance(path, SavedRun) else load_run(path)
     config = saved.config.resolved()
     ds = load_dataset(config.dataset, seed=config.data_seed)
@@ -921,13 +895,14 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
             f"the model in {str(saved.path)!r} maps {n_in} inputs to {n_out} outputs, "
             f"but dataset {ds.name!r} has {ds.num_features} features and {ds.num_outputs} outputs"
         )
-    y_test = targets_for(config, ds.y_test, ds.num_outputs)
+    built = build(dataclasses.replace(config, device="cpu"), model=saved.model)  # the loaded model is on the host
+    y_test = built.targets(ds.y_test)
     result: dict = {
         "dataset": ds.name,
         "task": ds.task,
         "names": list(ds.names),
         "samples": len(ds.X_test),
-        "test": evaluate(saved.model, loss_function(config), ds.X_test, y_test, task=ds.task),
+        "test": evaluate(saved.model, built.loss_fn, ds.X_test, y_test, task=ds.task),
     }
     if ds.task == "multiclass":
         result["confusion_matrix"] = confusion_matrix(ds.y_test, predict(saved.model, ds.X_test).argmax(axis=1), ds.num_outputs)
@@ -935,21 +910,22 @@ def evaluate_run(path: str | Path | SavedRun) -> dict:
 
 
 __all__ = [
+    "Built",
+    "LOSSES_FOR_TASK",
     "RunResult",
     "SavedRun",
     "TrainConfig",
+    "build",
     "build_model",
-    "build_optimizer",
     "estimate_memory",
     "evaluate_run",
     "find_checkpoint",
     "json_ready",
     "load_run",
-    "loss_function",
+    "merge_settings",
     "metrics_record",
     "parse_layers",
     "resume",
     "run",
-    "targets_for",
     "write_run",
 ]

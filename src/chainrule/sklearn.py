@@ -60,13 +60,15 @@ from . import functional as F
 from .backend import to_numpy
 from .diagnostics import Monitor
 from .memory import check_training_memory, estimate_training_memory
-from .nn import ACTIVATIONS, MLP
+from .nn import ACTIVATIONS
 from .nn.init import INITIALIZERS
 from .nn.dropout import check_dropout
 from .nn.mlp import check_norm
-from .optim import SGD, Adam
+from .runs import TrainConfig, build
 from .train import fit as _fit
+from .train import TrainState
 from .train import predict as _predict
+from .validation import boolean, choice, integer, number
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -88,7 +90,7 @@ class _StopRule:
         self.best_state: dict | None = None
         self.stopped = False
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         est = self.est
         loss = state.record["loss"]
         est.loss_curve_.append(loss)
@@ -179,21 +181,6 @@ class _BaseMLP(BaseEstimator):
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
-        def number(name: str, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
-                ok = False
-            else:
-                ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi) and math.isfinite(v)
-            if not ok:
-                interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
-                raise bad(name, f"a finite number in {interval}")
-
-        def integer(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-                raise bad(name, f"an integer >= {lo}")
-
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
         try:
@@ -202,26 +189,23 @@ class _BaseMLP(BaseEstimator):
             raise bad("hidden_layer_sizes", "an int or a sequence of positive ints") from None
         if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes):
             raise bad("hidden_layer_sizes", "an int or a sequence of positive ints")
-        act = _ALIASES.get(self.activation, self.activation) if isinstance(self.activation, str) else None
-        if act not in ACTIVATIONS:
-            raise bad("activation", f"one of {', '.join(ACTIVATIONS)} (or 'logistic')")
-        if self.init is not None and self.init not in INITIALIZERS:
-            raise bad("init", f"None or one of {', '.join(INITIALIZERS)}")
-        if self.solver not in _SOLVERS:
-            raise bad("solver", f"one of {', '.join(_SOLVERS)}")
-        number("alpha", 0.0)
+        act = self.activation
+        act = choice("activation", _ALIASES.get(act, act) if isinstance(act, str) else act, tuple(ACTIVATIONS), ValueError)
+        if self.init is not None:
+            choice("init", self.init, INITIALIZERS, ValueError)
+        choice("solver", self.solver, _SOLVERS, ValueError)
+        number("alpha", self.alpha, 0.0, error=ValueError)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            integer("batch_size", 1)
-        number("learning_rate_init", 0.0, lo_open=True)
-        integer("max_iter", 1)
-        number("tol", 0.0)
-        number("momentum", 0.0, 1.0)
-        number("validation_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
-        integer("n_iter_no_change", 1)
+            integer("batch_size", self.batch_size, 1, error=ValueError)
+        number("learning_rate_init", self.learning_rate_init, 0, open_low=True, error=ValueError)
+        integer("max_iter", self.max_iter, 1, error=ValueError)
+        number("tol", self.tol, 0.0, error=ValueError)
+        number("momentum", self.momentum, 0.0, 0.999, error=ValueError)
+        number("validation_fraction", self.validation_fraction, 0.0, 1.0, open_low=True, open_high=True, error=ValueError)
+        integer("n_iter_no_change", self.n_iter_no_change, 1, error=ValueError)
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in ("cpu", "cuda", "gpu"):
             raise bad("device", "'cpu' or 'cuda'")
-        if not isinstance(self.residual, (bool, np.bool_)):
-            raise bad("residual", "True or False")
+        boolean("residual", self.residual, error=ValueError)
         check_norm(self.norm)  # nn.MLP's rules; chainrule's errors are ValueErrors, as scikit-learn expects
         check_dropout(self.dropout)
         return [int(s) for s in sizes], act
@@ -246,7 +230,7 @@ class _BaseMLP(BaseEstimator):
     def _data_loss(self) -> Any:
         raise NotImplementedError
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         raise NotImplementedError
 
     # ---- training ----------------------------------------------------------------
@@ -255,16 +239,13 @@ class _BaseMLP(BaseEstimator):
         batch = 200 if self.batch_size == "auto" else int(self.batch_size)  # at most: "auto" is min(200, rows)
         estimate = estimate_training_memory([n_features, *sizes, n_outputs], batch, self.solver)
         check_training_memory(estimate, f"{type(self).__name__}(hidden_layer_sizes={tuple(sizes)})")
-        self.model_ = MLP(
-            [n_features, *sizes, n_outputs], activation=act, init=self.init, generator=int(rng.randint(2**31 - 1)),
-            residual=bool(self.residual), norm=self.norm, dropout=self.dropout,
+        config = TrainConfig(  # the run builder's settings; the loss is the estimator's own (_loss_fn)
+            layers=sizes, activation=act, init=self.init, seed=int(rng.randint(2**31 - 1)), residual=bool(self.residual),
+            norm=self.norm, dropout=self.dropout, optimizer=self.solver, lr=self.learning_rate_init,
+            momentum=self.momentum, device=self.device,
         )
-        self.model_.to(self.device)  # the same weights on any device; fit moves each batch to them
-        params = self.model_.parameters()
-        if self.solver == "sgd":
-            self._optimizer = SGD(params, lr=self.learning_rate_init, momentum=self.momentum)
-        else:
-            self._optimizer = Adam(params, lr=self.learning_rate_init)
+        built = build(config.resolved(), n_features, n_outputs)  # the same weights on any device; fit moves each batch to them
+        self.model_, self._optimizer = built.model, built.optimizer
         self._seed = int(rng.randint(2**31 - 1))
         self.n_iter_ = 0
         self.t_ = 0
@@ -308,7 +289,7 @@ class _BaseMLP(BaseEstimator):
                 progress=False,
                 task=self._task,
                 shuffle=bool(self.shuffle),
-                initial_epoch=start,
+                state=TrainState(epoch=start, step=start * ((n + batch - 1) // batch)),
             )
         finally:
             monitor.end()  # unhooks the layers even when training fails
@@ -385,7 +366,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             stopping, the validation accuracy) has not improved by tol for more
             than n_iter_no_change epochs in a row.
         verbose: print the loss after each epoch.
-        momentum: SGD momentum, in [0, 1].
+        momentum: SGD momentum, in [0, 0.999].
         early_stopping: hold out ``validation_fraction`` of the data
             (stratified), stop on its accuracy and keep the best weights.
         label_smoothing: eps in [0, 1]; the one-hot target becomes
@@ -474,7 +455,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return bce
         return lambda out, target: F.cross_entropy(out, target, label_smoothing=eps)
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         out = _predict(model, X)
         if self._task == "multilabel":
             return float(np.mean(np.all((out > 0) == (y >= 0.5), axis=1)))
@@ -606,7 +587,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _data_loss(self) -> Any:
         return lambda out, target: F.mse_loss(out, target) * 0.5
 
-    def _model_score(self, model: MLP, X: np.ndarray, y: np.ndarray) -> float:
+    def _model_score(self, model: Any, X: np.ndarray, y: np.ndarray) -> float:
         from sklearn.metrics import r2_score
 
         return float(r2_score(y, _predict(model, X)))

@@ -171,12 +171,9 @@ def run_point(settings: dict) -> dict:
     """
     start = time.perf_counter()
     try:
-        import numpy as np
-
         from .runs import TrainConfig, run
 
-        # overflow on the way to a divergence is reported once, as the point's DivergenceError
-        with limit_threads(1), np.errstate(over="ignore", invalid="ignore"):
+        with limit_threads(1):  # (fit reports an overflow once, as the point's DivergenceError)
             result = run(TrainConfig.from_dict(dict(settings)))
         row = {"status": "ok", **_final_metrics(result)}
         row["seconds"] = float(getattr(result, "seconds", time.perf_counter() - start))

@@ -22,11 +22,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import functional as F
-from .autograd import _leaf, no_grad
+from .autograd import leaf, no_grad
 from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
-from .metrics import task_metrics
-from .validation import as_array, check_features, check_finite, check_not_empty, check_positive_int, check_targets, check_validation
+from .metrics import EpochSums, task_metrics
+from .validation import as_array, check_features, check_finite, check_not_empty, check_targets, check_validation, integer
 
 LOSSES = {
     "cross_entropy": F.cross_entropy,
@@ -111,23 +111,36 @@ class History:
 
 
 class TrainState:
-    """What callbacks see: the model, optimizer, position in training and the last batch's loss.
+    """Everything fit knows about a run in progress, in one place.
 
+    Callbacks receive it after each step and epoch; a checkpoint keeps what resuming needs
+    (the history, the position and the epoch's running sums), and ``fit(..., state=...)``
+    continues from such a state, so resuming is restoring a state.
+
+    Position: ``epoch`` (0-based), ``next_batch`` (of that epoch, the first still to run),
+    ``step`` (steps done over all epochs). After a step: ``batch_index`` (the batch just
+    done), ``loss``, ``xb``, ``yb``, ``output``; ``sums`` holds the epoch's running loss and
+    metric sums (:class:`chainrule.metrics.EpochSums`); ``record`` is the last epoch's record.
     A callback may set ``stop = True`` to end training after the current step.
-    ``epoch_loss_sum``, ``epoch_seen`` and ``epoch_outputs`` (``[(outputs, row
-    indices)]`` per batch) are the current epoch's running totals, from which
-    its training metrics are computed; a checkpoint keeps them so that a
-    resumed epoch reports what an uninterrupted one would.
+
+    Example:
+        >>> state = TrainState(history=ck_history, epoch=2, next_batch=5, step=31)
+        >>> cr.fit(model, "cross_entropy", opt, X, y, epochs=4, state=state)
     """
 
-    def __init__(self, model: Any, optimizer: Any, loss_fn: Callable, history: History):
+    def __init__(
+        self, model: Any = None, optimizer: Any = None, loss_fn: Callable | None = None, history: History | None = None,
+        epoch: int = 0, next_batch: int = 0, step: int = 0, sums: EpochSums | None = None,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.history = history
-        self.epoch = 0
-        self.step = 0  # steps taken so far, over all epochs
-        self.batch_index = 0  # within the epoch
+        self.epoch = epoch
+        self.next_batch = next_batch
+        self.step = step
+        self.sums = sums
+        self.batch_index = 0
         self.batches_per_epoch = 0
         self.loss = math.nan
         self.xb: Any = None
@@ -135,9 +148,6 @@ class TrainState:
         self.output: Any = None
         self.record: dict = {}
         self.stop = False
-        self.epoch_loss_sum = 0.0
-        self.epoch_seen = 0
-        self.epoch_outputs: list = []
 
 
 def _call(callbacks: Sequence, hook: str, state: TrainState) -> None:
@@ -228,23 +238,6 @@ class _DeviceBatches:
         return [self.xp.take(a, i, axis=0) for a in self.device]
 
 
-def _to_host(parts: list) -> np.ndarray:
-    """Arrays of one namespace or several, joined in order as one NumPy array; device arrays
-    are joined on their device first, so each run of them costs one copy to the host."""
-    out, run = [], []
-    for a in parts:
-        if type(a) is np.ndarray:
-            if run:
-                out.append(to_numpy(namespace(run[0]).concat(run)))
-                run = []
-            out.append(a)
-        else:
-            run.append(a)
-    if run:
-        out.append(to_numpy(namespace(run[0]).concat(run)))
-    return out[0] if len(out) == 1 else np.concatenate(out)
-
-
 def check_batches(model: Any, rows: int, batch_size: int) -> None:
     """Refuse, before any step, batches smaller than a layer of ``model`` needs in training
     (``min_batch_rows``: batch normalization needs two rows to take a variance), including the
@@ -304,10 +297,7 @@ def fit(
     task: str | None = None,
     scheduler: Any = None,
     shuffle: bool = True,
-    initial_epoch: int = 0,
-    initial_batch: int = 0,
-    history: History | None = None,
-    partial_epoch: tuple | None = None,
+    state: TrainState | None = None,
 ) -> History:
     """Train ``model`` by mini-batch gradient descent and return its History.
 
@@ -327,13 +317,12 @@ def fit(
         progress: show a progress bar (only when the output is a terminal).
         task: "multiclass", "multilabel" or "regression"; inferred from the loss by default.
         scheduler: a learning-rate schedule, stepped after each epoch.
-        initial_epoch, initial_batch: where to start (resuming from a checkpoint):
-            the 0-based epoch and its first batch still to run.
-        history: the History to continue (resuming); a new one by default.
-        partial_epoch: ``(loss_sum, rows_seen, [(outputs, row_indices), ...])`` of
-            the batches of ``initial_epoch`` already done before a resume, so that
-            epoch's training metrics equal an uninterrupted run's
-            (:mod:`chainrule.checkpoint` keeps and restores them).
+        state: a :class:`TrainState` to continue from (its history, position and the epoch's
+            sums so far; :meth:`chainrule.checkpoint.Checkpoint.train_state` restores one), so
+            that a resumed run ends as the same run never stopped. A new one by default.
+
+    NumPy's overflow, invalid-value and divide-by-zero warnings are silenced while training:
+    a loss on its way to NaN is reported once, as the DivergenceError.
 
     Raises:
         DivergenceError: the loss became NaN or infinite, or rose above
@@ -350,110 +339,116 @@ def fit(
     """
     loss_fn = get_loss(loss_fn)
     X, y, task = prepare(model, loss_fn, X, y, task)
-    epochs = check_positive_int("epochs", epochs, allow_zero=True)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_positive_int("seed", seed, allow_zero=True)
+    epochs = integer("epochs", epochs, 0)
+    batch_size = integer("batch_size", batch_size, 1)
+    seed = integer("seed", seed, 0)
     if validation is not None:
         Xv, yv = check_validation(validation)
-        Xv, yv, _ = prepare(model, loss_fn, Xv, yv, task, name="_val")
-    history = history or History(task)
-    state = TrainState(model, optimizer, loss_fn, history)
+        validation = prepare(model, loss_fn, Xv, yv, task, name="_val")[:2]
     n = len(X)
     check_batches(model, n, batch_size)
     nb = (n + batch_size - 1) // batch_size
-    initial_epoch = check_positive_int("initial_epoch", initial_epoch, allow_zero=True)
-    initial_batch = check_positive_int("initial_batch", initial_batch, allow_zero=True)
-    if initial_batch > nb:
+    state = state if state is not None else TrainState()
+    state.model, state.optimizer, state.loss_fn, state.batches_per_epoch = model, optimizer, loss_fn, nb
+    state.history = history = state.history if state.history is not None else History(task)
+    if not 0 <= state.next_batch <= nb:
         from .errors import ChainruleError
 
-        raise ChainruleError(f"initial_batch must be in [0, {nb}] (batches per epoch), got {initial_batch}")
+        raise ChainruleError(f"the state's next_batch must be in [0, {nb}] (batches per epoch), got {state.next_batch}")
     like = _model_array(model)
     feed = _DeviceBatches(like, X, y) if _on_device(like) else None  # None: NumPy, batches are X[idx]
-    state.batches_per_epoch = nb
-    state.epoch = initial_epoch
-    state.step = initial_epoch * nb + initial_batch
-    bar = _progress_bar(progress, epochs - initial_epoch, nb)
+    bar = _progress_bar(progress, epochs - state.epoch, nb)
     if hasattr(model, "train"):
         model.train()
-    _call(callbacks, "on_train_begin", state)
     start = time.perf_counter()
-    try:
-        for epoch in range(initial_epoch, epochs):
-            state.epoch = epoch
-            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-            if feed is not None:
-                feed.epoch(order)
-            total_loss, outputs, seen = 0.0, [], 0
-            first = initial_batch if epoch == initial_epoch else 0
-            if first and partial_epoch is not None:
-                total_loss, seen, outputs = float(partial_epoch[0]), int(partial_epoch[1]), list(partial_epoch[2])
-            state.epoch_loss_sum, state.epoch_seen, state.epoch_outputs = total_loss, seen, outputs
-            for b in range(first, nb):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                if feed is None:
-                    xb, yb = _leaf(X[idx]), _leaf(y[idx])
-                else:
-                    xb, yb = (_leaf(a) for a in feed.rows(idx, b * batch_size))
-                out = model(xb)
-                loss = loss_fn(out, yb)
-                value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
-                if history.first_loss is None and math.isfinite(value):
-                    history.first_loss = value
-                bound = DIVERGENCE_FACTOR * max(history.first_loss or 1.0, 1.0)
-                if not math.isfinite(value) or value > bound:
-                    what = f"became {value}" if not math.isfinite(value) else (
-                        f"reached {value:.3g}, more than {DIVERGENCE_FACTOR:g} times the first step's {history.first_loss:.3g}"
-                    )
-                    error = DivergenceError(
-                        f"the loss {what} at step {state.step + 1} (epoch {epoch + 1}, batch {b + 1}); "
-                        f"the learning rate ({getattr(optimizer, 'lr', '?')}) is likely too large: try a smaller one"
-                    )
-                    state.loss, state.batch_index = value, b
-                    for cb in callbacks:
-                        if hasattr(cb, "on_divergence"):
-                            cb.on_divergence(state, error)
-                    raise error
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                state.step += 1
-                state.batch_index = b
-                state.loss, state.xb, state.yb, state.output = value, xb, yb, out
-                total_loss += value * len(idx)
-                seen += len(idx)
-                outputs.append((out.data, idx))
-                state.epoch_loss_sum, state.epoch_seen = total_loss, seen
-                _call(callbacks, "on_step_end", state)
-                if bar is not None:
-                    bar.update(epoch, b + 1, value)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _call(callbacks, "on_train_begin", state)
+        try:
+            for epoch in range(state.epoch, epochs):
+                state.epoch = epoch
+                order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+                if feed is not None:
+                    feed.epoch(order)
+                if not state.next_batch or state.sums is None:  # a resumed epoch goes on with its sums so far
+                    state.sums = EpochSums(task)
+                for b in range(state.next_batch, nb):
+                    idx = order[b * batch_size : (b + 1) * batch_size]
+                    if feed is None:
+                        xb, yb = leaf(X[idx]), leaf(y[idx])
+                    else:
+                        xb, yb = (leaf(a) for a in feed.rows(idx, b * batch_size))
+                    _train_step(state, b, xb, yb, y[idx], callbacks)
+                    if bar is not None:
+                        bar.update(epoch, b + 1, state.loss)
+                    if state.stop:
+                        break
+                _end_epoch(state, task, validation, batch_size, scheduler, callbacks)
                 if state.stop:
                     break
-            record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": float(getattr(optimizer, "lr", math.nan))}
-            if seen:
-                out_all = _to_host([o for o, _ in outputs])
-                y_all = y[np.concatenate([i for _, i in outputs])]
-                record.update(task_metrics(task, out_all, y_all))
-            if validation is not None:
-                for k, v in evaluate(model, loss_fn, Xv, yv, batch_size=max(batch_size, 1024), task=task, _checked=True).items():
-                    record[f"val_{k}"] = v
-                if hasattr(model, "train"):
-                    model.train()
-            state.record = record
-            _call(callbacks, "on_epoch_end", state)
-            history.append(record)
+        finally:
+            history.steps = state.step
+            history.seconds += time.perf_counter() - start
             if bar is not None:
-                bar.epoch_done(record)
-            if scheduler is not None:
-                scheduler.step()
-            if state.stop:
-                break
-    finally:
-        history.steps = state.step
-        history.seconds += time.perf_counter() - start
-        if bar is not None:
-            bar.close()
-    _call(callbacks, "on_train_end", state)
+                bar.close()
+        _call(callbacks, "on_train_end", state)
     return history
+
+
+def _train_step(state: TrainState, b: int, xb: Any, yb: Any, y_host: np.ndarray, callbacks: Sequence) -> None:
+    """One step on batch ``b``: forward, loss, the divergence check, backward, update, callbacks."""
+    out = state.model(xb)
+    loss = state.loss_fn(out, yb)
+    value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
+    _check_divergence(state, value, b, callbacks)
+    state.optimizer.zero_grad()
+    loss.backward()
+    state.optimizer.step()
+    state.step += 1
+    state.batch_index, state.next_batch = b, b + 1
+    state.loss, state.xb, state.yb, state.output = value, xb, yb, out
+    state.sums.add(out.data, y_host, value)
+    _call(callbacks, "on_step_end", state)
+
+
+def _check_divergence(state: TrainState, value: float, b: int, callbacks: Sequence) -> None:
+    """Raise DivergenceError (callbacks' ``on_divergence`` first) when the loss ``value`` of batch
+    ``b`` is not finite or above DIVERGENCE_FACTOR times the first one (kept in the history)."""
+    history = state.history
+    if history.first_loss is None and math.isfinite(value):
+        history.first_loss = value
+    bound = DIVERGENCE_FACTOR * max(history.first_loss or 1.0, 1.0)
+    if math.isfinite(value) and value <= bound:
+        return
+    what = f"became {value}" if not math.isfinite(value) else (
+        f"reached {value:.3g}, more than {DIVERGENCE_FACTOR:g} times the first step's {history.first_loss:.3g}"
+    )
+    error = DivergenceError(
+        f"the loss {what} at step {state.step + 1} (epoch {state.epoch + 1}, batch {b + 1}); "
+        f"the learning rate ({getattr(state.optimizer, 'lr', '?')}) is likely too large: try a smaller one"
+    )
+    state.loss, state.batch_index = value, b
+    for cb in callbacks:
+        if hasattr(cb, "on_divergence"):
+            cb.on_divergence(state, error)
+    raise error
+
+
+def _end_epoch(state: TrainState, task: str, validation: tuple | None, batch_size: int, scheduler: Any, callbacks: Sequence) -> None:
+    """The epoch's record (training sums, validation), the callbacks, the history and the schedule."""
+    model = state.model
+    sums = state.sums.result()
+    record = {"epoch": state.epoch + 1, "loss": sums.pop("loss"), "lr": float(getattr(state.optimizer, "lr", math.nan)), **sums}
+    if validation is not None:
+        for k, v in evaluate(model, state.loss_fn, *validation, batch_size=max(batch_size, 1024), task=task, _checked=True).items():
+            record[f"val_{k}"] = v
+        if hasattr(model, "train"):
+            model.train()
+    state.record = record
+    _call(callbacks, "on_epoch_end", state)
+    state.history.append(record)
+    state.next_batch = 0
+    if scheduler is not None:
+        scheduler.step()
 
 
 def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
@@ -472,7 +467,7 @@ def predict(model: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     check_features("X", X, _model_in_features(model))
     check_not_empty("X", X)
     check_finite("X", X)
-    batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size, 1)
     if X.dtype != _model_dtype(model):
         X = X.astype(_model_dtype(model))
     return to_numpy(_outputs(model, X, batch_size))
@@ -495,7 +490,7 @@ def _outputs(model: Any, X: np.ndarray, batch_size: int) -> Any:
                 xb = X[i : min(i + batch_size, n), ...]  # array-API slices: in bounds, every axis named
                 if type(xb) is np.ndarray and device:
                     xb = asarray(xb, like=like)
-                parts.append(model(_leaf(xb)).data)
+                parts.append(model(leaf(xb)).data)
     finally:
         if was_training:
             model.train()
@@ -517,11 +512,20 @@ def evaluate(model: Any, loss_fn: Any, X: Any, y: Any, batch_size: int = 1024, t
     if not _checked:
         X, y, task = prepare(model, loss_fn, X, y, task)
     task = task or infer_task(loss_fn, np.asarray(y))
-    batch_size = check_positive_int("batch_size", batch_size)
-    out = _outputs(model, X, batch_size)
+    batch_size = integer("batch_size", batch_size, 1)
+    return score(loss_fn, _outputs(model, X, batch_size), y, task)
+
+
+def score(loss_fn: Callable, outputs: Any, y: np.ndarray, task: str) -> dict:
+    """The loss and the task's metrics of a model's ``outputs`` (any namespace) against checked
+    host targets ``y``: what :func:`evaluate` reports, for a caller that has the outputs already.
+
+    Example:
+        >>> score(F.cross_entropy, cr.predict(model, X_test), y_test, "multiclass")["accuracy"]
+    """
     with no_grad():
-        loss = float(loss_fn(_leaf(out), _leaf(asarray(y, like=out))).data)
-    return {"loss": loss, **task_metrics(task, to_numpy(out), y)}
+        loss = float(loss_fn(leaf(outputs), leaf(asarray(y, like=outputs))).data)
+    return {"loss": loss, **task_metrics(task, to_numpy(outputs), y)}
 
 
 class _ProgressBar:
@@ -545,9 +549,6 @@ class _ProgressBar:
         self.done += 1
         if self.done % 8 == 0 or batch == self.batches:
             self.progress.update(self.task, completed=self.done, epoch=epoch + 1, loss=f"{loss:.4f}")
-
-    def epoch_done(self, record: dict) -> None:
-        pass
 
     def close(self) -> None:
         self.progress.stop()

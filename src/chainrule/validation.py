@@ -8,8 +8,9 @@ deep inside a training step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -113,46 +114,132 @@ def check_validation(validation: Any) -> tuple:
     return validation[0], validation[1]
 
 
-def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
-    """``value`` as an int >= 1 (>= 0 with ``allow_zero``); bools and floats are refused.
+# ---- scalar settings: one rule each for integers, numbers and choices ------------------
+# Every entry point (fit, the optimizers, run configs, the dashboard's settings, the estimators,
+# checkpoints) checks its scalars with these, raising its own error class.
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to about 60 characters: what a message says was received."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def integer(name: str, value: Any, low: int = 0, high: int | None = None, error: type = DataError, text: bool = False) -> int:
+    """``value`` as an int in [low, high] (no upper bound when ``high`` is None).
+
+    A float with an integer value is taken (``2.0`` is 2); bools and other floats are refused,
+    and strings too unless ``text`` (a query string's ``"10"``).
 
     Example:
-        >>> check_positive_int("batch_size", 0)
+        >>> integer("batch_size", 0, 1)
         Traceback (most recent call last):
         chainrule.errors.DataError: batch_size must be an integer >= 1, got 0
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
-        raise DataError(f"{name} must be an integer {'>= 0' if allow_zero else '>= 1'}, got {value!r}")
-    return int(value)
+    v = value
+    if isinstance(value, float) and value.is_integer():
+        v = int(value)
+    elif text and isinstance(value, str):
+        try:
+            v = int(value.strip())
+        except ValueError:
+            v = None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        raise error(f"{name} must be an integer {bounds}, got {shown(value)}")
+    return int(v)
 
 
-def real_number(value: Any) -> float:
-    """``value`` as a float, or NaN when it is not a real number (bools and strings included), so
-    that the range check that follows refuses it by what was received.
+def number(
+    name: str, value: Any, low: float = -math.inf, high: float = math.inf, open_low: bool = False,
+    open_high: bool = False, error: type = DataError, text: bool = False,
+) -> float:
+    """``value`` as a finite float in [low, high] (an open end with ``open_low`` or ``open_high``).
+
+    Bools are refused, and strings too unless ``text``.
+
+    Example:
+        >>> number("lr", 0, 0.0, open_low=True)
+        Traceback (most recent call last):
+        chainrule.errors.DataError: lr must be a finite number > 0.0, got 0
+    """
+    v = real_number(value.strip() if text and isinstance(value, str) else value, text)
+    if not (math.isfinite(v) and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)):
+        if high == math.inf:
+            bounds = "" if low == -math.inf else f" {'>' if open_low else '>='} {low}"
+        else:
+            bounds = f" in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise error(f"{name} must be a finite number{bounds}, got {shown(value)}")
+    return v
+
+
+def choice(name: str, value: Any, choices: Sequence[str], error: type = DataError) -> str:
+    """The entry of ``choices`` that ``value`` names, ignoring case and ``-`` against ``_``.
+
+    Example:
+        >>> choice("optimizer", "Adam", ("sgd", "adam"))
+        'adam'
+    """
+    key = value.strip().lower().replace("-", "_") if isinstance(value, str) else None
+    for c in choices:
+        if key == c.replace("-", "_"):
+            return c
+    raise error(f"unknown {name} {shown(value)}; expected one of {', '.join(choices)}")
+
+
+def boolean(name: str, value: Any, error: type = DataError, text: bool = False) -> bool:
+    """``value`` as a bool: True or False (NumPy's too), or with ``text`` "true"/"on"/"1"/"yes"
+    and "false"/"off"/"0"/"no".
+
+    Example:
+        >>> boolean("residual", "on", text=True)
+        True
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    word = value.strip().lower() if text and isinstance(value, str) else None
+    if word in ("true", "on", "1", "yes", "false", "off", "0", "no"):
+        return word in ("true", "on", "1", "yes")
+    raise error(f"{name} must be true or false, got {shown(value)}")
+
+
+def rule(check: Callable, *args: Any, **kwargs: Any) -> Callable:
+    """A settings field's rule for :func:`check_fields`: ``check(name, value, *args, error=..., **kwargs)``.
+
+    Example:
+        >>> RULES = {"epochs": rule(integer, 0), "optimizer": rule(choice, ("sgd", "adam"))}
+    """
+    return lambda name, value, error: check(name, value, *args, error=error, **kwargs)
+
+
+def check_fields(obj: Any, rules: dict, error: type) -> None:
+    """Check each field of the (frozen) dataclass ``obj`` by its rule in ``rules``
+    (``rules[name](name, value, error)``, see :func:`rule`) and keep what the rule returns:
+    the value in its canonical form. A field whose default is None may stay None.
+
+    Settings objects declare their rules in one table and call this from ``__post_init__``.
+    """
+    for f in dataclasses.fields(obj):
+        value, check = getattr(obj, f.name), rules.get(f.name)
+        if check is not None and not (value is None and f.default is None):
+            object.__setattr__(obj, f.name, check(f.name, value, error))
+
+
+def real_number(value: Any, text: bool = False) -> float:
+    """``value`` as a float, or NaN when it is not a real number (bools and strings included,
+    unless ``text`` lets a string of a number through), so that the range check that follows
+    refuses it by what was received.
 
     Example:
         >>> real_number("0.5")
         nan
     """
-    if isinstance(value, (bool, str)):
+    if isinstance(value, bool) or (isinstance(value, str) and not text):
         return math.nan
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def check_lr(value: Any) -> float:
-    """A learning rate: a finite number > 0 (the optimizers check theirs with it)."""
-    try:
-        v = float(value)
-        if isinstance(value, bool):
-            raise TypeError
-    except (TypeError, ValueError):
-        v = math.nan
-    if not math.isfinite(v) or v <= 0:
-        raise DataError(f"lr must be a positive finite number, got {value!r}")
-    return v
 
 
 def check_file(path: Any, what: str, error: type = DataError) -> None:

@@ -32,7 +32,10 @@ from typing import Any, Optional
 
 import typer
 
+from ..runs import DEFAULT_LABEL_SMOOTHING, DEFAULT_LR, TrainConfig, format_layers, merge_settings
 from . import app
+
+_DEFAULT = TrainConfig.defaults()
 
 _TRAIN_HELP = (
     "Train an MLP; with no options, a deep MLP on the bundled 8x8 digits (about 98.7% test accuracy). "
@@ -107,35 +110,35 @@ def _print_confusion(matrix: Any, names: Any) -> None:
 @app.command(help=_TRAIN_HELP)
 def train(
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", "-d", show_default="digits",
+        None, "--dataset", "-d", show_default=_DEFAULT["dataset"],
         help="digits, digits-binary, objects (multi-label), spirals, xor, circles, sine, abs, step or sawtooth.",
     ),
     layers: Optional[str] = typer.Option(
-        None, "--layers", show_default="256,256,128", help="Hidden layer widths, comma-separated (\"\" for none); 64x50 is 50 layers of width 64."
+        None, "--layers", show_default=",".join(map(str, _DEFAULT["layers"])), help="Hidden layer widths, comma-separated (\"\" for none); 64x50 is 50 layers of width 64."
     ),
-    activation: Optional[str] = typer.Option(None, "--activation", show_default="relu", help="sigmoid, tanh, relu, leaky_relu, prelu, elu, gelu, silu or identity."),
+    activation: Optional[str] = typer.Option(None, "--activation", show_default=_DEFAULT["activation"], help="sigmoid, tanh, relu, leaky_relu, prelu, elu, gelu, silu or identity."),
     init: Optional[str] = typer.Option(
         None, "--init", show_default="he_normal for the ReLU family, else xavier_uniform",
         help="xavier_uniform, xavier_normal, he_uniform, he_normal, normal (N(0, 0.01^2)) or uniform.",
     ),
-    bias_init: Optional[float] = typer.Option(None, "--bias-init", show_default="0", help="Constant for every hidden bias."),
+    bias_init: Optional[float] = typer.Option(None, "--bias-init", show_default=f"{_DEFAULT['bias_init']:g}", help="Constant for every hidden bias."),
     residual: Optional[bool] = typer.Option(
         None, "--residual/--no-residual", show_default="off", help="A skip connection around each hidden block of equal width: x + block(x)."
     ),
     norm: Optional[str] = typer.Option(None, "--norm", show_default="none", help="Normalization after each hidden Linear: none, batch or layer."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", show_default="0", help="Dropout probability after each hidden activation."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", show_default=f"{_DEFAULT['dropout']:g}", help="Dropout probability after each hidden activation."),
     loss: Optional[str] = typer.Option(
         None, "--loss", show_default="cross_entropy for classes, bce for multi-label, mse for functions", help="cross_entropy, mse or bce."
     ),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", show_default="0.1 with cross_entropy", help="Label smoothing of cross-entropy: the target becomes (1 - eps) one-hot + eps / classes."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", show_default="adam", help="sgd, adam or adamw."),
-    lr: Optional[float] = typer.Option(None, "--lr", show_default="0.001 for adam, 0.05 for sgd", help="Learning rate."),
-    momentum: Optional[float] = typer.Option(None, "--momentum", show_default="0.9", help="Momentum of SGD."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", show_default="0", help="L2 weight decay."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default="32", help="Rows per gradient step."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", show_default="30", help="Passes over the training set."),
-    seed: Optional[int] = typer.Option(None, "--seed", show_default="0", help="Seed of the weights and the batch order."),
-    data_seed: Optional[int] = typer.Option(None, "--data-seed", show_default="0", help="Seed of generated data and of the train/test split."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", show_default=f"{DEFAULT_LABEL_SMOOTHING:g} with cross_entropy", help="Label smoothing of cross-entropy: the target becomes (1 - eps) one-hot + eps / classes."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", show_default=_DEFAULT["optimizer"], help="sgd, adam or adamw."),
+    lr: Optional[float] = typer.Option(None, "--lr", show_default=", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items()), help="Learning rate."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", show_default=f"{_DEFAULT['momentum']:g}", help="Momentum of SGD."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", show_default=f"{_DEFAULT['weight_decay']:g}", help="L2 weight decay."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default=str(_DEFAULT["batch_size"]), help="Rows per gradient step."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", show_default=str(_DEFAULT["epochs"]), help="Passes over the training set."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=str(_DEFAULT["seed"]), help="Seed of the weights and the batch order."),
+    data_seed: Optional[int] = typer.Option(None, "--data-seed", show_default=str(_DEFAULT["data_seed"]), help="Seed of generated data and of the train/test split."),
     config: Optional[Path] = typer.Option(None, "--config", help="Start from a config.json (or a run folder): repeats that run; options given override it."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs/DATASET-DATE-TIME", help="Run folder to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out if that folder is not empty."),
@@ -154,7 +157,7 @@ def train(
         None, "--tensorboard", metavar="DIR", help="Also write the diagnostics and curves for TensorBoard into DIR (needs tensorboardX).",
     ),
     device: Optional[str] = typer.Option(
-        None, "--device", show_default="cpu",
+        None, "--device", show_default=_DEFAULT["device"],
         help="cpu, or cuda: train on the GPU (needs CuPy and an NVIDIA GPU); with --resume, where the run goes on.",
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the PNG pictures into the run folder."),
@@ -164,7 +167,8 @@ def train(
     from ..backend import cupy, normalize_device
     from ..checkpoint import TrainingInterrupted
     from ..errors import ChainruleError, DivergenceError
-    from ..runs import TrainConfig, format_layers, resume as resume_run, run
+    from ..runs import resume as resume_run
+    from ..runs import run
     from . import fail
 
     if device is not None:
@@ -194,13 +198,7 @@ def train(
                 monitor_every=monitor_every, checkpoint_every=checkpoint_every, device=device,
             )
     else:
-        settings = TrainConfig.from_json(config).to_dict() if config is not None else {}
-        # settings a config file derived from another one follow it when that one is overridden
-        for source, derived in (("dataset", ("loss", "label_smoothing")), ("optimizer", ("lr",)), ("activation", ("init",))):
-            if source in given and settings and str(given[source]).lower().replace("_", "-") != str(settings[source]).replace("_", "-"):
-                for key in derived:
-                    settings.pop(key, None)
-        settings.update(given)
+        settings = merge_settings(TrainConfig.from_json(config).to_dict() if config is not None else {}, given)
         if device is not None:  # where to train is no setting that derives others, and --resume may change it
             settings["device"] = device
         # how the run is watched: the option, else the config file's, else the command line's default

@@ -8,7 +8,6 @@ what was expected and what was received. The web app answers those with 400.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 from urllib.parse import urlencode
@@ -17,22 +16,24 @@ from ..data import DATASETS as _DATA
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.init import INITIALIZERS
-from ..nn.dropout import check_dropout
 from ..nn.mlp import NORMS
+from ..runs import LOSSES as RUN_LOSSES
+from ..runs import LOSSES_FOR_TASK, parse_layers
+from ..validation import boolean, check_fields, choice, integer, number, rule, shown
 
 # name -> (task, what the page says about it), from chainrule.data's registry. The task
 # picks the default loss and refuses losses that cannot fit it.
 DATASETS = {name: (info.task, info.description) for name, info in _DATA.items()}
 INITS = ("default",) + tuple(INITIALIZERS)  # "default": He for the ReLU family, Xavier otherwise
-LOSSES = ("auto", "cross_entropy", "mse", "bce")
-LOSSES_FOR_TASK = {"multiclass": ("cross_entropy", "mse"), "multilabel": ("bce", "mse"), "regression": ("mse",)}
-OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum 0.9
+LOSSES = ("auto",) + RUN_LOSSES
+OPTIMIZERS = ("adam", "sgd", "momentum")  # momentum: SGD with momentum MOMENTUM
+MOMENTUM = 0.9
 NORM_CHOICES = ("none",) + tuple(NORMS)
 
 MAX_DEPTH = 64
 MAX_WIDTH = 1024
 MAX_BATCH_SIZE = 1024
-MAX_LR = 10.0
+MAX_LR = 10
 MAX_ABS_BIAS_INIT = 10.0
 MAX_SEED = 2**31 - 1
 
@@ -62,6 +63,9 @@ class Settings:
     batch_size: int = 32
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, RULES, SettingsError)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -69,13 +73,21 @@ class Settings:
         """The URL query string that reopens these settings: ``dataset=digits&depth=3&...``."""
         return urlencode({k: _format(v) for k, v in asdict(self).items()})
 
-    def resolved_loss(self, task: str) -> str:
-        """The loss this run trains with: the setting, or the task's natural loss for "auto"."""
-        return LOSSES_FOR_TASK[task][0] if self.loss == "auto" else self.loss
+    def to_config(self) -> Any:
+        """These settings as the :class:`~chainrule.runs.TrainConfig` (resolved) that
+        :func:`chainrule.runs.build` turns into the run's model, optimizer, loss and targets:
+        ``depth`` layers of ``width``, no label smoothing, "momentum" as SGD with momentum 0.9."""
+        from ..runs import TrainConfig
 
-
-DEFAULTS = Settings()
-FIELDS = tuple(DEFAULTS.to_dict())
+        sgd = self.optimizer in ("sgd", "momentum")
+        return TrainConfig(
+            dataset=self.dataset, layers=(self.width,) * self.depth, activation=self.activation,
+            init=None if self.init == "default" else self.init, bias_init=self.bias_init, residual=self.residual,
+            norm=None if self.norm == "none" else self.norm, dropout=self.dropout,
+            loss=None if self.loss == "auto" else self.loss, label_smoothing=0.0,
+            optimizer="sgd" if sgd else self.optimizer, lr=self.lr, momentum=MOMENTUM if self.optimizer == "momentum" else 0.0,
+            batch_size=self.batch_size, seed=self.seed, data_seed=self.seed,
+        ).resolved()
 
 
 def _format(v: Any) -> str:
@@ -84,65 +96,40 @@ def _format(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:56] + "...'"
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    v = value
-    if isinstance(value, bool):
-        v = None
-    elif isinstance(value, float) and value.is_integer():
-        v = int(value)
-    elif isinstance(value, str):
-        try:
-            v = int(value.strip())
-        except ValueError:
-            v = None
-    if not isinstance(v, int) or not lo <= v <= hi:
-        raise SettingsError(f"{name} must be an integer from {lo} to {hi}, got {_shown(value)}")
+def _dropout(name: str, value: Any, error: type) -> float:
+    v = number(name, value, 0.0, 1.0, error=error, text=True)
+    if v >= 1.0:  # nn.MLP's rule: [0, 1)
+        raise error(f"dropout must be a probability in [0, 1), got {shown(value)}")
     return v
 
 
-def _float(name: str, value: Any, lo: float, hi: float, open_low: bool = False) -> float:
-    v = math.nan
-    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-        try:
-            v = float(value)
-        except ValueError:
-            pass
-    low_ok = v > lo if open_low else v >= lo
-    if not (math.isfinite(v) and low_ok and v <= hi):
-        interval = f"({lo:g}, {hi:g}]" if open_low else f"[{lo:g}, {hi:g}]"
-        raise SettingsError(f"{name} must be a number in {interval}, got {_shown(value)}")
-    return v
+# How each setting is checked (from strings of a query string, or JSON values) and put in its
+# canonical form: a choice's own spelling, a number as an int or a float.
+RULES = {
+    "dataset": rule(choice, tuple(DATASETS)),
+    "depth": rule(integer, 1, MAX_DEPTH, text=True),
+    "width": rule(integer, 1, MAX_WIDTH, text=True),
+    "activation": rule(choice, tuple(ACTIVATIONS)),
+    "residual": rule(boolean, text=True),
+    "norm": rule(choice, NORM_CHOICES),
+    "dropout": _dropout,
+    "init": rule(choice, INITS),
+    "bias_init": rule(number, -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT, text=True),
+    "loss": rule(choice, LOSSES),
+    "optimizer": rule(choice, OPTIMIZERS),
+    "lr": rule(number, 0, MAX_LR, open_low=True, text=True),
+    "batch_size": rule(integer, 1, MAX_BATCH_SIZE, text=True),
+    "seed": rule(integer, 0, MAX_SEED, text=True),
+}
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text in ("true", "on", "1", "yes"):
-        return True
-    if text in ("false", "off", "0", "no"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {_shown(value)}")
-
-
-def _dropout(value: Any) -> float:
-    v = _float("dropout", value, 0.0, 1.0)
-    try:
-        return check_dropout(v)  # nn.MLP's rule: [0, 1)
-    except ChainruleError:
-        raise SettingsError(f"dropout must be a probability in [0, 1), got {_shown(value)}") from None
+DEFAULTS = Settings()
+FIELDS = tuple(DEFAULTS.to_dict())
 
 
 def _depth_and_width(values: dict) -> tuple:
     """(depth, width) given as two settings, or depth as the WIDTHxCOUNT shorthand ("64x50":
     50 hidden layers of width 64) of ``chainrule train --layers``."""
-    from ..runs import parse_layers
-
     depth, width = values.get("depth", DEFAULTS.depth), values.get("width", DEFAULTS.width)
     if isinstance(depth, str) and "x" in depth.lower():
         try:
@@ -150,21 +137,13 @@ def _depth_and_width(values: dict) -> tuple:
         except ChainruleError:
             widths = ()
         if len(set(widths)) != 1:
-            raise SettingsError(f"depth must be a number of hidden layers or WIDTHxCOUNT such as 64x50, got {_shown(depth)}")
+            raise SettingsError(f"depth must be a number of hidden layers or WIDTHxCOUNT such as 64x50, got {shown(depth)}")
         if "width" in values and str(values["width"]).strip() != str(widths[0]):
             raise SettingsError(f"depth {depth!r} sets the width to {widths[0]}, but width {values['width']!r} was given too")
         if not 1 <= len(widths) <= MAX_DEPTH:
-            raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {_shown(depth)}")
+            raise SettingsError(f"depth must be from 1 to {MAX_DEPTH} hidden layers, got {shown(depth)}")
         depth, width = len(widths), widths[0]
-    return _int("depth", depth, 1, MAX_DEPTH), _int("width", width, 1, MAX_WIDTH)
-
-
-def _choice(name: str, value: Any, choices: tuple) -> str:
-    v = value.strip().lower().replace("_", "-") if isinstance(value, str) else None
-    for c in choices:
-        if v is not None and v == c.replace("_", "-"):
-            return c
-    raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {_shown(value)}")
+    return depth, width
 
 
 def parse_settings(values: Mapping[str, Any] | None) -> Settings:
@@ -187,24 +166,8 @@ def parse_settings(values: Mapping[str, Any] | None) -> Settings:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
-    get = lambda k: values.get(k, getattr(DEFAULTS, k))  # noqa: E731
     depth, width = _depth_and_width(values)
-    s = Settings(
-        dataset=_choice("dataset", get("dataset"), tuple(DATASETS)),
-        depth=depth,
-        width=width,
-        activation=_choice("activation", get("activation"), tuple(ACTIVATIONS)),
-        residual=_bool("residual", get("residual")),
-        norm=_choice("norm", get("norm"), NORM_CHOICES),
-        dropout=_dropout(get("dropout")),
-        init=_choice("init", get("init"), INITS),
-        bias_init=_float("bias_init", get("bias_init"), -MAX_ABS_BIAS_INIT, MAX_ABS_BIAS_INIT),
-        loss=_choice("loss", get("loss"), LOSSES),
-        optimizer=_choice("optimizer", get("optimizer"), OPTIMIZERS),
-        lr=_float("lr", get("lr"), 0.0, MAX_LR, open_low=True),
-        batch_size=_int("batch_size", get("batch_size"), 1, MAX_BATCH_SIZE),
-        seed=_int("seed", get("seed"), 0, MAX_SEED),
-    )
+    s = Settings(**{**values, "depth": depth, "width": width})
     check_loss(s, DATASETS[s.dataset][0])
     return s
 

@@ -6,11 +6,13 @@ Each returns plain data (lists and dicts of numbers) ready for JSON.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..diagnostics.layers import CAN_DIE, flat_mask, host, layer_outputs, local_derivative, unit_health
+from ..diagnostics.layers import CAN_DIE, flat_mask, host, layer_outputs, local_derivative
+from ..diagnostics.probe import probe
 from ..train import predict
 
 GRID = 100  # the decision boundary is drawn from GRID x GRID predictions, over the whole plotted area
@@ -30,33 +32,35 @@ def nums(values: Any, digits: int = 4) -> list:
     return [num(v, digits) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def _eval_outputs(model: Any, layers: Sequence, probe: np.ndarray) -> list:
-    """Each layer's (what its activation receives, its output) on the probe, the model in evaluation
-    mode (running statistics, no dropout) for the pass."""
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """The model in evaluation mode (running statistics, no dropout) for a ``with`` block."""
     was_training = model.training
     model.eval()
     try:
-        return layer_outputs(model, layers, probe)
+        yield
     finally:
         model.train(was_training)
 
 
-def layer_health(model: Any, layers: Sequence, probe: np.ndarray) -> dict:
-    """Saturated and dead fractions per layer on a probe batch, by the diagnostics' one definition
-    (:func:`chainrule.diagnostics.unit_health`); None where the rule does not apply. z is what
-    each activation receives (normalized, in a normalized layer).
+def layer_health(model: Any, layers: Sequence, probe_rows: np.ndarray) -> dict:
+    """Saturated and dead fractions per layer on a probe batch, from the diagnostics' one probe
+    (:func:`chainrule.diagnostics.probe`), the model in evaluation mode; None where the rule
+    does not apply.
 
     Args:
         model: the network.
         layers: from :func:`chainrule.diagnostics.find_layers`.
-        probe: input rows.
+        probe_rows: input rows.
     """
-    saturated, dead = [], []
-    for layer, (z, _) in zip(layers, _eval_outputs(model, layers, probe)):
-        health = unit_health(layer, np.asarray(host(z), dtype=np.float64)) if z is not None else {}
-        saturated.append(None if health.get("saturated_fraction") is None else num(health["saturated_fraction"]))
-        dead.append(None if health.get("dead_fraction") is None else num(health["dead_fraction"]))
-    return {"saturated_fraction": saturated, "dead_fraction": dead}
+    with _evaluating(model):
+        rows = probe(model, probe_rows, layers)
+    return {key: [None if r[key] is None else num(r[key]) for r in rows] for key in ("saturated_fraction", "dead_fraction")}
+
+
+def _evaluated_outputs(model: Any, layers: Sequence, rows: np.ndarray) -> list:
+    with _evaluating(model):
+        return layer_outputs(model, layers, rows)
 
 
 def probabilities(outputs: np.ndarray, loss: str) -> np.ndarray:
@@ -126,7 +130,7 @@ def network(model: Any, layers: Sequence, probe: np.ndarray, most: int = NETWORK
     sizes = [int(layers[0].linear.weight.data.shape[0])] + [int(layer.linear.weight.data.shape[1]) for layer in layers]
     shown = [_spread(n, most) for n in sizes]
     weights, activity, active, dead = [], [nums(probe[:, shown[0]].mean(axis=0))], [None], [None]
-    for k, (layer, (z, a)) in enumerate(zip(layers, _eval_outputs(model, layers, probe))):
+    for k, (layer, (z, a)) in enumerate(zip(layers, _evaluated_outputs(model, layers, probe))):
         w = host(layer.linear.weight.data)[np.ix_(shown[k], shown[k + 1])]
         weights.append([nums(row, 3) for row in w])
         if z is None:

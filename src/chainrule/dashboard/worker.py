@@ -29,13 +29,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import nn, optim
-from ..autograd import _leaf, no_grad
 from ..diagnostics import Monitor, find_layers
 from ..errors import ChainruleError, DivergenceError
 from ..memory import USABLE_FRACTION, available_memory, estimate_training_memory, format_bytes, release_memory
-from ..metrics import accuracy
-from ..train import check_batches, fit, get_loss, predict, prepare
+from ..metrics import accuracy, multilabel_scores
+from ..runs import build
+from ..train import TrainState, check_batches, fit, predict, prepare, score
 from . import views
 from .settings import Settings, SettingsError, check_loss
 
@@ -51,7 +50,6 @@ PROBE_ROWS = 256  # training rows the unit health is measured on
 TEST_ROWS = 2000  # test rows measured (the first ones)
 SCATTER_POINTS = 400  # data points drawn under a decision boundary or a curve
 IMAGES = 24  # test images in the digit grid
-MOMENTUM = 0.9  # for optimizer "momentum"
 
 
 class TooBusy(ChainruleError):
@@ -95,12 +93,6 @@ def load_data(name: str, seed: int) -> Any:
     return load_dataset(name, seed=seed)
 
 
-def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((len(y), k), dtype=np.float32)
-    out[np.arange(len(y)), y.astype(np.int64)] = 1.0
-    return out
-
-
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
@@ -139,27 +131,14 @@ class Run:
         self.publish = publish
         self.data = d = load_data(s.dataset, s.seed)
         check_loss(s, d.task)
-        self.loss_name = s.resolved_loss(d.task)
-        self.loss_fn = get_loss(self.loss_name)
-        # MSE on classes regresses one-hot (or multi-hot) rows: fit then sees a regression
-        self.fit_task = "regression" if (self.loss_name == "mse" and d.task != "regression") else d.task
-        y_train, y_test = d.y_train, d.y_test
-        if self.fit_task == "regression" and d.task == "multiclass":
-            y_train, y_test = _one_hot(y_train, d.num_outputs), _one_hot(y_test, d.num_outputs)
-        sizes = layer_sizes(s, d)
-        self.model = nn.MLP(
-            sizes, activation=s.activation, init=None if s.init == "default" else s.init, bias_init=s.bias_init, generator=s.seed,
-            residual=s.residual, norm=None if s.norm == "none" else s.norm, dropout=s.dropout,
-        )
-        self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, self.fit_task)
-        self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], self.fit_task, name="_test")
+        config = s.to_config()
+        built = build(config, d.X_train.shape[1], d.num_outputs)
+        self.model, self.optimizer, self.loss_fn, self.loss_name = built.model, built.optimizer, built.loss_fn, config.loss
+        y_train, y_test = built.targets(d.y_train), built.targets(d.y_test)  # one-hot rows for mse and bce on classes
+        self.X_train, self.y_train, _ = prepare(self.model, self.loss_fn, d.X_train, y_train, d.task)
+        self.X_test, self.y_test, _ = prepare(self.model, self.loss_fn, d.X_test[:TEST_ROWS], y_test[:TEST_ROWS], d.task, name="_test")
         check_batches(self.model, len(self.X_train), s.batch_size)  # before any thread: the page gets the reason
         self.labels_test = d.y_test[:TEST_ROWS]
-        params = self.model.parameters()
-        if s.optimizer == "adam":
-            self.optimizer = optim.Adam(params, lr=s.lr, weight_decay=0.0)
-        else:
-            self.optimizer = optim.SGD(params, lr=s.lr, momentum=MOMENTUM if s.optimizer == "momentum" else 0.0)
         self.layers = find_layers(self.model)
         self.probe = self.X_train[:PROBE_ROWS]
         self.monitor = Monitor(probe=(self.probe, self.y_train[:PROBE_ROWS]), attach_to_history=False)
@@ -250,12 +229,12 @@ class Run:
         return self.mode in ("running", "paused")
 
     # ---- cr.fit callbacks (in the run's thread) ----------------------------------------
-    def on_train_begin(self, state: Any) -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         self._state = state
         self._emit(state, measure=True)
         self._gate()
 
-    def on_step_end(self, state: Any) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         last = self.monitor.last_step
         if last is not None:
             self._grad_sum += np.asarray(last["grad_norm"], dtype=np.float64)
@@ -279,16 +258,12 @@ class Run:
             self._gate()
 
     # ---- internals ---------------------------------------------------------------------
-    def _main(self) -> None:
-        with np.errstate(all="ignore"):  # a diverging run is reported on the page, not as console warnings
-            self._train()
-
-    def _train(self) -> None:
+    def _main(self) -> None:  # (fit silences NumPy's overflow warnings: a divergence is shown on the page)
         try:
             fit(
                 self.model, self.loss_fn, self.optimizer, self.X_train, self.y_train,
                 epochs=MAX_EPOCHS, batch_size=self.settings.batch_size, seed=self.settings.seed,
-                callbacks=[self.monitor, self], progress=False, task=self.fit_task,
+                callbacks=[self.monitor, self], progress=False, task=self.data.task,
             )  # fmt: skip
             self._finish("finished")
         except _Stopped:
@@ -382,17 +357,14 @@ class Run:
 
     def _measure(self, step: int) -> None:
         """Test loss and metric, unit health on the probe, and the picture, at this step."""
-        out = predict(self.model, self.X_test)
-        with no_grad():
-            loss = float(self.loss_fn(_leaf(out), _leaf(self.y_test)).data)
-        self.test_loss.add(step, views.num(loss))
         d = self.data
+        out = predict(self.model, self.X_test)
+        self.test_loss.add(step, views.num(score(self.loss_fn, out, self.y_test, d.task)["loss"]))
         metric = None
         if d.task == "multiclass":
             metric = accuracy(out, self.labels_test)
-        elif d.task == "multilabel":
-            threshold = 0.0 if self.loss_name == "bce" else 0.5
-            metric = float(np.mean(np.all((out > threshold) == (self.labels_test >= 0.5), axis=1)))
+        elif d.task == "multilabel":  # bce's outputs are logits (0: probability 1/2); mse's are the probabilities
+            metric = multilabel_scores(out, self.labels_test, threshold=0.0 if self.loss_name == "bce" else 0.5)["subset_accuracy"]
         if metric is not None:
             self._metric = views.num(metric)
             self.test_metric.add(step, self._metric)

@@ -28,6 +28,7 @@ from .advice import (
 )
 from .layers import CAN_DIE, SATURATION_LEVEL, SMOOTH_RELUS, dead_threshold, find_layers, health_rule, saturation_threshold, unit_health
 from .monitor import Monitor
+from .probe import probe
 from .signal import gradient_ratio, signal_propagation
 from .summary import health_summary, health_table, health_text
 from .tensorboard import write_tensorboard
@@ -55,6 +56,7 @@ __all__ = [
     "health_text",
     "saturation_threshold",
     "gradient_ratio",
+    "probe",
     "unit_health",
     "signal_propagation",
     "write_tensorboard",

@@ -11,6 +11,7 @@ receives, not by the Linear's raw output.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -19,12 +20,12 @@ import numpy as np
 
 from .. import ops
 from ..activation_rules import ACTIVATION_RULES
-from ..autograd import Tensor, _leaf, no_grad
+from ..autograd import Tensor, leaf, no_grad
 from ..backend import asarray, namespace, to_numpy
 from ..errors import ChainruleError
 from ..nn.activations import ACTIVATIONS
 from ..nn.linear import Linear
-from ..nn.module import Module, unchanged_state
+from ..nn.module import Module, unchanged_state, watch
 from ..nn.normalization import BatchNorm1d, LayerNorm
 from ..nn.residual import Residual
 
@@ -136,33 +137,25 @@ def layer_outputs(model: Any, layers: list, X: Any) -> list:
     and dropout generators are left as they were (:func:`chainrule.nn.module.unchanged_state`).
     """
     kept: dict = {}
-    wrapped = []
 
-    def keep(module: Any, key: tuple) -> None:
-        forward = module.forward
-        had = module.__dict__.get("forward")
+    def keeping(key: tuple) -> Any:
+        def wrap(forward: Any) -> Any:
+            def run(x: Tensor) -> Tensor:
+                out = forward(x)
+                kept[key] = out.data
+                return out
 
-        def run(x: Tensor) -> Tensor:
-            out = forward(x)
-            kept[key] = out.data
-            return out
+            return run
 
-        object.__setattr__(module, "forward", run)
-        wrapped.append((module, had))
+        return wrap
 
-    try:
+    with ExitStack() as stack:
         for k, layer in enumerate(layers):
-            keep(layer.preact_module, (k, 0))
+            stack.enter_context(watch(layer.preact_module, keeping((k, 0))))
             if layer.act_module is not None:
-                keep(layer.act_module, (k, 1))
+                stack.enter_context(watch(layer.act_module, keeping((k, 1))))
         with no_grad(), unchanged_state(model):
-            model(_leaf(like_weights(X, layers[0])))
-    finally:
-        for module, had in reversed(wrapped):
-            if had is None:
-                del module.__dict__["forward"]
-            else:
-                object.__setattr__(module, "forward", had)
+            model(leaf(like_weights(X, layers[0])))
     return [(kept.get((k, 0)), kept.get((k, 1))) for k in range(len(layers))]
 
 

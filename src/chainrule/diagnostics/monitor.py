@@ -67,16 +67,15 @@ from typing import Any
 
 import numpy as np
 
-from ..activation_rules import ACTIVATION_RULES
 from ..autograd import Tensor
 from ..backend import namespace
 from ..errors import ChainruleError
 from ..optim.sgd import SGD
-from ..validation import check_positive_int
+from ..train import TrainState
+from ..validation import integer
 from . import advice
-from .layers import (
-    SATURATING, SATURATION_LEVEL, find_layers, health_rule, host, layer_outputs, like_weights, unit_health,
-)
+from .layers import SATURATION_LEVEL, find_layers, health_rule, host, layer_outputs, like_weights
+from .probe import EMPTY_PROBE, probe
 from .signal import signal_propagation
 
 PROBE_SIZE = 64  # rows in the probe batch taken from training data when none is given (it runs once per epoch)
@@ -209,8 +208,8 @@ class Monitor:
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer: Any = None
-        self.monitor_every = check_positive_int("monitor_every", monitor_every)
-        self.probe_size = check_positive_int("probe_size", probe_size)
+        self.monitor_every = integer("monitor_every", monitor_every, 1)
+        self.probe_size = integer("probe_size", probe_size, 1)
         self.probe = None if probe is None else _array(probe)
         self.probe_targets = None if probe_targets is None else _array(probe_targets)
         if self.probe is not None and self.probe.ndim != 2:
@@ -232,22 +231,22 @@ class Monitor:
         self._probe_target_rows: list = []
 
     # ---- cr.fit callbacks ----------------------------------------------------------
-    def on_train_begin(self, state: Any) -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         self.begin(state.model, loss_fn=state.loss_fn, optimizer=state.optimizer)
         self.epoch = state.epoch
 
-    def on_step_end(self, state: Any) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         self.step(state.loss, state.xb, state.yb)
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         record = self.end_epoch(epoch=state.epoch + 1, metrics=getattr(state, "record", None))
         if self.attach_to_history:
             state.record["diagnostics"] = record
 
-    def on_train_end(self, state: Any) -> None:
+    def on_train_end(self, state: TrainState) -> None:
         self.end()
 
-    def on_divergence(self, state: Any, error: Any = None) -> None:
+    def on_divergence(self, state: TrainState, error: Any = None) -> None:
         """cr.fit tells its callbacks about a NaN/inf loss before raising: diagnose it."""
         self.divergence(error, loss=getattr(state, "loss", None), step=getattr(state, "step", self.steps) + 1)
 
@@ -333,13 +332,13 @@ class Monitor:
             self._fix_probe()
         count = len(self._rows)
         steps = self._step_table()
-        probe = self._probe_stats(self.probe) if self.probe is not None else None
+        measured = probe(self.model, self.probe, self.layers) if self.probe is not None else None
         rows = []
         for k, (layer, summary) in enumerate(zip(self.layers, _summarize(steps))):
             row = {**layer.describe(), **summary, "dead_fraction_epoch": None}
             if k in self._alive and count:
                 row["dead_fraction_epoch"] = 1.0 - float(host(self._alive[k]).mean())
-            row.update(probe[k] if probe is not None else _EMPTY_PROBE)
+            row.update(measured[k] if measured is not None else EMPTY_PROBE)
             rows.append(row)
         first, last = rows[0]["grad_norm"], rows[-1]["grad_norm"]
         ratio = first / last if (first is not None and last) else None
@@ -584,52 +583,10 @@ class Monitor:
             self._add_warning(advice.nonfinite_gradient_warning(layer, t, float(steps["grad_norm"][i, k]), self.epoch))
         return steps
 
-    def _probe_stats(self, X: np.ndarray) -> list:
-        """Per layer: pre-activation statistics and unit health on the probe batch.
-
-        Once per epoch; written for speed (float32 pairwise sums, BLAS dot
-        products, derivatives of sigmoid and tanh taken from their outputs).
-        """
-        out = []
-        for layer, (zk, ak) in zip(self.layers, layer_outputs(self.model, self.layers, X)):
-            row = dict(_EMPTY_PROBE)
-            out.append(row)
-            if layer.norm == "batch":  # the statistics evaluation mode normalizes with
-                rm = host(layer.norm_module.running_mean.data).astype(np.float64)
-                rv = host(layer.norm_module.running_var.data).astype(np.float64)
-                row["bn_running_mean"] = float(rm.mean())
-                row["bn_running_var"] = float(rv.mean())
-                row["bn_running_var_range"] = [float(rv.min()), float(rv.max())]
-            if zk is None:
-                continue
-            zk = host(zk)
-            zk = zk.reshape(-1, zk.shape[-1])
-            n = zk.size
-            mean = float(zk.sum()) / n
-            centred = (zk - zk.dtype.type(mean)).ravel()
-            row["preact_mean"] = mean
-            row["preact_std"] = math.sqrt(float(np.vdot(centred, centred)) / n)
-            act = layer.activation
-            d = None
-            if act in SATURATING and ak is not None:
-                ak = host(ak)
-                d = ACTIVATION_RULES[act].slope(None, ak, None)  # from the output: s(1 - s), 1 - tanh^2
-            elif act == "relu":
-                d = zk > 0  # ReLU' as a mask: the same test, without a float copy
-            health = unit_health(layer, zk, d)
-            for key in ("mean_derivative", "dead_fraction", "saturated_fraction"):
-                if health[key] is not None:
-                    row[key] = health[key]
-            if act == "prelu":
-                a = host(layer.act_module.weight.data).astype(np.float64)
-                row["prelu_slope"] = float(a.mean())
-                row["prelu_slope_range"] = [float(a.min()), float(a.max())]
-        return out
-
     def _measure_initial(self, X: np.ndarray, y: Any) -> dict:
         loss_fn = self.loss_fn if y is not None else None
         sp = signal_propagation(self.model, X, loss_fn, y)
-        for row, extra in zip(sp["layers"], self._probe_stats(X)):
+        for row, extra in zip(sp["layers"], probe(self.model, X, self.layers)):
             row.update(extra)
         sp["probe_rows"] = int(len(X))
         return sp
@@ -736,16 +693,6 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-_EMPTY_PROBE = {
-    "preact_mean": None,
-    "preact_std": None,
-    "mean_derivative": None,
-    "saturated_fraction": None,
-    "dead_fraction": None,
-    "prelu_slope": None,
-    "bn_running_mean": None,
-    "bn_running_var": None,
-}
 
 
 def _loss_in_message(text: str) -> float | None:

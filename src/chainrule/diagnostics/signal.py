@@ -9,29 +9,14 @@ gradient, measured before a single step is taken.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import ExitStack
+from typing import Any, Callable
 
 import numpy as np
 
-from ..autograd import Tensor, _leaf, enable_grad
-from ..nn.module import unchanged_state
+from ..autograd import Tensor, enable_grad, leaf
+from ..nn.module import unchanged_state, watch
 from .layers import find_layers, host, like_weights
-
-
-@contextmanager
-def wrapped_forward(module: Any, wrap: Callable) -> Iterator[None]:
-    """Replace ``module.forward`` by ``wrap(previous_forward)`` for the duration of a ``with`` block."""
-    had = "forward" in module.__dict__
-    previous = module.__dict__.get("forward")
-    object.__setattr__(module, "forward", wrap(module.forward))
-    try:
-        yield
-    finally:
-        if had:
-            object.__setattr__(module, "forward", previous)
-        else:
-            del module.__dict__["forward"]
 
 
 def _retaining(store: dict, key: Any) -> Callable:
@@ -99,20 +84,20 @@ def signal_propagation(model: Any, X_probe: Any, loss_fn: Any = None, y_probe: A
     try:
         with ExitStack() as stack:
             for layer in layers:
-                stack.enter_context(wrapped_forward(layer.preact_module, _retaining(z_out, layer.index)))
+                stack.enter_context(watch(layer.preact_module, _retaining(z_out, layer.index)))
                 if layer.act_module is not None:
-                    stack.enter_context(wrapped_forward(layer.act_module, _retaining(a_out, layer.index)))
+                    stack.enter_context(watch(layer.act_module, _retaining(a_out, layer.index)))
             stack.enter_context(unchanged_state(model))
             with enable_grad():
                 for p in params:
                     p.grad = None
-                out = model(_leaf(X))
+                out = model(leaf(X))
                 if backward:
                     y = host(y_probe.data if isinstance(y_probe, Tensor) else y_probe)
                     if y.ndim == 1 and tuple(out.data.shape) == (len(y), 1) and y.dtype.kind == "f":
                         y = y.reshape(-1, 1)  # one regression target per row, as fit shapes it
                     y = like_weights(y, layers[0], cast=y.dtype.kind == "f")
-                    get_loss(loss_fn)(out, _leaf(y)).backward()
+                    get_loss(loss_fn)(out, leaf(y)).backward()
         rows = []
         for layer in layers:
             z = z_out.get(layer.index)

@@ -226,26 +226,26 @@ def layer_grad_norms(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Any) -> 
 
     The model's gradients are left as this pass made them.
     """
-    from ..autograd import _leaf
+    from ..autograd import leaf
     from ..nn import Linear
 
     from ..nn.module import unchanged_state
 
     model.zero_grad()
     with unchanged_state(model):
-        loss_fn(model(_leaf(X)), _leaf(y)).backward()
+        loss_fn(model(leaf(X)), leaf(y)).backward()
     return [float(np.linalg.norm(m.weight.grad)) for m in model.modules() if isinstance(m, Linear)]
 
 
 def preactivations(model: Any, X: np.ndarray) -> list:
     """The pre-activations ``z = a @ W + b`` of each hidden Linear layer of a Sequential on X."""
-    from ..autograd import _leaf, no_grad
+    from ..autograd import leaf, no_grad
     from ..nn import Linear
 
     out = []
     layers = list(model)
     with no_grad():
-        h = _leaf(X)
+        h = leaf(X)
         for i, layer in enumerate(layers):
             h = layer(h)
             if isinstance(layer, Linear) and i < len(layers) - 1:
@@ -263,11 +263,11 @@ def inactive_fractions(model: Any, X: np.ndarray) -> list:
 
 
 def dead_fractions(model: Any, X: np.ndarray) -> list:
-    """Per hidden layer, the share of dead units on X, by :func:`chainrule.diagnostics.unit_health`
-    (the definition the Monitor and the dashboard use): units flat on every row, passing back no
+    """Per hidden layer, the share of dead units on X, from :func:`chainrule.diagnostics.probe`
+    (the probe the Monitor and the dashboard use, by :func:`chainrule.diagnostics.unit_health`): units flat on every row, passing back no
     gradient to speak of. None for a layer whose activation cannot die (sigmoid, tanh, Leaky ReLU, PReLU).
     """
-    from ..diagnostics import find_layers, unit_health
+    from ..diagnostics import find_layers, probe
 
-    layers = [layer for layer in find_layers(model) if layer.activation != "none"]
-    return [unit_health(layer, z)["dead_fraction"] for layer, z in zip(layers, preactivations(model, X))]
+    layers = find_layers(model)
+    return [row["dead_fraction"] for layer, row in zip(layers, probe(model, X, layers)) if layer.activation != "none"]

@@ -33,10 +33,11 @@ class Sequential(Module):
 
     A stack of Linear layers and activations (the usual MLP) runs as one fused
     graph node, :func:`chainrule.functional.fused_layers`: the same values and
-    gradients, several times less bookkeeping per step. It runs layer by layer
-    instead when a layer's ``forward`` has been replaced on the instance (as the
-    diagnostics do to watch each layer), when the input is not a batch of rows,
-    or when a layer is of another type.
+    gradients, several times less bookkeeping per step (:attr:`fused` says whether
+    the stack qualifies). It runs layer by layer instead while a layer is watched
+    (:func:`chainrule.nn.module.watch`, as the diagnostics do to keep each layer's
+    output), when the input is not a batch of rows, or when a layer is of another
+    type.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -57,9 +58,9 @@ class Sequential(Module):
             steps = []
             append = steps.append
             for kind, m in plan:
-                attrs = m.__dict__  # (read directly: this runs for every layer of every step)
-                if "forward" in attrs:  # watched or patched: run it layer by layer
+                if m.watched:  # someone watches this layer's calls: run them one by one
                     return self.forward_layers(x)
+                attrs = m.__dict__  # (read directly: this runs for every layer of every step)
                 if kind == "linear":
                     append((kind, attrs["weight"], attrs["bias"]))
                 elif kind == "prelu":
@@ -74,6 +75,11 @@ class Sequential(Module):
                     append(_BARE_STEPS[kind])
             return F.fused_layers(x, steps)
         return self.forward_layers(x)
+
+    @property
+    def fused(self) -> bool:
+        """Whether this stack runs as one fused node (on a batch of rows, while no layer is watched)."""
+        return self._fusion is not None
 
     def forward_layers(self, x: Tensor) -> Tensor:
         """The forward pass one layer (one module call, one graph node) at a time."""

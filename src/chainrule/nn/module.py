@@ -71,6 +71,37 @@ def unchanged_state(model: "Module") -> Iterator[None]:
             g.bit_generator.state = state
 
 
+@contextmanager
+def watch(module: "Module", wrap: Any) -> Iterator[None]:
+    """A ``with`` block during which ``module`` is *watched*: its forward is ``wrap(forward)``.
+
+    This is the switch between watched layers and fast ones. A watched layer sets
+    ``module.watched = True`` for the block, and an ``nn.Sequential`` that holds it runs layer
+    by layer (one module call each, so ``wrap`` sees every call) instead of as one fused node.
+    The diagnostics watch layers this way to keep their outputs; afterwards the module is
+    as it was.
+
+    Example:
+        >>> seen = []
+        >>> with watch(model[1], lambda forward: lambda x: seen.append(x.shape) or forward(x)):
+        ...     model(x)
+    """
+    had = "forward" in module.__dict__
+    previous = module.__dict__.get("forward")
+    was_watched = module.__dict__.get("watched")
+    object.__setattr__(module, "forward", wrap(module.forward))
+    object.__setattr__(module, "watched", True)
+    try:
+        yield
+    finally:
+        if was_watched is None:
+            del module.__dict__["watched"]
+        if had:
+            object.__setattr__(module, "forward", previous)
+        else:
+            del module.__dict__["forward"]
+
+
 # name -> class, for model files: only these types are ever built from a file.
 MODULES: dict = {}
 
@@ -102,6 +133,7 @@ class Module:
     """
 
     training: bool
+    watched: bool = False  # True inside a watch(module, ...) block: containers then call it layer by layer
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())

@@ -10,7 +10,7 @@ from ..backend import to_numpy
 from ..capture import guard, per_step, register
 from ..errors import ChainruleError
 from ..nn.module import copy_like
-from ..validation import check_lr
+from ..validation import number
 
 ndarray = np.ndarray
 
@@ -22,7 +22,7 @@ class Optimizer:
         self.params = [p for p in params]
         if not self.params:
             raise ChainruleError("optimizer got an empty parameter list")
-        self.lr = check_lr(lr)
+        self.lr = number("lr", lr, 0, open_low=True)
         self.steps = 0
         self._values: tuple = ()
         self._live: dict = {}  # dtype -> this step's numbers as 0-d arrays (see _begin_step)
