@@ -1,10 +1,11 @@
-"""chainrule bench --curves: the runners agree and the table and the PNG are made (chainrule/bench_curves.py).
+"""chainrule bench --curves: the runners agree and the table and the PNG are made (chainrule/bench/curves.py).
 Speed itself is measured by the benchmark, never here."""
 
 import numpy as np
 
-from chainrule import bench as B
-from chainrule import bench_curves as C
+from chainrule.bench import curves as C
+from chainrule.bench import runners as R
+from chainrule.bench import workloads as B
 
 
 def test_the_compiled_runner_trains_like_the_eager_one_and_the_floor():
@@ -13,7 +14,7 @@ def test_the_compiled_runner_trains_like_the_eager_one_and_the_floor():
     weights = B.initial_weights(w)
     plan = B.batch_plan(len(X), 4, 2)
     trained = {}
-    for name, make in (("compiled", C._compiled_trainer), ("eager", B._chainrule_trainer), ("floor", B._numpy_trainer)):
+    for name, make in (("compiled", C._compiled_trainer), ("eager", R._chainrule_trainer), ("floor", R._numpy_trainer)):
         run, get = make(w, weights, X, y, plan)
         assert len(run()) == 2  # one mark per epoch
         trained[name] = get()

@@ -96,7 +96,7 @@ def bench(
 
 def _run_curves(repeats: int, quick: bool, threads: int, save: Optional[Path], as_json: bool, progress: Callable) -> None:
     """``--curves``: the tables on the terminal, the PNG (and with --save the JSON and Markdown) on disk."""
-    from .. import bench_curves
+    from ..bench import curves as bench_curves
 
     result = bench_curves.run_curves(repeats=repeats, quick=quick, threads=threads, progress=progress)
     typer.echo(json.dumps(result, indent=1) if as_json else bench_curves.format_curves(result))

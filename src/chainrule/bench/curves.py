@@ -10,7 +10,7 @@ synthetic classification problem trained with SGD, float32:
 - width: two hidden layers of 32 to 2048 units (batch 32, ReLU).
 
 Each point is the median over interleaved repetitions (the runners take turns) of the time per
-step, as :func:`chainrule.bench.measure_training` measures it. The run is short on purpose
+step, as :func:`chainrule.bench.measure.measure_training` measures it. The run is short on purpose
 (a few steps per point): it shows where each runner's cost per step comes from (fixed costs
 dominate at small sizes, the matrix products at large ones), not a precise number.
 """
@@ -23,7 +23,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import bench as _bench
+from .measure import environment, load_average, measure_training, ratio_of, warm_up_library
+from .report import _table, _time, _x
+from .runners import Runner, _chainrule_model, _host_weights, available_runners
+from .workloads import Workload, get_workload
 
 #: name -> (the values, the layer sizes and batch of one point)
 CURVES = {
@@ -45,7 +48,7 @@ def _compiled_trainer(w: Any, weights: Sequence, X: np.ndarray, y: np.ndarray, p
     from chainrule import functional as F
     from chainrule import optim
 
-    model = _bench._chainrule_model(w, weights, gpu)
+    model = _chainrule_model(w, weights, gpu)
     opt = optim.SGD(model.parameters(), lr=w.lr)
 
     @cr.compile
@@ -74,10 +77,10 @@ def _compiled_trainer(w: Any, weights: Sequence, X: np.ndarray, y: np.ndarray, p
             marks.append(time.perf_counter())
         return marks
 
-    return run, lambda: _bench._host_weights([(lin.weight.data, lin.bias.data) for lin in model.linears])
+    return run, lambda: _host_weights([(lin.weight.data, lin.bias.data) for lin in model.linears])
 
 
-COMPILED = _bench.Runner(
+COMPILED = Runner(
     "chainrule-compiled", "the chainrule step through cr.compile (recorded once, replayed)", None, _compiled_trainer, None
 )
 
@@ -85,7 +88,7 @@ COMPILED = _bench.Runner(
 def runners(names: Sequence[str] = RUNNER_NAMES) -> tuple:
     """(runners that can run, {name: why not} for the others)."""
     base = [n for n in names if n != COMPILED.name]
-    ok, skipped = _bench.available_runners(base)
+    ok, skipped = available_runners(base)
     if COMPILED.name in names:
         ok = list(ok) + [COMPILED]
     order = {n: i for i, n in enumerate(names)}
@@ -94,11 +97,11 @@ def runners(names: Sequence[str] = RUNNER_NAMES) -> tuple:
 
 def measure_point(sizes: tuple, batch: int, runner_list: Sequence, repeats: int, steps: int, epochs: int = 2) -> dict:
     """Median seconds per step of each runner on one synthetic problem (``steps`` batches an epoch)."""
-    w = _bench.Workload(
+    w = Workload(
         "curve", tuple(sizes), "relu", batch_size=batch, epochs=epochs, lr=0.01, data="synthetic", n_samples=batch * steps,
         eval_rows=min(batch * steps, 1024),
     )
-    row = _bench.measure_training(w, runner_list, repeats, settle=0.0)
+    row = measure_training(w, runner_list, repeats, settle=0.0)
     return {name: r["seconds_per_step"]["median"] for name, r in row["runners"].items()}
 
 
@@ -117,8 +120,8 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
     with limit_threads(threads):
         for r in ok:
             if r.name != COMPILED.name:
-                _bench._warm_up_library(r)
-        result["environment"] = _bench.environment()
+                warm_up_library(r)
+        result["environment"] = environment()
         gc.collect()
         for curve, (values, point) in (QUICK_CURVES if quick else CURVES).items():
             rows = []
@@ -136,12 +139,12 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
             memory = measure_wide_memory(threads=threads or 1, quick=quick)
             mine, theirs = (memory[n].get("increase_bytes") for n in (COMPILED.name, "torch"))
             result["targets"].append({"workload": "wide", "runner": COMPILED.name, "against": "torch (peak memory)", "limit": 1.0,
-                                      "ratio": _bench._ratio(mine, theirs), "met": bool(mine and theirs) and mine <= theirs, "memory": memory})
+                                      "ratio": ratio_of(mine, theirs), "met": bool(mine and theirs) and mine <= theirs, "memory": memory})
     worst = [r["vs_torch"].get(COMPILED.name) for rows in result["curves"].values() for r in rows]
     worst = [x for x in worst if x is not None]
     result["curves_target"] = {"what": "every point of the curves, compiled, <= 1.0x PyTorch", "worst": max(worst) if worst else None,
                                "met": bool(worst) and max(worst) <= 1.0}
-    result["environment"]["loadavg_end"] = _bench._loadavg()
+    result["environment"]["loadavg_end"] = load_average()
     return result
 
 
@@ -163,13 +166,13 @@ def measure_targets(runner_list: Sequence, repeats: int, quick: bool = False, pr
     say = progress or (lambda line: None)
     medians = {}
     for name in ("digits", "deep", "wide"):
-        w = _bench.get_workload(name, quick)
+        w = get_workload(name, quick)
         say(f"target workload {name}: {w.description}")
-        row = _bench.measure_training(w, runner_list, repeats, settle=0.0)
+        row = measure_training(w, runner_list, repeats, settle=0.0)
         medians[name] = {r: v["seconds_per_step"]["median"] for r, v in row["runners"].items()}
     out = []
     for workload, runner, against, limit in TARGETS:
-        ratio = _bench._ratio(medians[workload].get(runner), medians[workload].get(against))
+        ratio = ratio_of(medians[workload].get(runner), medians[workload].get(against))
         out.append({"workload": workload, "runner": runner, "against": against, "limit": limit, "ratio": ratio,
                     "met": ratio is not None and ratio <= limit, "seconds": medians[workload]})
     return out
@@ -177,7 +180,7 @@ def measure_targets(runner_list: Sequence, repeats: int, quick: bool = False, pr
 
 def measure_wide_memory(names: Sequence[str] = ("chainrule-compiled", "chainrule", "torch"), threads: int = 1, quick: bool = False) -> dict:
     """Peak resident-memory increase of one epoch of the wide workload per runner, each in a fresh
-    process (:func:`chainrule.bench.memory_child`, the compiled runner included)."""
+    process (:func:`chainrule.bench.measure.memory_child`, the compiled runner included)."""
     import json
     import subprocess
     import sys
@@ -185,8 +188,8 @@ def measure_wide_memory(names: Sequence[str] = ("chainrule-compiled", "chainrule
     out = {}
     for name in names:
         code = (
-            "import json; from chainrule import bench as B, bench_curves as C; from chainrule.threads import limit_threads\n"
-            f"B.RUNNERS[C.COMPILED.name] = C.COMPILED\nwith limit_threads({threads}): print(json.dumps(B.memory_child({name!r}, 'wide', {quick})))"
+            "import json; from chainrule.bench import curves as C, measure as M, runners as R; from chainrule.threads import limit_threads\n"
+            f"R.RUNNERS[C.COMPILED.name] = C.COMPILED\nwith limit_threads({threads}): print(json.dumps(M.memory_child({name!r}, 'wide', {quick})))"
         )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr.strip()[-300:]}
@@ -198,7 +201,7 @@ def _weights(sizes: tuple) -> int:
 
 
 def _ratios(seconds: dict, base: str) -> dict:
-    return {name: _bench._ratio(s, seconds.get(base)) for name, s in seconds.items()}
+    return {name: ratio_of(s, seconds.get(base)) for name, s in seconds.items()}
 
 
 def format_curves(result: dict, markdown: bool = False) -> str:
@@ -208,22 +211,22 @@ def format_curves(result: dict, markdown: bool = False) -> str:
         names = list(rows[0]["seconds"]) if rows else []
         header = [curve] + names + ["compiled vs torch", "compiled vs floor"]
         table = [
-            [str(r["value"])] + [_bench._time(r["seconds"][n]) for n in names]
-            + [_bench._x(r["vs_torch"].get("chainrule-compiled")), _bench._x(r["vs_numpy"].get("chainrule-compiled"))]
+            [str(r["value"])] + [_time(r["seconds"][n]) for n in names]
+            + [_x(r["vs_torch"].get("chainrule-compiled")), _x(r["vs_numpy"].get("chainrule-compiled"))]
             for r in rows
         ]
         lines.append(f"{curve}:" if not markdown else f"### {curve}")
-        lines += _bench._table(header, table, markdown)
+        lines += _table(header, table, markdown)
         lines.append("")
     targets = result.get("targets") or []
     if targets:
-        rows = [[t["workload"], t["runner"], f"vs {t['against']}", f"<= {t['limit']:g}x", _bench._x(t["ratio"]), "met" if t["met"] else "MISSED"]
+        rows = [[t["workload"], t["runner"], f"vs {t['against']}", f"<= {t['limit']:g}x", _x(t["ratio"]), "met" if t["met"] else "MISSED"]
                 for t in targets]
         ct = result.get("curves_target")
         if ct:
-            rows.append(["every curve point", COMPILED.name, "vs torch", "<= 1x", _bench._x(ct["worst"]) + " (worst)", "met" if ct["met"] else "MISSED"])
+            rows.append(["every curve point", COMPILED.name, "vs torch", "<= 1x", _x(ct["worst"]) + " (worst)", "met" if ct["met"] else "MISSED"])
         lines.append("targets (issue 16):" if not markdown else "### targets (issue 16)")
-        lines += _bench._table(["workload", "runner", "against", "target", "measured", ""], rows, markdown)
+        lines += _table(["workload", "runner", "against", "target", "measured", ""], rows, markdown)
     return "\n".join(lines)
 
 
