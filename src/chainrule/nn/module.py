@@ -166,7 +166,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if "forward" in self.__dict__:  # replaced on the instance (watched): a compiled step cannot replay it
+        if "forward" in self.__dict__:  # watched, or replaced on the instance: a compiled step cannot replay it
             refuse(f"{type(self).__name__}.forward is replaced on the instance (a watched layer)")
         return self.forward(*args, **kwargs)
 
