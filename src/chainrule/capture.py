@@ -57,11 +57,6 @@ _local = _Local()
 _RECORDING = threading.Lock()
 
 
-def recording() -> bool:
-    """True while a compiled step is being recorded or discovered (its first two calls)."""
-    return _local.recorder is not None
-
-
 # ---- the traced array ------------------------------------------------------------------------
 
 
