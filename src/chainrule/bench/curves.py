@@ -112,7 +112,7 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
         >>> result = run_curves(quick=True)
         >>> result["curves"]["batch"][0]["seconds"]["numpy"]
     """
-    from .threads import limit_threads
+    from ..threads import limit_threads
 
     say = progress or (lambda line: None)
     ok, skipped = runners()
