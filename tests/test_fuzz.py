@@ -159,6 +159,7 @@ def no_heavy_work(monkeypatch, tmp_path):
     """Arguments that pass every check would start real work (training, the lab, benchmarks, a
     server): here that work is replaced by a chainrule error, so each call ends at once."""
     import chainrule.bench
+    import chainrule.bench.curves
     import chainrule.dashboard.app
     import chainrule.lab
     import chainrule.runs
@@ -168,6 +169,7 @@ def no_heavy_work(monkeypatch, tmp_path):
         raise ChainruleError("(fuzz) the work itself is skipped")
 
     for module, name in ((chainrule.runs, "build_model"), (chainrule.lab, "run_lab"), (chainrule.bench, "run_benchmark"),
+                         (chainrule.bench.curves, "run_curves"),
                          (chainrule.sweep, "run_sweep"), (chainrule.dashboard.app, "serve")):
         monkeypatch.setattr(module, name, skipped)
     monkeypatch.chdir(tmp_path)

@@ -23,6 +23,7 @@ from .autograd import (
     zeros,
     zeros_like,
 )
+from .capture import CompileWarning, compile
 from .compgraph import graph
 from .errors import ChainruleError, DataError, DivergenceError, ModelFileError, ShapeError
 from .gradcheck import GradcheckError, gradcheck
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChainruleError",
+    "CompileWarning",
     "DataError",
     "DivergenceError",
     "GradcheckError",
@@ -45,6 +47,7 @@ __all__ = [
     "ShapeError",
     "Tensor",
     "broadcast_to",
+    "compile",
     "concat",
     "cos",
     "cumsum",

@@ -34,6 +34,10 @@ _FLOATS = (np.float16, np.float32, np.float64)
 # topological order: no recursive search is needed to order backpropagation.
 _counter = itertools.count()
 
+# Set by cr.compile while it records a step (chainrule.capture): called with the leaves that
+# each backward() gave a gradient.
+leaf_observer: Callable | None = None
+
 
 class _GradMode(threading.local):
     enabled = True
@@ -435,11 +439,13 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False, observe: 
                 if type(g) is not ndarray:
                     g = _own_copy(g, node.data, id(g) in given)
                 elif g.base is not None or id(g) in given:
-                    g = np.array(g, dtype=node.data.dtype)
+                    g = g.astype(node.data.dtype)  # (a copy; a method, so that cr.compile records it)
                 given.add(id(g))
                 node.grad = g
             else:
                 node.grad += g
+        if leaf_observer is not None:  # cr.compile, recording: which leaves a step updates
+            leaf_observer(ends)
     except BaseException:  # leave no half-summed gradient behind for the next pass
         for node in itertools.chain(order, ends):
             node._g = None

@@ -19,9 +19,13 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from .activation_rules import ACTIVATION_RULES
 from .autograd import Tensor, leaf, as_tensor, node
 from .backend import asarray, check_same_device, namespace
+from .capture import per_step, register
 from .errors import DataError, ShapeError
+
+ndarray = np.ndarray  # (a module name, so that a recording of cr.compile takes the NumPy paths)
 
 # ---- activations -------------------------------------------------------------
 
@@ -131,7 +135,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out += bias.data
 
     def backward(g):
-        if type(g) is not np.ndarray:
+        if type(g) is not ndarray:
             return _linear_backward_generic(g, xd, w, x, weight, bias)
         gx = g @ w.T if x.requires_grad else None
         if xd.ndim == 2:
@@ -192,7 +196,9 @@ def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor,
 
 # ---- a stack of layers as one node ---------------------------------------------
 
-#: The step kinds that :func:`fused_layers` runs.
+_RELU = ACTIVATION_RULES["relu"]
+
+#: The step kinds that :func:`fused_layers` runs (the activations' formulas: the activation table).
 FUSED_STEPS = ("linear", "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "gelu", "silu")
 
 
@@ -201,9 +207,6 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
     a = x.data
     parents = [x]
     saved = []
-    zero = one = None
-    if on_numpy:  # NumPy is quicker with scalars of the array's own dtype than with Python numbers
-        zero, one = a.dtype.type(0), a.dtype.type(1)
     fresh = False  # whether `a` is a linear output nothing else holds, so NumPy may overwrite it
     for kind, p, q in steps:
         if kind == "linear":
@@ -221,55 +224,22 @@ def _fused_forward(x: Tensor, steps: Any, xp: Any, on_numpy: bool) -> tuple:
         if kind == "identity":
             saved.append(None)
             continue
-        if kind in ("relu", "sigmoid", "tanh"):
-            if on_numpy:
-                out = a if fresh else np.empty_like(a)
-                if kind == "relu":
-                    np.maximum(a, zero, out=out)
-                elif kind == "tanh":
-                    np.tanh(a, out=out)
-                else:  # (under the caller's errstate) e^-z overflows to inf for z << 0, and 1 / (1 + inf) = 0 is right
-                    np.negative(a, out=out)
-                    np.exp(out, out=out)
-                    out += one
-                    np.reciprocal(out, out=out)
-                a = out
-            elif kind == "relu":
-                a = xp.maximum(a, 0.0)  # (Python scalars: the 2024.12 standard)
-            elif kind == "tanh":
-                a = xp.tanh(a)
-            else:
-                a = 1 / (1 + xp.exp(-a))
-            saved.append(a)  # the derivative comes from the output
+        act = ACTIVATION_RULES.get(kind)
+        if act is None:
+            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+        if act.reads == "output":  # relu, sigmoid, tanh: in place on a layer output we own; the output is kept
+            a, _ = act.forward(a, None, a if (fresh and on_numpy) else None)
+            saved.append(a)
             fresh = False
             continue
-        if kind == "leaky_relu":
-            pos = a > 0
-            d = xp.where(pos, xp.ones_like(a), xp.full_like(a, p))
-            saved.append((d, None))
-            a = a * d
-        elif kind == "elu":
-            e = xp.exp(xp.minimum(a, xp.zeros_like(a)))
-            neg = a <= 0  # (not ~pos: at NaN, ELU passes the gradient, as elu)
-            d = xp.where(neg, e * p, xp.ones_like(a))
-            saved.append((d, None))
-            a = xp.where(neg, (e - 1) * p, a)
-        elif kind == "gelu":  # (the formulas: ops.gelu_forward and ops.gelu_slope, shared with gelu)
-            z = a
-            a, aux = ops.gelu_forward(z, p)
-            saved.append((ops.gelu_slope(z, aux, p), None))
-        elif kind == "silu":
-            z = a
-            a, sig = ops.silu_forward(z)
-            saved.append((ops.silu_slope(z, sig), None))
-        elif kind == "prelu":
-            pos = a > 0
+        z = a
+        if kind == "prelu":
             parents.append(p)
-            d = xp.where(pos, xp.ones_like(a), xp.broadcast_to(p.data, a.shape))
-            saved.append((d, xp.where(pos, xp.zeros_like(a), a)))  # x where x <= 0: d/dweight
-            a = a * d
+            a, d = act.forward(z, p.data)
+            saved.append((d, xp.where(z > 0, xp.zeros_like(z), z)))  # x where x <= 0: d/dweight
         else:
-            raise ValueError(f"fused_layers: unknown step {kind!r}; expected one of {FUSED_STEPS}")
+            a, aux = act.forward(z, p)
+            saved.append((act.slope(z, a, aux, p), None))
         fresh = True
     return a, parents, saved
 
@@ -314,7 +284,6 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
     def backward(g):
         grads = []
         ones = _ones(g.shape[0], g.dtype) if on_numpy else None  # for the bias gradients
-        zero, one = (g.dtype.type(0), g.dtype.type(1)) if on_numpy else (0, 1)
         owned = False  # whether g is our own array (else it may be shared: never write into it)
         i = len(steps)
         for (kind, p, q), s in zip(reversed(steps), reversed(saved)):
@@ -341,20 +310,14 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
                 if last:
                     break
                 continue
-            if kind == "relu":
-                if not on_numpy:  # (the standard multiplies no floats by booleans)
-                    if last:
-                        break
-                    g = xp.where(s != 0, g, 0.0)
-                    owned = True
-                    continue
-                m = s != zero  # (the output is 0 exactly where z <= 0; at NaN the gradient passes, as relu)
-            elif kind == "sigmoid":
-                m = one - s
-                m *= s
-            elif kind == "tanh":
-                m = s * s
-                m = (np.subtract(one, m, out=m) if on_numpy else 1 - m)
+            if kind == "relu" and not on_numpy:  # (the standard multiplies no floats by booleans)
+                if last:
+                    break
+                g = xp.where(_RELU.slope(None, s, None), g, 0.0)
+                owned = True
+                continue
+            if kind in ("relu", "sigmoid", "tanh"):
+                m = ACTIVATION_RULES[kind].slope(None, s, None)  # from the output (at NaN ReLU passes the gradient)
             else:
                 d, neg = s
                 if neg is not None:  # PReLU's slope: summed over the rows (and the units when it is shared)
@@ -450,11 +413,20 @@ def batch_norm(
     if n < BATCH_NORM_MIN_ROWS:
         raise ShapeError(f"batch_norm in training mode needs more than one row per batch to take a variance, got input of shape {a.shape}")
     out, mean, var = _standardize(x, (0,), eps)
+    # the running statistics in place (a compiled step replays the update on the same arrays)
     if running_mean is not None:
-        running_mean.data = running_mean.data * (1 - momentum) + mean[0, ...] * momentum  # (every axis named: the array API)
+        register("state", running_mean)
+        _blend(running_mean.data, 1 - momentum, mean[0, ...] * momentum)  # (every axis named: the array API)
     if running_var is not None:
-        running_var.data = running_var.data * (1 - momentum) + var[0, ...] * (momentum * n / (n - 1))
+        register("state", running_var)
+        _blend(running_var.data, 1 - momentum, var[0, ...] * (momentum * n / (n - 1)))
     return _affine(out, weight, bias)
+
+
+def _blend(running: Any, keep: float, new: Any) -> None:
+    """``running <- running * keep + new``, in place."""
+    running *= keep
+    running += new
 
 
 def layer_norm(x: Tensor, normalized_shape: tuple, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -485,17 +457,25 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     Example:
         >>> F.dropout(x, 0.2, generator=np.random.default_rng(0))
     """
-    from .random import generator as _generator
-
     if not training or p == 0:
         return x
     a = x.data
     if p >= 1:
         return x * 0.0
-    mask = (_generator(generator).random(a.shape) >= p) * (1.0 / (1.0 - p))  # float64, on the host
-    if type(a) is np.ndarray:
-        return x * leaf(mask.astype(a.dtype))
+    # drawn through per_step, so a compiled step draws a new mask at each replay
+    if type(a) is ndarray:
+        return x * leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
+    mask = _dropout_mask(generator, a.shape, p, np.float64)
     return x * leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
+
+
+def _dropout_mask(generator: Any, shape: tuple, p: float, dtype: Any) -> np.ndarray:
+    """Inverted dropout's mask, drawn on the host from ``generator`` (resolved at each draw: the
+    default one is whichever ``cr.manual_seed`` made last): 0 with probability p, else
+    1 / (1 - p) (computed in float64, then given ``dtype``)."""
+    from .random import generator as _generator
+
+    return ((_generator(generator).random(shape) >= p) * (1.0 / (1.0 - p))).astype(dtype)
 
 
 # ---- losses --------------------------------------------------------------------
@@ -519,7 +499,7 @@ def _reduced(per: Any, reduction: str, count: int) -> tuple:
     ``count`` is a number of entries, or an array (a sum of class weights)."""
     if reduction == "none":
         return per, None
-    total = np.add.reduce(per, axis=None) if type(per) is np.ndarray else namespace(per).sum(per)
+    total = np.add.reduce(per, axis=None) if type(per) is ndarray else namespace(per).sum(per)
     if reduction == "sum":
         return total, 1.0
     if isinstance(count, int):
@@ -556,7 +536,7 @@ def _target_array(target: Any, like: Any) -> Any:
     t = target.data if isinstance(target, Tensor) else target
     if type(t) is type(like):
         return t
-    if type(like) is np.ndarray:
+    if type(like) is ndarray:
         if not isinstance(t, (np.ndarray, np.generic, list, tuple, int, float)):
             check_same_device("loss", like, t)
         return np.asarray(t)
@@ -574,16 +554,13 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
     if t.ndim == logits.ndim - 1:
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")
-        if type(t) is np.ndarray:
+        if type(t) is ndarray:
             if t.dtype.kind not in "iu":
                 if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
                     t = t.astype(np.int64)
                 else:
                     raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-            kept = t if ignore_index is None else t[t != ignore_index]
-            # one reduction checks both ends: seen as unsigned, a negative index is huge
-            if kept.size and np.maximum.reduce(kept.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else kept) >= c:
-                raise DataError(_class_range_message(c, ignore_index, kept.min(), kept.max()))
+            per_step(_check_class_range, t, c, ignore_index)  # (a compiled step checks each batch too)
             return t, None
         xp = namespace(t)
         if not xp.isdtype(t.dtype, "integral"):
@@ -591,11 +568,7 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
                 t = xp.astype(t, xp.int64)
             else:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-        out_of_range = (t < 0) | (t >= c)
-        if ignore_index is not None:
-            out_of_range = out_of_range & (t != ignore_index)
-        if t.size and bool(xp.any(out_of_range)):  # one read-back (a GPU waits for it once)
-            raise DataError(_class_range_message(c, ignore_index, int(xp.min(t)), int(xp.max(t))))
+        _check_class_range(t, c, ignore_index)
         return t, None
     if ignore_index is not None:
         raise ValueError(
@@ -607,10 +580,26 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
             f"cross_entropy: logits of shape {logits.shape} need class indices of shape {logits.shape[:-1]} "
             f"or probabilities of shape {logits.shape}, got {t.shape}"
         )
-    if type(t) is np.ndarray:
+    if type(t) is ndarray:
         return None, t.astype(logits.dtype, copy=False)
     xp = namespace(t)
     return None, (t if t.dtype == logits.dtype else xp.astype(t, logits.dtype))
+
+
+def _check_class_range(t: Any, c: int, ignore_index: int | None) -> None:
+    """Raise DataError unless every class index in ``t`` lies in [0, c) (or equals ``ignore_index``)."""
+    if isinstance(t, np.ndarray):
+        kept = t if ignore_index is None else t[t != ignore_index]
+        # one reduction checks both ends: seen as unsigned, a negative index is huge
+        if kept.size and np.maximum.reduce(kept.view(_UNSIGNED[t.itemsize]) if t.dtype.kind == "i" else kept) >= c:
+            raise DataError(_class_range_message(c, ignore_index, kept.min(), kept.max()))
+        return
+    xp = namespace(t)
+    out_of_range = (t < 0) | (t >= c)
+    if ignore_index is not None:
+        out_of_range = out_of_range & (t != ignore_index)
+    if t.size and bool(xp.any(out_of_range)):  # one read-back (a GPU waits for it once)
+        raise DataError(_class_range_message(c, ignore_index, int(xp.min(t)), int(xp.max(t))))
 
 
 def _class_range_message(c: int, ignore_index: int | None, lo: Any, hi: Any) -> str:
@@ -657,7 +646,7 @@ def cross_entropy(
         raise ShapeError(f"cross_entropy needs logits of shape (N, C) or (C,), got {z.shape}")
     idx, probs = _class_targets(z, target, ignore_index)
     target_grad = probs is not None and isinstance(target, Tensor) and target.requires_grad
-    if type(z) is not np.ndarray or weight is not None or ignore_index is not None or target_grad:
+    if type(z) is not ndarray or weight is not None or ignore_index is not None or target_grad:
         return _cross_entropy_general(logits, target, idx, probs, label_smoothing, reduction, weight, ignore_index)
     n, c = z.shape
     # NumPy is slow at reductions along short rows, so (speed): the row maxima come from argmax
@@ -694,7 +683,7 @@ def cross_entropy(
             p -= q
         if scale is None:
             p *= g[:, None]
-        elif type(g) is np.ndarray and g.ndim == 0:
+        elif type(g) is ndarray and g.ndim == 0:
             p *= p.dtype.type(float(g) * scale)  # one Python multiplication instead of an array one
         else:
             p *= g * scale

@@ -11,6 +11,8 @@ The estimate, for an MLP with layer widths ``sizes`` (P parameters, float32: 4 b
     weights, gradients and optimizer buffers   4 P (1 + 1 + buffers), buffers: Adam 2, SGD 1
     a model file or checkpoint being written   4 P (1 + buffers) x 2   (host copy, file bytes)
     activations kept for backward              4 x batch x sum(hidden and output widths) x 4
+    the update's temporaries, all kept while   4 P x temporaries, Adam 8, SGD 2, momentum 4
+      cr.compile records the step (once per batch shape)
     evaluation in batches of 1024 rows          4 x 1024 x max(width) x 2
     the training data, as float32              4 x rows x features
 
@@ -31,6 +33,9 @@ from .errors import ChainruleError
 ACTIVATION_COPIES = 4
 EVAL_ROWS = 1024  # cr.evaluate and cr.predict run in batches of at least this many rows
 OPTIMIZER_BUFFERS = {"adam": 2, "adamw": 2, "sgd": 1, "momentum": 1}
+# Parameter-sized temporaries of one optimizer step (``lr * g``, Adam's ``g * g``, ``sqrt(v)``...):
+# eager frees each at once, a recording of cr.compile holds them all until it ends.
+UPDATE_TEMPORARIES = {"adam": 8, "adamw": 9, "sgd": 2, "momentum": 4}
 # The share of the memory available when a run is checked that it may plan to use: the rest
 # is left to Python, the other processes, and estimates that fall short.
 USABLE_FRACTION = 0.8
@@ -46,10 +51,11 @@ class MemoryEstimate:
     activations: int
     evaluation: int
     data: int
+    recording: int = 0
 
     @property
     def total(self) -> int:
-        return self.state + self.saving + self.activations + self.evaluation + self.data
+        return self.state + self.saving + self.activations + self.evaluation + self.data + self.recording
 
     def describe(self) -> str:
         return (
@@ -94,6 +100,7 @@ def estimate_training_memory(
         activations=itemsize * int(batch_size) * sum(sizes[1:]) * ACTIVATION_COPIES,
         evaluation=itemsize * EVAL_ROWS * widest * 2,
         data=itemsize * int(rows) * (sizes[0] if sizes else 0),
+        recording=itemsize * params * UPDATE_TEMPORARIES.get(str(optimizer).lower(), 8),
     )
 
 

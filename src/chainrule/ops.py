@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import math
 import operator
 from typing import Any, Sequence
 
 import numpy as np
 
+from .activation_rules import ACTIVATION_RULES, GELU_APPROXIMATIONS
 from .autograd import Tensor, leaf, as_tensor, node
-from .backend import asarray, check_same_device, dtype_in, erf, is_array, is_foreign, namespace
+from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
 from .errors import ShapeError
 
 ndarray = np.ndarray
+
+_RELU, _SIGMOID, _TANH, _SILU, _GELU = (ACTIVATION_RULES[n] for n in ("relu", "sigmoid", "tanh", "silu", "gelu"))
 
 
 def _t(x: Any, like: Tensor) -> Tensor:
@@ -250,7 +252,7 @@ def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
         xp = namespace(g)
         # a read-only broadcast view: no backward writes into g, and a leaf gets a copy
         return xp.broadcast_to(xp.reshape(g, _kept_shape(shape, axis)), shape)
-    out = np.empty(shape, dtype=g.dtype)
+    out = np.empty_like(g, shape=shape, order="C")  # (made from g: a recording of cr.compile sees it)
     if axis is not None and not keepdims:
         g = np.expand_dims(g, _axes(axis, len(shape)))
     out[...] = g
@@ -894,39 +896,26 @@ def relu(a: Tensor) -> Tensor:
     Derivative: 1 where a > 0, and 0 where a <= 0; at the kink a = 0 we take 0,
     as PyTorch and JAX do, so that a unit sitting exactly at 0 gets no update. At NaN
     it is 1, as PyTorch (the mask is ``out != 0``: the output is 0 exactly where a <= 0).
+    The formulas: the activation table (:mod:`chainrule.activation_rules`).
     """
     x = a.data
+    out, _ = _RELU.forward(x)
     if type(x) is ndarray:
-        out = np.maximum(x, 0)
-
-        def backward(g):
-            return (g * (out != 0),)
-
-        return node(out, (a,), backward)
+        return node(out, (a,), lambda g: (g * _RELU.slope(x, out, None),))
     xp = namespace(x)
-    out = xp.maximum(x, 0)
-    return node(out, (a,), lambda g: (xp.where(out != 0, g, 0.0),))
+    return node(out, (a,), lambda g: (xp.where(_RELU.slope(x, out, None), g, 0.0),))
 
 
 def sigmoid(a: Tensor) -> Tensor:
     """Logistic function ``1 / (1 + e^-a)``; derivative ``s (1 - s)``, at most 0.25 (at a = 0).
 
     For a << 0, e^-a overflows to inf and 1 / (1 + inf) gives the correct limit 0,
-    so the overflow is silenced rather than avoided (on NumPy: three array passes, in place).
+    so the overflow is silenced rather than avoided. The formulas: the activation table.
     """
-    x = a.data
-    if type(x) is ndarray:
-        out = np.negative(x, out=np.empty_like(x))
-        with np.errstate(over="ignore"):
-            np.exp(out, out=out)
-        out += 1
-        np.reciprocal(out, out=out)
-    else:
-        out = 1.0 / (1.0 + namespace(x).exp(-x))
+    out, _ = _SIGMOID.forward(a.data)
 
     def backward(g):
-        d = 1 - out
-        d *= out
+        d = _SIGMOID.slope(None, out, None)
         d *= g
         return (d,)
 
@@ -934,12 +923,12 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def tanh(a: Tensor) -> Tensor:
-    """Hyperbolic tangent, zero-centred in (-1, 1); derivative ``1 - tanh^2``, at most 1."""
-    x = a.data
-    out = np.tanh(x) if type(x) is ndarray else namespace(x).tanh(x)
+    """Hyperbolic tangent, zero-centred in (-1, 1); derivative ``1 - tanh^2``, at most 1.
+    The formulas: the activation table."""
+    out, _ = _TANH.forward(a.data)
 
     def backward(g):
-        d = 1 - out * out
+        d = _TANH.slope(None, out, None)
         d *= g
         return (d,)
 
@@ -1004,71 +993,28 @@ def softplus(a: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return node(out, (a,), backward)
 
 
-def _sigmoid_array(x: Any) -> Any:
-    """``1 / (1 + e^-x)``: e^-x overflows to inf for x << 0, and 1 / (1 + inf) = 0 is right."""
-    xp = namespace(x)
-    with _quiet(xp):
-        return 1 / (1 + xp.exp(-x))
-
-
-def silu_forward(x: Any) -> tuple:
-    """(silu(x), sigmoid(x)) for an array x; the sigmoid is what :func:`silu_slope` needs."""
-    s = _sigmoid_array(x)
-    return x * s, s
-
-
-def silu_slope(x: Any, s: Any) -> Any:
-    """d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x): the one copy of SiLU's derivative,
-    for its backward, the fused layers and the diagnostics."""
-    return s * (1 + x * (1 - s))
-
-
 def silu_derivative(x: Any) -> Any:
-    """d silu / dx for an array x (NumPy, CuPy, array API)."""
-    return silu_slope(x, _sigmoid_array(x))
+    """d silu / dx for an array x (NumPy, CuPy, array API), from the activation table."""
+    return _SILU.derivative(x)
 
 
 def silu(a: Tensor) -> Tensor:
     """SiLU (swish) ``a sigmoid(a)``: a smooth ReLU that dips below 0 (to -0.278 at a = -1.28).
 
     d/da = s (1 + a (1 - s)) with s = sigmoid(a), at most 1.0998 (at a = 2.40).
-    A primitive (one node, and its derivative shared with the diagnostics).
+    A primitive (one node); the formulas: the activation table.
 
     Example:
         >>> F.silu(cr.tensor([-1.0, 0.0, 2.0]))   # [-0.2689, 0.0, 1.7616]
     """
     x = a.data
-    out, s = silu_forward(x)
-    return node(out, (a,), lambda g: (g * silu_slope(x, s),))
-
-
-GELU_APPROXIMATIONS = ("none", "tanh")
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_GELU_CUBIC = 0.044715
-
-
-def gelu_forward(x: Any, approximate: str = "none") -> tuple:
-    """(gelu(x), what :func:`gelu_slope` needs) for an array x: the normal CDF Phi(x), or for
-    the tanh form ``t = tanh(sqrt(2/pi) (x + 0.044715 x^3))``."""
-    if approximate == "tanh":
-        t = namespace(x).tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
-        return 0.5 * x * (1 + t), t
-    cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
-    return x * cdf, cdf
-
-
-def gelu_slope(x: Any, aux: Any, approximate: str = "none") -> Any:
-    """d gelu / dx: ``Phi(x) + x phi(x)`` (exact, aux = Phi(x)), or the derivative of the tanh form
-    (aux = t). The one copy of GELU's derivative, for its backward, the fused layers and the
-    diagnostics."""
-    if approximate == "tanh":
-        return 0.5 * (1 + aux) + 0.5 * x * (1 - aux * aux) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
-    return aux + x * namespace(x).exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+    out, s = _SILU.forward(x)
+    return node(out, (a,), lambda g: (g * _SILU.slope(x, out, s),))
 
 
 def gelu_derivative(x: Any, approximate: str = "none") -> Any:
-    """d gelu / dx for an array x (NumPy, CuPy, array API)."""
-    return gelu_slope(x, gelu_forward(x, approximate)[1], approximate)
+    """d gelu / dx for an array x (NumPy, CuPy, array API), from the activation table."""
+    return _GELU.derivative(x, approximate)
 
 
 def gelu(a: Tensor, approximate: str = "none") -> Tensor:
@@ -1077,7 +1023,7 @@ def gelu(a: Tensor, approximate: str = "none") -> Tensor:
 
     d/da = Phi(a) + a phi(a) (phi the normal density), at most 1.129 (at a = 1.41), and
     slightly negative for a < -0.75. A primitive (one node, its derivative shared with the
-    diagnostics).
+    diagnostics; the formulas: the activation table).
 
     Example:
         >>> F.gelu(cr.tensor([-1.0, 0.0, 1.0]))   # [-0.1587, 0.0, 0.8413]
@@ -1085,8 +1031,8 @@ def gelu(a: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in GELU_APPROXIMATIONS:
         raise ValueError(f"gelu: approximate must be one of {GELU_APPROXIMATIONS}, got {approximate!r}")
     x = a.data
-    out, aux = gelu_forward(x, approximate)
-    return node(out, (a,), lambda g: (g * gelu_slope(x, aux, approximate),))
+    out, aux = _GELU.forward(x, approximate)
+    return node(out, (a,), lambda g: (g * _GELU.slope(x, out, aux, approximate),))
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:

@@ -26,6 +26,7 @@ from .autograd import leaf, no_grad
 from .backend import asarray, namespace, to_numpy
 from .errors import DivergenceError
 from .metrics import EpochSums, task_metrics
+from .train_step import training_step
 from .validation import as_array, check_features, check_finite, check_not_empty, check_targets, check_validation, integer
 
 LOSSES = {
@@ -298,6 +299,7 @@ def fit(
     scheduler: Any = None,
     shuffle: bool = True,
     state: TrainState | None = None,
+    compile: bool = True,
 ) -> History:
     """Train ``model`` by mini-batch gradient descent and return its History.
 
@@ -320,6 +322,10 @@ def fit(
         state: a :class:`TrainState` to continue from (its history, position and the epoch's
             sums so far; :meth:`chainrule.checkpoint.Checkpoint.train_state` restores one), so
             that a resumed run ends as the same run never stopped. A new one by default.
+        compile: run each step through :func:`chainrule.compile`: recorded once per batch
+            shape, then replayed on buffers allocated once, bit-identical to eager (see
+            "Speed: eager and compiled"). On a GPU the step runs eagerly for now.
+            ``False`` runs every step eagerly.
 
     NumPy's overflow, invalid-value and divide-by-zero warnings are silenced while training:
     a loss on its way to NaN is reported once, as the DivergenceError.
@@ -360,6 +366,13 @@ def fit(
     bar = _progress_bar(progress, epochs - state.epoch, nb)
     if hasattr(model, "train"):
         model.train()
+
+    def check(loss: Any) -> None:  # after the forward pass, before backward: the loss on the host
+        state.loss = float(loss)  # (a GPU waits for the step here)
+        _check_divergence(state, state.loss, state.batch_index, callbacks)
+
+    # a replayed step on NumPy; on a GPU its CUDA-graph replay is not built yet: eager there
+    step = training_step(model, loss_fn, optimizer, check, compile=compile and feed is None)
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         _call(callbacks, "on_train_begin", state)
@@ -377,7 +390,7 @@ def fit(
                         xb, yb = leaf(X[idx]), leaf(y[idx])
                     else:
                         xb, yb = (leaf(a) for a in feed.rows(idx, b * batch_size))
-                    _train_step(state, b, xb, yb, y[idx], callbacks)
+                    _train_step(state, step, b, xb, yb, y[idx], callbacks)
                     if bar is not None:
                         bar.update(epoch, b + 1, state.loss)
                     if state.stop:
@@ -394,19 +407,15 @@ def fit(
     return history
 
 
-def _train_step(state: TrainState, b: int, xb: Any, yb: Any, y_host: np.ndarray, callbacks: Sequence) -> None:
-    """One step on batch ``b``: forward, loss, the divergence check, backward, update, callbacks."""
-    out = state.model(xb)
-    loss = state.loss_fn(out, yb)
-    value = float(loss.data)  # a 0-d array of any namespace (a GPU waits for the step here)
-    _check_divergence(state, value, b, callbacks)
-    state.optimizer.zero_grad()
-    loss.backward()
-    state.optimizer.step()
+def _train_step(state: TrainState, step: Callable, b: int, xb: Any, yb: Any, y_host: np.ndarray, callbacks: Sequence) -> None:
+    """One step on batch ``b``: ``step`` (forward, loss, the divergence check, backward, update;
+    :func:`chainrule.train_step.training_step`), then the sums and the callbacks."""
+    state.batch_index = b
+    out, _ = step(xb, yb)  # (compiled, ``out`` holds the step's buffer until the next step)
     state.step += 1
-    state.batch_index, state.next_batch = b, b + 1
-    state.loss, state.xb, state.yb, state.output = value, xb, yb, out
-    state.sums.add(out.data, y_host, value)
+    state.next_batch = b + 1
+    state.xb, state.yb, state.output = xb, yb, out
+    state.sums.add(out.data, y_host, state.loss)
     _call(callbacks, "on_step_end", state)
 
 

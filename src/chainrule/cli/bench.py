@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -31,6 +31,9 @@ def bench(
     inference: bool = typer.Option(True, "--inference/--no-inference", help="Measure forward throughput too."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for NumPy's BLAS and PyTorch alike (default: as many as NumPy's BLAS uses)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the results as Markdown to this file, and as JSON beside it."),
+    curves: bool = typer.Option(
+        False, "--curves", help="Time per step as the batch, depth and width grow: eager, compiled, PyTorch, floor (a table and a PNG).",
+    ),
 ) -> None:
     """Benchmark training and inference: chainrule, PyTorch (CPU), scikit-learn and the NumPy floor;
     with --device cuda, chainrule on CuPy, PyTorch CUDA and the CuPy floor.
@@ -65,6 +68,10 @@ def bench(
     def progress(line: str) -> None:
         typer.echo(f"  {line}", err=True)
 
+    if curves:
+        _run_curves(repeats or (1 if quick else 3), quick, threads or 1, save, as_json, progress)
+        return
+
     result = _bench.run_benchmark(
         workloads=tuple(workload) if workload else None,
         runners=tuple(runner) if runner else None,
@@ -85,3 +92,18 @@ def bench(
         save.write_text(_bench.results_markdown(result))
         save.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         typer.echo(f"results written to {save} and {save.with_suffix('.json')}", err=True)
+
+
+def _run_curves(repeats: int, quick: bool, threads: int, save: Optional[Path], as_json: bool, progress: Callable) -> None:
+    """``--curves``: the tables on the terminal, the PNG (and with --save the JSON and Markdown) on disk."""
+    from ..bench import curves as bench_curves
+
+    result = bench_curves.run_curves(repeats=repeats, quick=quick, threads=threads, progress=progress)
+    typer.echo(json.dumps(result, indent=1) if as_json else bench_curves.format_curves(result))
+    png = save.with_suffix(".png") if save is not None else Path("chainrule-curves.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    bench_curves.plot_curves(result, png)
+    if save is not None:
+        save.write_text("# chainrule bench --curves\n\n" + bench_curves.format_curves(result, markdown=True))
+        save.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    typer.echo(f"curves drawn in {png}", err=True)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ..activation_rules import ACTIVATION_RULES
 from ..autograd import Tensor, leaf, no_grad
 from ..backend import asarray, namespace, to_numpy
 from ..errors import ChainruleError
@@ -165,25 +166,15 @@ def local_derivative(layer: Layer, z: np.ndarray) -> np.ndarray | None:
     take the left slope at 0.
     """
     act, m = layer.activation, layer.act_module
-    if act == "sigmoid":  # s(1 - s) = (1 - tanh(z/2)^2) / 4, with no overflow
-        t = np.tanh(z * 0.5)
-        return 0.25 * (1.0 - t * t)
-    if act == "tanh":
-        t = np.tanh(z)
-        return 1.0 - t * t
-    if act == "relu":
-        return (z > 0).astype(z.dtype)
-    if act == "leaky_relu":
-        return np.where(z > 0, 1.0, m.negative_slope).astype(z.dtype)
-    if act == "prelu":
-        return np.where(z > 0, 1.0, to_numpy(m.weight.data).astype(z.dtype))
-    if act == "elu":
-        return np.where(z > 0, 1.0, m.alpha * np.exp(np.minimum(z, 0.0))).astype(z.dtype)
-    if act == "gelu":
-        return ops.gelu_derivative(z, m.approximate).astype(z.dtype, copy=False)
-    if act == "silu":
-        return ops.silu_derivative(z).astype(z.dtype, copy=False)
-    return None
+    rule = ACTIVATION_RULES.get(act)
+    if rule is None or act == "identity":
+        return None
+    param = to_numpy(m.weight.data).astype(z.dtype) if act == "prelu" else getattr(m, _SETTING.get(act, ""), None)
+    return np.asarray(rule.derivative(z, param)).astype(z.dtype, copy=False)
+
+
+# the activation module's attribute that is its setting in the activation table
+_SETTING = {"leaky_relu": "negative_slope", "elu": "alpha", "gelu": "approximate"}
 
 
 def derivative_peak(layer: Layer) -> float:

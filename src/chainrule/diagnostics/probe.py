@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..activation_rules import ACTIVATION_RULES
 from .layers import SATURATING, find_layers, host, layer_outputs, unit_health
 
 # A probe row's keys, None until measured (a layer the pass did not reach keeps them so).
@@ -71,7 +72,7 @@ def probe(model: Any, X: Any, layers: Sequence | None = None) -> list:
         d = None
         if act in SATURATING and ak is not None:
             ak = host(ak)
-            d = ak * (1 - ak) if act == "sigmoid" else 1 - ak * ak  # s' = s(1 - s), tanh' = 1 - tanh^2
+            d = ACTIVATION_RULES[act].slope(None, ak, None)  # from the output: s(1 - s), 1 - tanh^2
         elif act == "relu":
             d = zk > 0  # ReLU' as a mask: the same test, without a float copy
         health = unit_health(layer, zk, d)

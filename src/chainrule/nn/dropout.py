@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import functional as F
 from ..autograd import Tensor
+from ..capture import guard
 from ..errors import ChainruleError
 from ..random import generator as _generator
 from ..validation import real_number
@@ -46,6 +47,7 @@ class Dropout(Module):
         self.generator = _generator(generator)
 
     def forward(self, x: Tensor) -> Tensor:
+        guard(self, "training", "p", "generator")  # (a compiled step records again after train() / eval())
         return F.dropout(x, self.p, self.training, self.generator)
 
     def get_config(self) -> dict:

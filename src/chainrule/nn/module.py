@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import asarray, device_of, dtype_in, move, namespace, to_numpy
+from ..capture import refuse
 from ..errors import ChainruleError, ShapeError
 
 
@@ -58,14 +59,14 @@ def unchanged_state(model: "Module") -> Iterator[None]:
         >>> with unchanged_state(model):
         ...     model(probe)
     """
-    buffers = [(b, b.data) for _, b in model.named_buffers()]  # layers assign new arrays, never write in place
+    buffers = [(b, copy_like(b.data, b.data)) for _, b in model.named_buffers()]  # (layers update them in place)
     generators = [g for m in model.modules() if isinstance(g := m.__dict__.get("generator"), np.random.Generator)]
     states = [g.bit_generator.state for g in generators]
     try:
         yield
     finally:
         for b, data in buffers:
-            b.data = data
+            b.data[...] = data
         for g, state in zip(generators, states):
             g.bit_generator.state = state
 
@@ -165,6 +166,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "forward" in self.__dict__:  # watched, or replaced on the instance: a compiled step cannot replay it
+            refuse(f"{type(self).__name__}.forward is replaced on the instance (a watched layer)")
         return self.forward(*args, **kwargs)
 
     # ---- traversal -----------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
+from ..capture import guard
 from ..errors import ChainruleError, ShapeError
 from ..validation import real_number
 from .module import Module, Parameter, register_module
@@ -70,6 +71,7 @@ class BatchNorm1d(Module):
         shape = tuple(x.data.shape)
         if len(shape) != 2 or shape[1] != self.num_features:
             raise ShapeError(f"BatchNorm1d({self.num_features}) got input of shape {shape}; expected (N, {self.num_features})")
+        guard(self, "training", "momentum", "eps")  # (a compiled step records again after train() / eval())
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps)
 
     @classmethod

@@ -7,7 +7,7 @@ from typing import Iterable
 
 from ..backend import namespace
 from ..errors import ChainruleError
-from .optimizer import Optimizer, typed
+from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
@@ -49,19 +49,20 @@ class Adam(Optimizer):
     def _buffers(self) -> dict:
         return {"m": self.m, "v": self.v}
 
-    def step(self) -> None:
-        self.steps += 1
+    def _step_values(self) -> tuple:
         t, lr, (b1, b2), wd = self.steps, self.lr, self.betas, self.weight_decay
         step_size = lr / (1 - b1**t)
         c2_sqrt = math.sqrt(1 - b2**t)
-        cache: dict = {}
+        return (b1, b2, 1 - b1, 1 - b2, step_size, c2_sqrt, self.eps, wd, 1 - lr * wd)
+
+    def step(self) -> None:
+        self._begin_step("betas", "eps", "weight_decay", "decoupled")
+        wd = self.weight_decay
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
-            b1_, b2_, keep1, keep2, step_, c2_, eps_, wd_, shrink = typed(
-                (b1, b2, 1 - b1, 1 - b2, step_size, c2_sqrt, self.eps, wd, 1 - lr * wd), g, cache
-            )
+            b1_, b2_, keep1, keep2, step_, c2_, eps_, wd_, shrink = self._typed(g)
             if wd:
                 if self.decoupled:
                     p.data *= shrink

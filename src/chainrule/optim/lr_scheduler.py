@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..capture import per_step
 from ..errors import ChainruleError
 from .optimizer import Optimizer
 
@@ -20,6 +21,9 @@ class LRScheduler:
         raise NotImplementedError
 
     def step(self) -> float:
+        return per_step(self._advance)  # (inside a compiled step, each replay advances it too)
+
+    def _advance(self) -> float:
         self.epoch += 1
         self.optimizer.lr = self.lr_at(self.epoch)
         return self.optimizer.lr

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..backend import namespace
 from ..errors import ChainruleError
-from .optimizer import Optimizer, typed
+from .optimizer import Optimizer
 
 _ndarray = np.ndarray
 
@@ -51,38 +51,32 @@ class SGD(Optimizer):
     def _buffers(self) -> dict:
         return {"velocity": self.velocity} if self.momentum else {}
 
+    def _step_values(self) -> tuple:
+        return (self.lr, self.momentum, self.weight_decay, 1 - self.dampening)
+
     def step(self) -> None:
-        lr, m, wd = self.lr, self.momentum, self.weight_decay
-        self.steps += 1
+        self._begin_step("momentum", "nesterov", "weight_decay", "dampening")
+        m, wd = self.momentum, self.weight_decay
         if not m and not wd:
             # the plain case, in place with one temporary: on a 64-128-128-10 MLP that beats a kept
             # scratch buffer per parameter (np.multiply(g, lr, out=buf)), 14.0 us against 15.6 us a
             # step, as NumPy caches small allocations; the buffer wins only on large layers.
-            # lr is multiplied as a scalar of the gradient's dtype (see optimizer.typed).
-            dtype = lr_typed = None
             for p in self.params:
                 g = p.grad
                 if g is not None:
-                    if type(g) is _ndarray:
-                        if g.dtype is not dtype:
-                            dtype = g.dtype
-                            lr_typed = dtype.type(lr)
-                        p.data -= g * lr_typed
-                    else:
-                        p.data -= lr * g
+                    p.data -= g * self._typed(g)[0]
             return
-        cache: dict = {}
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
-            lr_, m_, wd_, keep = typed((lr, m, wd, 1 - self.dampening), g, cache)
+            lr_, m_, wd_, keep = self._typed(g)
             if wd:
                 g = g + wd_ * p.data
             if m:
                 v = self.velocity[i]
                 if v is None:
-                    v = self.velocity[i] = g.copy() if type(g) is np.ndarray else namespace(g).asarray(g, copy=True)
+                    v = self.velocity[i] = g.copy() if type(g) is _ndarray else namespace(g).asarray(g, copy=True)
                 else:
                     v *= m_
                     v += keep * g
