@@ -22,10 +22,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import asarray, check_same_device, device_of, dtype_in, is_foreign, namespace, move, normalize_device, to_numpy
+from .backend import NUMPY_TYPES, asarray, check_same_device, device_of, dtype_in, is_foreign, move, namespace, normalize_device, to_numpy
 from .errors import ChainruleError, ShapeError
 
-ndarray = np.ndarray
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -181,7 +180,7 @@ class Tensor:
         extra = ""
         if host.dtype != np.float32:
             extra += f", dtype={host.dtype}"
-        if type(self.data) is not ndarray:
+        if type(self.data) not in NUMPY_TYPES:
             extra += f", device={self.device!r}"
         if self.requires_grad:
             extra += ", requires_grad=True"
@@ -260,7 +259,7 @@ class Tensor:
                     "only a one-element (scalar) output can start backpropagation alone"
                 )
             d = self.data
-            if type(d) is ndarray:
+            if type(d) in NUMPY_TYPES:
                 seed = np.array(1, dtype=d.dtype) if not d.ndim else np.ones(d.shape, dtype=d.dtype)
             else:
                 seed = namespace(d).ones_like(d)
@@ -274,11 +273,11 @@ class Tensor:
 def _seed(gradient: Any, like: Any) -> Any:
     """``backward(gradient)``'s array: a copy of dtype and device of ``like``. Python data is
     placed there; an array of another namespace or device is refused, as in every operation."""
-    if type(like) is ndarray:
-        if type(gradient) is not ndarray and is_foreign(gradient):
+    if type(like) in NUMPY_TYPES:
+        if type(gradient) not in NUMPY_TYPES and is_foreign(gradient):
             check_same_device("backward(gradient)", like, gradient)
         return np.array(gradient, dtype=like.dtype)
-    if is_foreign(gradient) or isinstance(gradient, ndarray):
+    if is_foreign(gradient) or isinstance(gradient, np.ndarray):
         if type(gradient) is not type(like) or gradient.device != like.device:
             check_same_device("backward(gradient)", like, gradient)
     return namespace(like).asarray(gradient, dtype=like.dtype, device=like.device, copy=True)
@@ -436,7 +435,7 @@ def backpropagate(root: Tensor, seed: Any, retain_graph: bool = False, observe: 
             if node._backward is not None:  # parentless but not a leaf: a graph already freed
                 node._backward(g)
             if node.grad is None:
-                if type(g) is not ndarray:
+                if type(g) not in NUMPY_TYPES:
                     g = _own_copy(g, node.data, id(g) in given)
                 elif g.base is not None or id(g) in given:
                     g = g.astype(node.data.dtype)  # (a copy; a method, so that cr.compile records it)
@@ -472,7 +471,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
     """
     if g.shape == shape:
         return g
-    xp = np if type(g) is ndarray else namespace(g)
+    xp = np if type(g) in NUMPY_TYPES else namespace(g)
     extra = g.ndim - len(shape)
     if extra > 0:
         axes = tuple(range(extra))
@@ -492,7 +491,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
 def _to_array(data: Any, dtype: Any = None) -> Any:
     if isinstance(data, Tensor):
         data = data.data
-    if type(data) is not ndarray and is_foreign(data):
+    if type(data) not in NUMPY_TYPES and is_foreign(data):
         return _foreign_array(data, dtype)  # CuPy, array-API: stays in its namespace, on its device
     if dtype is not None:
         dt = np.dtype(dtype)
@@ -569,7 +568,7 @@ def node(data: Any, parents: tuple, backward: Callable) -> Tensor:
     ``backward(g)`` returns one gradient (or None) per parent.
     """
     t = Tensor.__new__(Tensor)
-    if type(data) is not ndarray and isinstance(data, np.generic):
+    if type(data) not in NUMPY_TYPES and isinstance(data, np.generic):
         data = np.asarray(data)  # NumPy reductions give scalars; a tensor always holds an array
     t.data = data
     t.grad = None
@@ -599,7 +598,7 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     arr = _to_array(x)
     if like is not None and _is_integral(arr) and _is_float(like.data):
         # integers meeting floats take the float dtype, as in PyTorch
-        arr = arr.astype(like.data.dtype) if type(arr) is ndarray else namespace(arr).astype(arr, like.data.dtype)
+        arr = arr.astype(like.data.dtype) if type(arr) in NUMPY_TYPES else namespace(arr).astype(arr, like.data.dtype)
     return leaf(arr)
 
 
@@ -617,7 +616,7 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
         dtype('float32')
         >>> cr.tensor([1.0, 2.0], device="cuda")  # needs CuPy and an NVIDIA GPU
     """
-    if type(data) is ndarray and dtype is None and device is None and not requires_grad and data.dtype.char in _AS_IS:
+    if type(data) in NUMPY_TYPES and dtype is None and device is None and not requires_grad and data.dtype.char in _AS_IS:
         return leaf(data)  # the common case of a training batch, without the general checks
     t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
     return t if device is None else _placed(t, device)
@@ -635,7 +634,7 @@ def _moved(t: Tensor, device: Any) -> Tensor:
 
 def _placed(t: Tensor, device: Any) -> Tensor:
     """``t`` on ``device`` ("cpu" or "cuda"): ``t`` itself when it is there already."""
-    if device == "cpu" and type(t.data) is ndarray:
+    if device == "cpu" and type(t.data) in NUMPY_TYPES:
         return t
     return t if normalize_device(device) == t.device else _moved(t, device)
 
@@ -697,7 +696,7 @@ def rand(
 def zeros_like(t: Tensor, requires_grad: bool = False, device: str | None = None) -> Tensor:
     """Zeros of ``t``'s shape and dtype, on ``t``'s device unless ``device`` is given."""
     d = t.data
-    data = np.zeros_like(d) if type(d) is ndarray else namespace(d).zeros_like(d)
+    data = np.zeros_like(d) if type(d) in NUMPY_TYPES else namespace(d).zeros_like(d)
     out = Tensor(data, requires_grad=requires_grad, dtype=d.dtype)
     return out if device is None else _placed(out, device)
 
@@ -705,7 +704,7 @@ def zeros_like(t: Tensor, requires_grad: bool = False, device: str | None = None
 def ones_like(t: Tensor, requires_grad: bool = False, device: str | None = None) -> Tensor:
     """Ones of ``t``'s shape and dtype, on ``t``'s device unless ``device`` is given."""
     d = t.data
-    data = np.ones_like(d) if type(d) is ndarray else namespace(d).ones_like(d)
+    data = np.ones_like(d) if type(d) in NUMPY_TYPES else namespace(d).ones_like(d)
     out = Tensor(data, requires_grad=requires_grad, dtype=d.dtype)
     return out if device is None else _placed(out, device)
 

@@ -19,13 +19,17 @@ import numpy as np
 
 from .errors import ChainruleError
 
-ndarray = np.ndarray
+#: The array types that take NumPy's fast paths: NumPy's ndarray, and cr.compile's recording
+#: view of it (added by chainrule.capture), so that a recording follows the eager step's paths.
+#: Engine modules test ``type(a) in NUMPY_TYPES``; the set only ever grows, so a recording in
+#: one thread changes nothing for plain arrays in another.
+NUMPY_TYPES: set = {np.ndarray}
 
 
 def namespace(a: Any) -> Any:
     """The array namespace of array ``a``: ``numpy`` for NumPy arrays, CuPy's (see
     :class:`CuPyNamespace`) for CuPy arrays, else ``a.__array_namespace__()``."""
-    if type(a) is ndarray:
+    if type(a) in NUMPY_TYPES:
         return np
     if _is_cupy(a):
         return _cupy_namespace()
@@ -170,7 +174,7 @@ def _cpu_device(xp: Any) -> Any:
 
 def asarray(data: Any, like: Any, dtype: Any = None) -> Any:
     """``data`` (NumPy, Python numbers) as an array in the namespace and on the device of ``like``."""
-    if type(like) is ndarray:
+    if type(like) in NUMPY_TYPES:
         return np.asarray(data, dtype=dtype)
     xp = namespace(like)
     dt = None if dtype is None else dtype_in(xp, dtype)

@@ -133,6 +133,11 @@ class _Traced(np.ndarray):
         return rec.call(func, args, kwargs)
 
 
+# The engine's NumPy fast paths (``type(x) in NUMPY_TYPES``) take traced arrays as NumPy arrays,
+# so a recording follows the eager step's own paths. Plain arrays of other threads are unaffected.
+_backend.NUMPY_TYPES.add(_Traced)
+
+
 def _method(name: str) -> Callable:
     base = getattr(np.ndarray, name)
 
@@ -367,20 +372,6 @@ def refuse(reason: str) -> None:
         rec.refuse(reason)
 
 
-# While recording, the engine's NumPy fast paths (``type(x) is ndarray``) must take traced arrays
-# for NumPy arrays, so that the recorded operations are those of the eager step: the name
-# ``ndarray`` of these modules is rebound to _Traced for the recording's few milliseconds, under
-# a lock. An eager step running in another thread at that moment takes the array-API paths
-# (the same values up to rounding).
-_FAST_PATH_MODULES = ("autograd", "backend", "ops", "functional", "optim.sgd", "optim.optimizer")
-
-
-def _fast_path_modules() -> list:
-    import importlib
-
-    return [importlib.import_module(f"chainrule.{m}") for m in _FAST_PATH_MODULES]
-
-
 # ---- the compiled function -----------------------------------------------------------------
 
 
@@ -468,7 +459,7 @@ class Compiled:
 
     # -- stage 2: record the array operations
     def _record(self, entry: _Entry, args: tuple) -> Any:
-        with _RECORDING:  # one recording at a time: it rebinds module names (see _FAST_PATH_MODULES)
+        with _RECORDING:  # one recording at a time: backward's leaf observer is global
             return self._record_alone(entry, args)
 
     def _record_alone(self, entry: _Entry, args: tuple) -> Any:
@@ -491,23 +482,11 @@ class Compiled:
                 _set(s, v.view(_Traced))
         installed = [_get(s) for s in slots]
         rec.watched = {id(v) for s, v in zip(slots, installed) if s[1] == "grad" and v is not None}
-        modules = _fast_path_modules()
-        saved = [(m, m.__dict__.get("ndarray"), m.__dict__.get("_ndarray")) for m in modules]
-        for m in modules:
-            if "ndarray" in m.__dict__:
-                m.ndarray = _Traced
-            if "_ndarray" in m.__dict__:
-                m._ndarray = _Traced
         _local.recorder = rec
         try:
             result = self.fn(*targs)
         finally:
             _local.recorder = None
-            for m, a, b in saved:
-                if a is not None:
-                    m.ndarray = a
-                if b is not None:
-                    m._ndarray = b
             bindings = []
             read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and id(inst) in rec.read]
             for s, orig, inst in zip(slots, originals, installed):

@@ -21,11 +21,10 @@ import numpy as np
 from . import ops
 from .activation_rules import ACTIVATION_RULES
 from .autograd import Tensor, leaf, as_tensor, node
-from .backend import asarray, check_same_device, namespace
+from .backend import NUMPY_TYPES, asarray, check_same_device, namespace
 from .capture import per_step, register
 from .errors import DataError, ShapeError
 
-ndarray = np.ndarray  # (a module name, so that a recording of cr.compile takes the NumPy paths)
 
 # ---- activations -------------------------------------------------------------
 
@@ -135,7 +134,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out += bias.data
 
     def backward(g):
-        if type(g) is not ndarray:
+        if type(g) not in NUMPY_TYPES:
             return _linear_backward_generic(g, xd, w, x, weight, bias)
         gx = g @ w.T if x.requires_grad else None
         if xd.ndim == 2:
@@ -463,7 +462,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     if p >= 1:
         return x * 0.0
     # drawn through per_step, so a compiled step draws a new mask at each replay
-    if type(a) is ndarray:
+    if type(a) in NUMPY_TYPES:
         return x * leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
     mask = _dropout_mask(generator, a.shape, p, np.float64)
     return x * leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
@@ -499,7 +498,7 @@ def _reduced(per: Any, reduction: str, count: int) -> tuple:
     ``count`` is a number of entries, or an array (a sum of class weights)."""
     if reduction == "none":
         return per, None
-    total = np.add.reduce(per, axis=None) if type(per) is ndarray else namespace(per).sum(per)
+    total = np.add.reduce(per, axis=None) if type(per) in NUMPY_TYPES else namespace(per).sum(per)
     if reduction == "sum":
         return total, 1.0
     if isinstance(count, int):
@@ -536,7 +535,7 @@ def _target_array(target: Any, like: Any) -> Any:
     t = target.data if isinstance(target, Tensor) else target
     if type(t) is type(like):
         return t
-    if type(like) is ndarray:
+    if type(like) in NUMPY_TYPES:
         if not isinstance(t, (np.ndarray, np.generic, list, tuple, int, float)):
             check_same_device("loss", like, t)
         return np.asarray(t)
@@ -554,7 +553,7 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
     if t.ndim == logits.ndim - 1:
         if t.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: logits {logits.shape} need class targets of shape {logits.shape[:-1]}, got {t.shape}")
-        if type(t) is ndarray:
+        if type(t) in NUMPY_TYPES:
             if t.dtype.kind not in "iu":
                 if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
                     t = t.astype(np.int64)
@@ -580,7 +579,7 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
             f"cross_entropy: logits of shape {logits.shape} need class indices of shape {logits.shape[:-1]} "
             f"or probabilities of shape {logits.shape}, got {t.shape}"
         )
-    if type(t) is ndarray:
+    if type(t) in NUMPY_TYPES:
         return None, t.astype(logits.dtype, copy=False)
     xp = namespace(t)
     return None, (t if t.dtype == logits.dtype else xp.astype(t, logits.dtype))
@@ -646,7 +645,7 @@ def cross_entropy(
         raise ShapeError(f"cross_entropy needs logits of shape (N, C) or (C,), got {z.shape}")
     idx, probs = _class_targets(z, target, ignore_index)
     target_grad = probs is not None and isinstance(target, Tensor) and target.requires_grad
-    if type(z) is not ndarray or weight is not None or ignore_index is not None or target_grad:
+    if type(z) not in NUMPY_TYPES or weight is not None or ignore_index is not None or target_grad:
         return _cross_entropy_general(logits, target, idx, probs, label_smoothing, reduction, weight, ignore_index)
     n, c = z.shape
     # NumPy is slow at reductions along short rows, so (speed): the row maxima come from argmax
@@ -683,7 +682,7 @@ def cross_entropy(
             p -= q
         if scale is None:
             p *= g[:, None]
-        elif type(g) is ndarray and g.ndim == 0:
+        elif type(g) in NUMPY_TYPES and g.ndim == 0:
             p *= p.dtype.type(float(g) * scale)  # one Python multiplication instead of an array one
         else:
             p *= g * scale

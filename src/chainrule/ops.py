@@ -28,10 +28,9 @@ import numpy as np
 
 from .activation_rules import ACTIVATION_RULES, GELU_APPROXIMATIONS
 from .autograd import Tensor, leaf, as_tensor, node
-from .backend import asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
+from .backend import NUMPY_TYPES, asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
 from .errors import ShapeError
 
-ndarray = np.ndarray
 
 _RELU, _SIGMOID, _TANH, _SILU, _GELU = (ACTIVATION_RULES[n] for n in ("relu", "sigmoid", "tanh", "silu", "gelu"))
 
@@ -212,7 +211,7 @@ def rmatmul(a: Tensor, b: Any) -> Tensor:
 
 def _mT(x: Any) -> Any:
     """The last two axes of ``x`` swapped (``.T`` for a NumPy matrix: the cheapest view)."""
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         return x.T if x.ndim == 2 else np.swapaxes(x, -1, -2)
     return x.mT
 
@@ -243,12 +242,12 @@ def _squeeze(kept: Any, axis: Any) -> Any:
     """A reduction's result kept with ``keepdims=True``, without the reduced axes."""
     axes = _axes(axis, kept.ndim)
     shape = tuple(n for i, n in enumerate(kept.shape) if i not in axes)
-    return kept.reshape(shape) if type(kept) is ndarray else namespace(kept).reshape(kept, shape)
+    return kept.reshape(shape) if type(kept) in NUMPY_TYPES else namespace(kept).reshape(kept, shape)
 
 
 def _expand(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
     """``g`` of a reduction's output shape copied back over the reduced axes."""
-    if type(g) is not ndarray and not isinstance(g, np.generic):  # (NumPy makes scalars of 0-d results)
+    if type(g) not in NUMPY_TYPES and not isinstance(g, np.generic):  # (NumPy makes scalars of 0-d results)
         xp = namespace(g)
         # a read-only broadcast view: no backward writes into g, and a leaf gets a copy
         return xp.broadcast_to(xp.reshape(g, _kept_shape(shape, axis)), shape)
@@ -267,7 +266,7 @@ def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     def backward(g):
         return (_expand(g, shape, axis, keepdims),)
 
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         out = x.sum(axis=axis, keepdims=keepdims)
     else:
         out = namespace(x).sum(x, axis=_axis_arg(axis), keepdims=keepdims)
@@ -294,7 +293,7 @@ def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     def backward(g):
         return (_expand(g * scale, shape, axis, keepdims),)
 
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         out = x.sum(axis=axis, keepdims=keepdims)
     else:
         out = namespace(x).sum(x, axis=_axis_arg(axis), keepdims=keepdims)
@@ -306,7 +305,7 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     (as ``torch.amax``). Where NaN is the maximum, the gradient goes to the NaN entries (as
     ``torch.max()``; ``torch.amax`` would give NaN to every entry)."""
     x = a.data
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         kept = x.max(axis=axis, keepdims=True)
 
         def backward(g):
@@ -514,7 +513,7 @@ def transpose(a: Tensor, *axes: Any) -> Tensor:
     x = a.data
     axes = tuple(ax % x.ndim for ax in axes) or tuple(reversed(range(x.ndim)))
     inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         return node(x.transpose(axes), (a,), lambda g: (g.transpose(inverse),))
     xp = namespace(x)
     return node(xp.permute_dims(x, axes), (a,), lambda g: (xp.permute_dims(g, inverse),))
@@ -542,7 +541,7 @@ def getitem(a: Tensor, idx: Any) -> Tensor:
     """
     idx = _plain_index(idx)
     x = a.data
-    if type(x) is not ndarray:
+    if type(x) not in NUMPY_TYPES:
         return _getitem_any(a, idx)
     try:
         out = x[idx]
@@ -900,7 +899,7 @@ def relu(a: Tensor) -> Tensor:
     """
     x = a.data
     out, _ = _RELU.forward(x)
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         return node(out, (a,), lambda g: (g * _RELU.slope(x, out, None),))
     xp = namespace(x)
     return node(out, (a,), lambda g: (xp.where(_RELU.slope(x, out, None), g, 0.0),))
@@ -1047,7 +1046,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
         a = leaf(_float32_like(cond, a)) if foreign else as_tensor(a)  # float32, where the condition is
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
     b = _t(b, a)
-    if not foreign and type(cond) is not ndarray:  # a list, a bool, a NumPy scalar
+    if not foreign and type(cond) not in NUMPY_TYPES:  # a list, a bool, a NumPy scalar
         cond = asarray(cond, a.data)
     ad, bd = a.data, b.data
     if type(ad) is not type(bd) or type(cond) is not type(ad):
@@ -1238,20 +1237,20 @@ def _compare(fn: Any, name: str) -> Any:
 def argmax(a: Tensor, axis: int | None = None) -> Tensor:
     """Index of the largest entry (over the flattened tensor when ``axis`` is None); no gradient."""
     x = a.data
-    return Tensor(x.argmax(axis=axis) if type(x) is ndarray else namespace(x).argmax(x, axis=axis))
+    return Tensor(x.argmax(axis=axis) if type(x) in NUMPY_TYPES else namespace(x).argmax(x, axis=axis))
 
 
 def argmin(a: Tensor, axis: int | None = None) -> Tensor:
     """Index of the smallest entry (over the flattened tensor when ``axis`` is None); no gradient.
     The first one among ties; a NaN counts as the smallest (as NumPy and PyTorch)."""
     x = a.data
-    return Tensor(x.argmin(axis=axis) if type(x) is ndarray else namespace(x).argmin(x, axis=axis))
+    return Tensor(x.argmin(axis=axis) if type(x) in NUMPY_TYPES else namespace(x).argmin(x, axis=axis))
 
 
 def astype(a: Tensor, dtype: Any) -> Tensor:
     """The values converted to ``dtype`` (a name such as "float64" or a dtype), as a new leaf."""
     x = a.data
-    if type(x) is ndarray:
+    if type(x) in NUMPY_TYPES:
         return leaf(x.astype(dtype))
     xp = namespace(x)
     return leaf(xp.astype(x, dtype_in(xp, dtype)))

@@ -6,13 +6,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import NUMPY_TYPES, to_numpy
 from ..capture import guard, per_step, register
 from ..errors import ChainruleError
 from ..nn.module import copy_like
 from ..validation import number
 
-ndarray = np.ndarray
 
 
 class Optimizer:
@@ -66,7 +65,7 @@ class Optimizer:
         (NumPy multiplies by a scalar of the array's own dtype several times faster than by a
         Python float, with the same result, and a replay reads arrays), or Python numbers for
         arrays of other namespaces."""
-        if type(like) is not ndarray:
+        if type(like) not in NUMPY_TYPES:
             return self._values
         arrays = self._live.get(like.dtype)
         if arrays is None:

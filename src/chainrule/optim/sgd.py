@@ -6,11 +6,10 @@ from typing import Iterable
 
 import numpy as np
 
-from ..backend import namespace
+from ..backend import NUMPY_TYPES, namespace
 from ..errors import ChainruleError
 from .optimizer import Optimizer
 
-_ndarray = np.ndarray
 
 
 class SGD(Optimizer):
@@ -76,7 +75,7 @@ class SGD(Optimizer):
             if m:
                 v = self.velocity[i]
                 if v is None:
-                    v = self.velocity[i] = g.copy() if type(g) is _ndarray else namespace(g).asarray(g, copy=True)
+                    v = self.velocity[i] = g.copy() if type(g) in NUMPY_TYPES else namespace(g).asarray(g, copy=True)
                 else:
                     v *= m_
                     v += keep * g
