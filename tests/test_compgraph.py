@@ -310,3 +310,27 @@ def test_expanded_shares_what_backward_recorded():
     g.backward()
     assert all(n.grad is not None for n in wide.nodes if n.kind in ("op", "output", "leaf"))
     assert wide.expanded(False).nodes[1].grad == g.nodes[1].grad and len(wide.steps) == 4
+
+
+def test_a_compiled_step_replays_the_graph_of_its_eager_run_and_its_replayed_result_says_so():
+    model = nn.MLP([4, 5, 3], generator=0)
+    opt = cr.optim.SGD(model.parameters(), lr=0.1)
+    x = cr.tensor(np.random.default_rng(0).normal(size=(8, 4)).astype("float32"))
+    y = cr.tensor(np.arange(8) % 3)
+
+    @cr.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    eager = cr.graph(F.cross_entropy(model(x), y), model)
+    for _ in range(3):  # eager, recorded, replayed
+        loss = step(x, y)
+    with pytest.raises(ChainruleError, match="cr.compile step returned on a replay"):
+        cr.graph(loss, model)
+    # the logical graph is the model's, whichever way the step ran
+    again = cr.graph(F.cross_entropy(model(x), y), model)
+    assert [n.label for n in again.nodes] == [n.label for n in eager.nodes] and len(again.edges) == len(eager.edges)

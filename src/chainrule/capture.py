@@ -44,6 +44,9 @@ from .autograd import Tensor
 #: How many input signatures (shapes, dtypes) one compiled function keeps recorded.
 CACHE_SIZE = 8
 
+#: The name a replay gives the tensors it returns: they hold the step's buffers, not a graph.
+REPLAYED = "result of a cr.compile replay"
+
 
 class CompileWarning(UserWarning):
     """A compiled step that cannot be replayed runs eagerly; this warning (once) says why."""
@@ -702,7 +705,9 @@ def _outputs(result: Any, rec: _Recorder) -> Any:
 def _materialize(output: tuple) -> Any:
     kind, value = output
     if kind == "tensor":
-        return _autograd.leaf(value)  # (a leaf on the step's buffer: no copy)
+        t = _autograd.leaf(value)  # (a leaf on the step's buffer: no copy)
+        t.name = REPLAYED  # so that cr.graph can say why it has no graph to draw
+        return t
     if kind == "tuple":
         return tuple(_materialize(o) for o in value)
     return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..autograd import Tensor
+from ..errors import ChainruleError
 from .core import Graph, GraphEdge, GraphNode, summarize
 
 
@@ -43,6 +44,14 @@ def graph(output: Tensor, model: Any = None, expand: bool = False, constants: bo
         >>> [(n.label, n.value, n.grad) for n in g.nodes]
         [('add', 6.0, 1.0), ('mul', 4.0, 1.0), ('leaf', 2.0, 5.0)]
     """
+    from ..capture import REPLAYED
+
+    if isinstance(output, Tensor) and output.name == REPLAYED and not output.parents:
+        raise ChainruleError(
+            "this tensor is what a cr.compile step returned on a replay: the replay runs the step's recorded "
+            "array operations, so there is no graph behind it to draw. The graph it replays is the eager one: "
+            "draw it from an eager forward pass, e.g. cr.graph(F.cross_entropy(model(x), y), model), before backward()"
+        )
     return Graph(output, model, expand=expand, constants=constants)
 
 
