@@ -19,7 +19,7 @@ an experiment that raises stops the build with a message saying which.
 Settings (environment variables):
 
 - ``CHAINRULE_DOCS_LAB``: ``quick`` (default) or ``full`` (the full-length
-  experiments, as ``chainrule lab`` without ``--quick``: a few minutes on two cores).
+  experiments, as ``chainrule lab`` without ``--quick``: under a minute on two cores).
 - ``CHAINRULE_DOCS_CACHE``: folder for results between builds (default
   ``~/.cache/chainrule-docs``); ``off`` runs everything every time. An entry
   is keyed by a hash of every file of the chainrule package, this hook, the
