@@ -187,30 +187,31 @@ def _column_sums(g: np.ndarray) -> np.ndarray:
 def _input_gradient(g: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``g @ w.T``: a linear layer's input gradient, for g of shape (rows, out) and w (in, out).
 
-    Written out this way, NumPy hands OpenBLAS a row-major product with the weight transposed,
-    which OpenBLAS computes slowly when the rows are few and the layer is wide. The transposed
-    product ``w @ g.T``, an (in, rows) array, is the same sums in a layout OpenBLAS handles
-    well; it is copied back to (rows, in) order (an F-ordered gradient meeting C-ordered
-    activations would make each elementwise product several times slower). Medians, one
-    thread, float32, time of ``g @ w.T`` and of ``(w @ g.T).T.copy()``:
+    Written so, NumPy hands OpenBLAS a product with the weight transposed, which OpenBLAS
+    computes slowly in float32 when the rows are few and the layer is wide. The transposed
+    product ``w @ g.T``, an (in, rows) array, is the same sums in a layout OpenBLAS computes
+    fast; it is copied back to (rows, in) order, because an F-ordered gradient meeting the
+    C-ordered activations makes every elementwise product several times slower. Time of
+    ``(w @ g.T).T.copy()`` over the time of ``g @ w.T`` (square weights, float32, one thread,
+    medians of 11 interleaved runs, caches flushed):
 
-    ======  ===========  ========  ==============
-    rows    in = out     g @ w.T   transposed
-    ======  ===========  ========  ==============
-    4       1024         0.70 ms   0.39 ms
-    32      1024         1.11 ms   0.85 ms
-    32      2048         5.01 ms   3.06 ms
-    64      2048         8.49 ms   7.85 ms
-    32      512          0.32 ms   0.26 ms (kept)
-    128     2048         9.88 ms   9.14 ms (kept)
-    ======  ===========  ========  ==============
+    ======  =====  =====  =====  =====  =====
+    rows    512    768    1024   2048   4096
+    ======  =====  =====  =====  =====  =====
+    1       1.02   1.06   0.99   0.95   1.00
+    2       1.01   0.50   0.58   0.65   0.68
+    4       0.55   0.52   0.54   0.61   0.70
+    32      0.70   0.73   0.74   0.75   0.80
+    64      0.94   0.82   0.86   0.86   0.89
+    128     1.05   0.96   0.95   0.95   0.97
+    ======  =====  =====  =====  =====  =====
 
-    So the transposed form is used from 2 to 64 rows when both widths are at least 768 (every
-    measured shape there: 0.56x to 0.93x the time); elsewhere it gains little or loses (small
-    layers: the copy costs more than it saves; a batch of one: BLAS's vector product either
-    way). The forward product ``x @ w`` and the weight gradient ``x.T @ g`` showed no layout
-    that is faster by a clear margin in a training step, so they stay as written. Plain NumPy
-    calls (a product, a transposed view, a copy): ``cr.compile`` records and replays them.
+    (32 rows, width 2048: 4.26 ms against 3.20 ms.) So the transposed form is used from 2 to
+    64 rows when both widths are at least 768, and only in float32: in float64 it is 1.2-1.3x
+    slower. The forward product ``x @ w`` and the weight gradient ``x.T @ g`` showed no layout
+    and no split into blocks that is faster by a clear margin in a training step, so they stay
+    as written. Plain NumPy calls (a product, a transposed view, a copy): ``cr.compile``
+    records and replays them.
     """
     if g.ndim == 2 and 2 <= g.shape[0] <= 64 and w.shape[0] >= 768 and w.shape[1] >= 768 and g.dtype == np.float32:
         return (w @ g.T).T.copy()
