@@ -193,7 +193,7 @@ def _input_gradient(g: np.ndarray, w: np.ndarray) -> np.ndarray:
     fast; it is copied back to (rows, in) order, because an F-ordered gradient meeting the
     C-ordered activations makes every elementwise product several times slower. Time of
     ``(w @ g.T).T.copy()`` over the time of ``g @ w.T`` (square weights, float32, one thread,
-    medians of 11 interleaved runs, caches flushed):
+    medians of 11 interleaved runs, the cache flushed before each run with a weight of 2 MB or more):
 
     ======  =====  =====  =====  =====  =====
     rows    512    768    1024   2048   4096
