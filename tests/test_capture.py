@@ -139,6 +139,21 @@ def test_layers_with_state_and_randomness_replay_bit_identically(layers):
     assert compiled[3].replays > 0
 
 
+@pytest.mark.parametrize(
+    "layers",
+    [lambda: nn.MLP([8, 768, 800, 4]), lambda: nn.Sequential(nn.Linear(8, 768), nn.LayerNorm(768), nn.ReLU(), nn.Linear(768, 800), nn.Linear(800, 4))],
+    ids=["fused", "layer-by-layer"],
+)
+def test_a_wide_layer_replays_bit_identically(layers):
+    """A wide layer at a few rows computes its input gradient as a transposed product copied back
+    (functional._input_gradient): a product, a view and a copy, all replayed."""
+    loss, kind = LOSSES["cross_entropy"]
+    eager = _train(False, layers, OPTIMIZERS["sgd-momentum-wd"], loss, kind, n=4)
+    compiled = _train(True, layers, OPTIMIZERS["sgd-momentum-wd"], loss, kind, n=4)
+    _assert_identical(eager, compiled)
+    assert compiled[3].replays > 0
+
+
 def _simple_step():
     cr.manual_seed(0)
     model = nn.MLP([8, 16, 4], activation="relu")

@@ -8,6 +8,7 @@ from chainrule import functional as F
 from chainrule import nn
 from chainrule.errors import ShapeError
 from chainrule.nn.module import watch
+from conftest import rel_err, torch_copy
 from test_ops_torch import compare
 
 
@@ -158,6 +159,47 @@ def test_fused_stack_equals_layer_by_layer(activation, kw, need_x):
     for a, b in zip(fused, layered):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 33, 64, 65])
+def test_a_wide_layer_matches_torch_in_float32(torch, rows):
+    """From 2 to 64 rows a float32 layer of width 768 or more computes its input gradient as a
+    transposed product (F._input_gradient, for speed): values and gradients as PyTorch's, fused
+    and layer by layer."""
+    model = nn.MLP([16, 800, 768, 3], generator=0)
+    ref = torch_copy(torch, model)
+    x = np.random.default_rng(4).standard_normal((rows, 16)).astype(np.float32)
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)
+    tout = ref(tx)
+    (tout * tout).sum().backward()
+    expected = [tout.detach().numpy(), tx.grad.numpy()]
+    for lin in ref:
+        if isinstance(lin, torch.nn.Linear):
+            expected += [lin.weight.grad.numpy().T, lin.bias.grad.numpy()]
+    for fused in (True, False):
+        model.zero_grad()
+        cx = cr.tensor(x, requires_grad=True)
+        out = model(cx) if fused else model.forward_layers(cx)
+        (out * out).sum().backward()
+        got = [out.data, cx.grad] + [g for lin in model.linears for g in (lin.weight.grad, lin.bias.grad)]
+        for a, b in zip(got, expected):
+            assert a.dtype == np.float32 and a.flags.c_contiguous
+            assert rel_err(a, b) < 1e-5
+
+
+def test_the_input_gradient_is_the_plain_product_outside_the_measured_region():
+    """F._input_gradient takes the transposed form only where it measured faster (2 to 64 rows,
+    both widths >= 768, float32); elsewhere it is ``g @ w.T``, bit for bit."""
+    rng = np.random.default_rng(5)
+    for rows, n_in, n_out, dtype in [(1, 800, 768, "float32"), (65, 800, 768, "float32"), (8, 767, 800, "float32"), (8, 800, 768, "float64")]:
+        g = rng.standard_normal((rows, n_out)).astype(dtype)
+        w = rng.standard_normal((n_in, n_out)).astype(dtype)
+        assert np.array_equal(F._input_gradient(g, w), g @ w.T)
+    g = rng.standard_normal((8, 768)).astype(np.float32)
+    w = rng.standard_normal((800, 768)).astype(np.float32)
+    got = F._input_gradient(g, w)
+    assert got.shape == (8, 800) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, g.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
 
 
 def test_fused_stack_records_one_node_and_passes_gradcheck():
