@@ -381,7 +381,7 @@ def refuse(reason: str) -> None:
 class _Entry:
     """One input signature: discovered (first call), then recorded (second), then replayed."""
 
-    __slots__ = ("stage", "inputs", "program", "run", "read_grads", "holders", "bindings", "guards", "params", "output", "reasons")
+    __slots__ = ("stage", "inputs", "program", "run", "holders", "bindings", "output", "reasons")
 
     def __init__(self) -> None:
         self.stage = "new"
@@ -433,9 +433,10 @@ class Compiled:
         else:
             self._entries.move_to_end(key)
         if entry.stage == "ready":
-            if self._still_valid(entry):
+            result = entry.run(args)
+            if result is not _STALE:
                 self.replays += 1
-                return self._replay(entry, args)
+                return result
             entry = self._entries[key] = _Entry()
         if entry.stage == "eager" or _local.recorder is not None:
             return self.fn(*args)
@@ -509,11 +510,8 @@ class Compiled:
         entry.inputs = inputs
         keep = [v for _, v in bindings] + [v for _, v in read_grads] + _arrays_in(output, []) + [slot[0] for slot in inputs if slot]
         entry.program = _share_dead_buffers(rec.program, keep, rec.fresh)
-        entry.run = _straight_line(entry.program)
         entry.bindings = bindings
-        entry.read_grads = read_grads
-        entry.guards = rec.guards
-        entry.params = [(o, tuple(o.params)) for o in optimizers]
+        entry.run = _straight_line(entry.program, inputs, bindings, read_grads, rec.guards, [(o, tuple(o.params)) for o in optimizers], output)
         entry.output = output
         self._settle(entry, rec.reasons, "ready")
         return _materialize(output) if entry.stage == "ready" else _untraced(result)
@@ -528,36 +526,6 @@ class Compiled:
                     warnings.warn(f"cr.compile({getattr(self.fn, '__name__', 'step')}): runs eagerly: {r}", CompileWarning, stacklevel=4)
         else:
             entry.stage = stage
-
-    # -- stage 3: replay
-    @staticmethod
-    def _still_valid(entry: _Entry) -> bool:
-        for (obj, attr), value in entry.bindings:
-            if attr != "grad" and _get((obj, attr)) is not value:
-                return False
-        for (obj, attr), value in entry.read_grads:  # gradients the step reads (an update compiled alone)
-            if obj.grad is not value:
-                return False
-        for obj, attr, value in entry.guards:
-            if getattr(obj, attr) != value:
-                return False
-        for opt, params in entry.params:
-            if tuple(opt.params) != params:
-                return False
-        return True
-
-    @staticmethod
-    def _replay(entry: _Entry, args: tuple) -> Any:
-        for a, slot in zip(args, entry.inputs):
-            if slot is not None:
-                np.copyto(slot[0], a.data if slot[1] else a)
-        with np.errstate(all="ignore"):  # (the eager step silences its own expected overflows; a replay cannot tell which)
-            entry.run()
-        for (obj, attr), value in entry.bindings:
-            if attr == "grad":
-                obj.grad = value
-        return _materialize(entry.output)
-
 
 def _share_dead_buffers(program: list, keep: list, fresh: dict) -> list:
     """The program with each array it made while recording placed in the memory of one that is
@@ -621,23 +589,56 @@ def _share_dead_buffers(program: list, keep: list, fresh: dict) -> list:
     return [(f, place(args), place(kwargs)) for f, args, kwargs in program]
 
 
-def _straight_line(program: list) -> Callable:
-    """The program as one Python function of straight-line calls, its functions and arrays bound
-    as local names (default arguments): a replay then pays one plain call per operation, with
-    no loop, no tuple unpacking and no argument lists built."""
-    names: dict = {}
-    body = []
-    for i, (f, args, kwargs) in enumerate(program):
-        names[f"f{i}"] = f
-        call = []
-        for j, v in enumerate(args):
-            names[f"a{i}_{j}"] = v
-            call.append(f"a{i}_{j}")
-        for key, v in kwargs.items():
-            names[f"k{i}_{key}"] = v
-            call.append(f"{key}=k{i}_{key}")
-        body.append(f"    f{i}({', '.join(call)})")
-    source = f"def replay({', '.join(f'{n}={n}' for n in names)}):\n" + ("\n".join(body) or "    pass") + "\n"
+#: What a replay returns when the step's state changed since the recording (record it again).
+_STALE = object()
+
+
+def _straight_line(program: list, inputs: list, bindings: list, read_grads: list, guards: list, params: list, output: Any) -> Callable:
+    """The whole replay as one Python function of straight-line code, its objects bound as local
+    names (default arguments): the checks that the recording still holds (each array the step
+    updates is still the one bound where it was; the gradients it reads, the guarded settings
+    and the optimizers' parameters unchanged), the copies of the inputs into their buffers, one
+    plain call per recorded operation, the gradients bound again, the result. A replay thus pays
+    no loop, no tuple unpacking and no argument lists built. It returns :data:`_STALE` when a
+    check fails."""
+    names: dict = {"_STALE": _STALE, "copyto": np.copyto, "errstate": np.errstate, "materialize": _materialize, "output": output}
+    stale, copies, body, rebind = [], [], [], []
+
+    def bind(prefix: str, value: Any) -> str:
+        name = f"{prefix}{len(names)}"
+        names[name] = value
+        return name
+
+    def read(holder: str, key: Any) -> str:
+        return f"{holder}[{key}]" if isinstance(key, int) else f"{holder}.{key}"
+
+    for (obj, key), value in bindings:
+        h, v = bind("h", obj), bind("v", value)
+        if key == "grad":
+            rebind.append(f"    {h}.grad = {v}")
+        else:
+            stale.append(f"{read(h, key)} is not {v}")
+    for (obj, _), value in read_grads:  # gradients the step reads (an update compiled alone)
+        stale.append(f"{bind('h', obj)}.grad is not {bind('v', value)}")
+    for obj, attr, value in guards:
+        stale.append(f"getattr({bind('h', obj)}, {attr!r}) != {bind('v', value)}")
+    for opt, ps in params:
+        stale.append(f"tuple({bind('h', opt)}.params) != {bind('v', ps)}")
+    for i, slot in enumerate(inputs):
+        if slot is not None:
+            copies.append(f"    copyto({bind('i', slot[0])}, args[{i}]{'.data' if slot[1] else ''})")
+    for f, args, kwargs in program:
+        call = [bind("a", v) for v in args] + [f"{key}={bind('k', v)}" for key, v in kwargs.items()]
+        body.append(f"        {bind('f', f)}({', '.join(call)})")
+    source = "\n".join(
+        [f"def replay(args, {', '.join(f'{n}={n}' for n in names)}):"]
+        + ([f"    if {' or '.join(stale)}:", "        return _STALE"] if stale else [])
+        + copies
+        # (the eager step silences its own expected overflows; a replay cannot tell which)
+        + ['    with errstate(all="ignore"):'] + (body or ["        pass"])
+        + rebind
+        + ["    return materialize(output)", ""]
+    )
     scope: dict = dict(names)
     exec(source, scope)  # (our own source: names and calls, no user text)
     return scope["replay"]
