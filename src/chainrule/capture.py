@@ -40,6 +40,7 @@ import numpy as np
 from . import autograd as _autograd
 from . import backend as _backend
 from .autograd import Tensor
+from .program import _arrays_in, _root, optimize, substitute
 
 #: How many input signatures (shapes, dtypes) one compiled function keeps recorded.
 CACHE_SIZE = 8
@@ -77,29 +78,6 @@ def _plain_tree(x: Any) -> Any:
     if type(x) is dict:
         return {k: _plain_tree(v) for k, v in x.items()}
     return x
-
-
-_BASE = np.ndarray.base.__get__  # the memory's owner as NumPy knows it (not _Traced's .base)
-
-
-def _root(a: np.ndarray) -> np.ndarray:
-    """The array that owns ``a``'s memory."""
-    b = _BASE(a)
-    while isinstance(b, np.ndarray):
-        a, b = b, _BASE(b)
-    return a
-
-
-def _arrays_in(x: Any, found: list) -> list:
-    if isinstance(x, np.ndarray):
-        found.append(x)
-    elif type(x) in (tuple, list):
-        for v in x:
-            _arrays_in(v, found)
-    elif type(x) is dict:
-        for v in x.values():
-            _arrays_in(v, found)
-    return found
 
 
 class _Traced(np.ndarray):
@@ -509,7 +487,19 @@ class Compiled:
         output = _outputs(result, rec)
         entry.inputs = inputs
         keep = [v for _, v in bindings] + [v for _, v in read_grads] + _arrays_in(output, []) + [slot[0] for slot in inputs if slot]
-        entry.program = _share_dead_buffers(rec.program, keep, rec.fresh)
+        # arrays the program may place anywhere: those it made, and the optimizers' buffers (not
+        # the parameters, the layers' state or the inputs, which their owners hold)
+        candidates = dict(rec.fresh)
+        candidates.update((id(v), v) for (_, key), v in bindings if isinstance(key, int) and isinstance(v, np.ndarray))
+        for a in [v for (_, key), v in bindings if key == "data"] + [slot[0] for slot in inputs if slot]:
+            candidates.pop(id(_root(a)), None)
+        entry.program, moved = optimize(rec.program, candidates, keep, rec.fresh)
+        if moved:  # arrays now in a shared buffer: the step's holders follow them
+            bindings = [(s, substitute(v, moved)) for s, v in bindings]
+            for s, v in bindings:
+                if isinstance(s[1], int):
+                    _set(s, v)
+            output = _substitute_output(output, moved)
         entry.bindings = bindings
         entry.run = _straight_line(entry.program, inputs, bindings, read_grads, rec.guards, [(o, tuple(o.params)) for o in optimizers], output)
         entry.output = output
@@ -526,68 +516,6 @@ class Compiled:
                     warnings.warn(f"cr.compile({getattr(self.fn, '__name__', 'step')}): runs eagerly: {r}", CompileWarning, stacklevel=4)
         else:
             entry.stage = stage
-
-def _share_dead_buffers(program: list, keep: list, fresh: dict) -> list:
-    """The program with each array it made while recording placed in the memory of one that is
-    dead by then (same shape, dtype and strides), where it can be: the replay then holds about
-    what an eager step holds at its peak, not every intermediate at once.
-
-    An array qualifies when the recording made it (a fresh result), nothing outside the program
-    sees it (``keep``: gradients, outputs, inputs, state) and the program uses it whole (no view
-    of a part of it). Its first use writes it entirely (each recorded operation writes its whole
-    result), so the dead array's old values never show.
-    """
-    refs: list = []  # per operation: the arrays it references
-    for f, args, kwargs in program:
-        refs.append(_arrays_in((args, kwargs), []))
-    first: dict = {}
-    last: dict = {}
-    roots: dict = {}
-    partial: set = set()
-    for i, arrays in enumerate(refs):
-        for a in arrays:
-            r = _root(a)
-            k = id(r)
-            roots[k] = r
-            first.setdefault(k, i)
-            last[k] = i
-            if a.shape != r.shape or a.strides != r.strides or a.__array_interface__["data"][0] != r.__array_interface__["data"][0]:
-                partial.add(k)
-    kept = {id(_root(a)) for a in keep if isinstance(a, np.ndarray)}
-    movable = {k for k in roots if k in fresh and k not in kept and k not in partial}
-    starts: dict = {}
-    for k in movable:
-        starts.setdefault(first[k], []).append(k)
-    ends: dict = {}
-    for k, i in last.items():
-        ends.setdefault(i, []).append(k)
-    pool: dict = {}
-    moved: dict = {}  # id of a root -> the plain array it now lives in
-    for i in range(len(program)):
-        for k in starts.get(i, ()):
-            r = roots[k]
-            key = (r.shape, r.dtype.str, r.strides)
-            if pool.get(key):
-                moved[k] = pool[key].pop()
-        for k in ends.get(i, ()):
-            r = roots[k]
-            if k in movable:
-                home = moved.get(k, r)
-                pool.setdefault((r.shape, r.dtype.str, r.strides), []).append(home)
-    if not moved:
-        return program
-
-    def place(x: Any) -> Any:
-        if isinstance(x, np.ndarray):
-            return moved.get(id(_root(x)), x)
-        if type(x) in (tuple, list):
-            return type(x)(place(v) for v in x)
-        if type(x) is dict:
-            return {key: place(v) for key, v in x.items()}
-        return x
-
-    return [(f, place(args), place(kwargs)) for f, args, kwargs in program]
-
 
 #: What a replay returns when the step's state changed since the recording (record it again).
 _STALE = object()
@@ -701,6 +629,15 @@ def _outputs(result: Any, rec: _Recorder) -> Any:
     if result is not None and not isinstance(result, (str, bool, int)):
         rec.refuse(f"the step returns a {type(result).__name__}, which a replay cannot recompute; return tensors")
     return ("value", result)
+
+
+def _substitute_output(output: tuple, moved: dict) -> tuple:
+    kind, value = output
+    if kind in ("tensor", "array"):
+        return (kind, substitute(value, moved))
+    if kind == "tuple":
+        return ("tuple", tuple(_substitute_output(o, moved) for o in value))
+    return output
 
 
 def _materialize(output: tuple) -> Any:
