@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -464,13 +465,21 @@ class Compiled:
                 _set(s, v.view(_Traced))
         installed = [_get(s) for s in slots]
         rec.watched = {id(v) for s, v in zip(slots, installed) if s[1] == "grad" and v is not None}
+        # the gradients found on entry are held weakly, so that those the step drops (zero_grad)
+        # are freed as in an eager step, not kept to the end of the recording
+        for k, s in enumerate(slots):
+            if s[1] == "grad" and installed[k] is not None:
+                originals[k] = weakref.ref(originals[k])
+                installed[k] = weakref.ref(installed[k], functools.partial(_forget, rec.watched, id(installed[k])))
         _local.recorder = rec
         try:
             result = self.fn(*targs)
         finally:
             _local.recorder = None
             bindings = []
-            read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and id(inst) in rec.read]
+            originals = [v() if type(v) is weakref.ref else v for v in originals]
+            installed = [v() if type(v) is weakref.ref else v for v in installed]
+            read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and inst is not None and id(inst) in rec.read]
             for s, orig, inst in zip(slots, originals, installed):
                 now = _get(s)
                 if now is inst:
@@ -570,6 +579,10 @@ def _straight_line(program: list, inputs: list, bindings: list, read_grads: list
     scope: dict = dict(names)
     exec(source, scope)  # (our own source: names and calls, no user text)
     return scope["replay"]
+
+
+def _forget(ids: set, key: int, _: Any) -> None:
+    ids.discard(key)
 
 
 def _unsupported(args: tuple) -> str | None:

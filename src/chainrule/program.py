@@ -41,6 +41,9 @@ _ARITHMETIC = frozenset({np.add, np.subtract, np.multiply, np.true_divide, np.ma
 _OUT_BY_KEYWORD = frozenset({np.maximum, np.minimum})
 #: A run of operations that can merge spans at most this many operations (bounds the search).
 WINDOW = 256
+#: Arrays of at most this many elements merge: the call saved matters for small arrays only, and
+#: a large array's move would hold it twice for a moment (the peak memory of the recording).
+MERGE_SIZE = 1 << 16
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -177,8 +180,8 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
 
     Two operations are siblings when they call the same ufunc of :data:`EXACT` and, position by
     position, pass either the very same operand (a number or a 0-d array) or different arrays
-    of ``candidates`` (id -> array: arrays the program may place anywhere), of one dtype and of
-    the shape of the result (no broadcasting). A later sibling joins an earlier one when it can
+    of ``candidates`` (id -> array: arrays the program may place anywhere; those of at most
+    :data:`MERGE_SIZE` elements), of one dtype and of the shape of the result (no broadcasting). A later sibling joins an earlier one when it can
     move up to the earlier one's place: nothing between writes what it reads or touches what it
     writes, and no host function lies between. Each merged position gets one new buffer holding
     its arrays side by side (their values copied in), each array a view of it.
@@ -187,7 +190,9 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
     its view there; the caller rebinds its own references to those arrays.
     """
     partial = _partial_roots(program)
-    movable = {k: a for k, a in candidates.items() if k not in partial and a.flags.c_contiguous and _BASE(a) is None}
+    movable = {
+        k: a for k, a in candidates.items() if k not in partial and a.size <= MERGE_SIZE and a.flags.c_contiguous and _BASE(a) is None
+    }
     effects = [_effects(*op) for op in program]
     groups: list = []  # each: {"f", "members": [index], "kinds": [None | "shared" | "vary"], "used": set of root ids}
     open_groups: list = []
