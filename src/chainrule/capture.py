@@ -460,9 +460,10 @@ class Compiled:
                 targs.append(a)
         slots = _state_slots(optimizers, states, leaves)
         originals = [_get(s) for s in slots]
-        for s, v in zip(slots, originals):
-            if isinstance(v, np.ndarray):
-                _set(s, v.view(_Traced))
+        for s, orig in zip(slots, originals):
+            if isinstance(orig, np.ndarray):
+                _set(s, orig.view(_Traced))
+        orig = None  # (no stray reference to the last one)
         installed = [_get(s) for s in slots]
         rec.watched = {id(v) for s, v in zip(slots, installed) if s[1] == "grad" and v is not None}
         # the gradients found on entry are held weakly, so that those the step drops (zero_grad)
