@@ -53,11 +53,22 @@ def test_a_python_number_becomes_the_array_dtype_with_the_same_bits(dtype, op, v
         assert constant is value
 
 
-def test_constants_of_mixed_dtypes_and_comparisons_are_left_alone():
+def test_constants_of_mixed_kinds_are_left_alone():
     a = np.arange(4, dtype=np.int64)
-    out = np.empty(4)
-    program = [(np.add, (a, 0.5, out), {}), (np.greater, (a, 1, np.empty(4, bool)), {})]
+    u = np.arange(4, dtype=np.uint8)
+    program = [(np.add, (a, 0.5, np.empty(4)), {}), (np.greater, (a, 1.5, np.empty(4, bool)), {}), (np.greater, (u, -1, np.empty(4, bool)), {})]
     assert typed_constants(program) == program
+
+
+@pytest.mark.parametrize("op", [np.greater, np.less_equal, np.equal, np.not_equal])
+@pytest.mark.parametrize("value", [0, 0.1, -2])
+def test_a_comparison_with_a_number_keeps_its_answer(op, value):
+    a = np.array([-2.0, 0.0, 0.1, 0.10000001, np.nan, np.inf], np.float32)
+    out = np.empty(a.shape, bool)
+    program = typed_constants([(op, (a, value, out), {})])
+    assert isinstance(program[0][1][1], np.ndarray)
+    _run(program)
+    assert np.array_equal(out, op(a, value))
 
 
 # ---- merged siblings ------------------------------------------------------------------------

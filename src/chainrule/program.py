@@ -35,8 +35,10 @@ EXACT = frozenset({
     np.less, np.less_equal, np.equal, np.not_equal, np.logical_and, np.logical_or, np.logical_not,
     np.copysign, np.sign,
 })
-#: Arithmetic ufuncs whose Python-number operands NumPy converts to the arrays' dtype (NEP 50).
+#: Ufuncs whose Python-number operands NumPy converts to the arrays' dtype (NEP 50): arithmetic
+#: (the result of that dtype too) and comparisons (a boolean result).
 _ARITHMETIC = frozenset({np.add, np.subtract, np.multiply, np.true_divide, np.maximum, np.minimum, np.power})
+_COMPARISONS = frozenset({np.greater, np.greater_equal, np.less, np.less_equal, np.equal, np.not_equal})
 # maximum and minimum deprecate a positional out=
 _OUT_BY_KEYWORD = frozenset({np.maximum, np.minimum})
 #: A run of operations that can merge spans at most this many operations (bounds the search).
@@ -116,17 +118,18 @@ def _call(f: Any, ins: tuple, out: np.ndarray) -> tuple:
 
 def typed_constants(program: list) -> list:
     """Each Python number (and NumPy scalar of the same dtype) among the operands of an
-    arithmetic ufunc whose array operands and output share one dtype, made a 0-d array of that
-    dtype once: NumPy converts a Python number to the arrays' dtype at every call anyway (NEP 50),
-    and a 0-d array is the quickest operand to pass (about 0.2 us a call)."""
+    arithmetic ufunc whose array operands and output share one dtype, or of a comparison of
+    arrays of one dtype, made a 0-d array of that dtype once: NumPy converts a Python number to
+    the arrays' dtype at every call anyway (NEP 50), and a 0-d array is the quickest operand to
+    pass (about 0.2 us a call)."""
     out_program = []
     for f, args, kwargs in program:
-        parts = _ufunc_parts(f, args, kwargs) if f in _ARITHMETIC else None
+        parts = _ufunc_parts(f, args, kwargs) if f in _ARITHMETIC or f in _COMPARISONS else None
         if parts is not None:
             ins, out = parts
             arrays = [a for a in ins if isinstance(a, np.ndarray)]
-            dt = out.dtype
-            if arrays and all(a.dtype == dt for a in arrays) and dt.kind in "fiu":
+            dt = arrays[0].dtype if arrays else None
+            if arrays and all(a.dtype == dt for a in arrays) and dt.kind in "fiu" and (f in _COMPARISONS or out.dtype == dt):
                 new = tuple(_typed(v, dt) for v in ins)
                 if any(n is not v for n, v in zip(new, ins)):
                     f, args, kwargs = _call(f, new, out)
