@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ import numpy as np
 from . import autograd as _autograd
 from . import backend as _backend
 from .autograd import Tensor
+from .program import _arrays_in, _root, optimize, substitute
 
 #: How many input signatures (shapes, dtypes) one compiled function keeps recorded.
 CACHE_SIZE = 8
@@ -77,29 +79,6 @@ def _plain_tree(x: Any) -> Any:
     if type(x) is dict:
         return {k: _plain_tree(v) for k, v in x.items()}
     return x
-
-
-_BASE = np.ndarray.base.__get__  # the memory's owner as NumPy knows it (not _Traced's .base)
-
-
-def _root(a: np.ndarray) -> np.ndarray:
-    """The array that owns ``a``'s memory."""
-    b = _BASE(a)
-    while isinstance(b, np.ndarray):
-        a, b = b, _BASE(b)
-    return a
-
-
-def _arrays_in(x: Any, found: list) -> list:
-    if isinstance(x, np.ndarray):
-        found.append(x)
-    elif type(x) in (tuple, list):
-        for v in x:
-            _arrays_in(v, found)
-    elif type(x) is dict:
-        for v in x.values():
-            _arrays_in(v, found)
-    return found
 
 
 class _Traced(np.ndarray):
@@ -381,7 +360,7 @@ def refuse(reason: str) -> None:
 class _Entry:
     """One input signature: discovered (first call), then recorded (second), then replayed."""
 
-    __slots__ = ("stage", "inputs", "program", "run", "read_grads", "holders", "bindings", "guards", "params", "output", "reasons")
+    __slots__ = ("stage", "inputs", "program", "run", "holders", "bindings", "output", "reasons")
 
     def __init__(self) -> None:
         self.stage = "new"
@@ -433,9 +412,10 @@ class Compiled:
         else:
             self._entries.move_to_end(key)
         if entry.stage == "ready":
-            if self._still_valid(entry):
+            result = entry.run(args)
+            if result is not _STALE:
                 self.replays += 1
-                return self._replay(entry, args)
+                return result
             entry = self._entries[key] = _Entry()
         if entry.stage == "eager" or _local.recorder is not None:
             return self.fn(*args)
@@ -480,18 +460,27 @@ class Compiled:
                 targs.append(a)
         slots = _state_slots(optimizers, states, leaves)
         originals = [_get(s) for s in slots]
-        for s, v in zip(slots, originals):
-            if isinstance(v, np.ndarray):
-                _set(s, v.view(_Traced))
+        for s, orig in zip(slots, originals):
+            if isinstance(orig, np.ndarray):
+                _set(s, orig.view(_Traced))
+        orig = None  # (no stray reference to the last one)
         installed = [_get(s) for s in slots]
         rec.watched = {id(v) for s, v in zip(slots, installed) if s[1] == "grad" and v is not None}
+        # the gradients found on entry are held weakly, so that those the step drops (zero_grad)
+        # are freed as in an eager step, not kept to the end of the recording
+        for k, s in enumerate(slots):
+            if s[1] == "grad" and installed[k] is not None:
+                originals[k] = weakref.ref(originals[k])
+                installed[k] = weakref.ref(installed[k], functools.partial(_forget, rec.watched, id(installed[k])))
         _local.recorder = rec
         try:
             result = self.fn(*targs)
         finally:
             _local.recorder = None
             bindings = []
-            read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and id(inst) in rec.read]
+            originals = [v() if type(v) is weakref.ref else v for v in originals]
+            installed = [v() if type(v) is weakref.ref else v for v in installed]
+            read_grads = [(s, orig) for s, orig, inst in zip(slots, originals, installed) if s[1] == "grad" and inst is not None and id(inst) in rec.read]
             for s, orig, inst in zip(slots, originals, installed):
                 now = _get(s)
                 if now is inst:
@@ -508,12 +497,21 @@ class Compiled:
         output = _outputs(result, rec)
         entry.inputs = inputs
         keep = [v for _, v in bindings] + [v for _, v in read_grads] + _arrays_in(output, []) + [slot[0] for slot in inputs if slot]
-        entry.program = _share_dead_buffers(rec.program, keep, rec.fresh)
-        entry.run = _straight_line(entry.program)
+        # arrays the program may place anywhere: those it made, and the optimizers' buffers (not
+        # the parameters, the layers' state or the inputs, which their owners hold)
+        candidates = dict(rec.fresh)
+        candidates.update((id(v), v) for (_, key), v in bindings if isinstance(key, int) and isinstance(v, np.ndarray))
+        for a in [v for (_, key), v in bindings if key == "data"] + [slot[0] for slot in inputs if slot]:
+            candidates.pop(id(_root(a)), None)
+        entry.program, moved = optimize(rec.program, candidates, keep, rec.fresh)
+        if moved:  # arrays now in a shared buffer: the step's holders follow them
+            bindings = [(s, substitute(v, moved)) for s, v in bindings]
+            for s, v in bindings:
+                if isinstance(s[1], int):
+                    _set(s, v)
+            output = _substitute_output(output, moved)
         entry.bindings = bindings
-        entry.read_grads = read_grads
-        entry.guards = rec.guards
-        entry.params = [(o, tuple(o.params)) for o in optimizers]
+        entry.run = _straight_line(entry.program, inputs, bindings, read_grads, rec.guards, [(o, tuple(o.params)) for o in optimizers], output)
         entry.output = output
         self._settle(entry, rec.reasons, "ready")
         return _materialize(output) if entry.stage == "ready" else _untraced(result)
@@ -529,118 +527,63 @@ class Compiled:
         else:
             entry.stage = stage
 
-    # -- stage 3: replay
-    @staticmethod
-    def _still_valid(entry: _Entry) -> bool:
-        for (obj, attr), value in entry.bindings:
-            if attr != "grad" and _get((obj, attr)) is not value:
-                return False
-        for (obj, attr), value in entry.read_grads:  # gradients the step reads (an update compiled alone)
-            if obj.grad is not value:
-                return False
-        for obj, attr, value in entry.guards:
-            if getattr(obj, attr) != value:
-                return False
-        for opt, params in entry.params:
-            if tuple(opt.params) != params:
-                return False
-        return True
-
-    @staticmethod
-    def _replay(entry: _Entry, args: tuple) -> Any:
-        for a, slot in zip(args, entry.inputs):
-            if slot is not None:
-                np.copyto(slot[0], a.data if slot[1] else a)
-        with np.errstate(all="ignore"):  # (the eager step silences its own expected overflows; a replay cannot tell which)
-            entry.run()
-        for (obj, attr), value in entry.bindings:
-            if attr == "grad":
-                obj.grad = value
-        return _materialize(entry.output)
+#: What a replay returns when the step's state changed since the recording (record it again).
+_STALE = object()
 
 
-def _share_dead_buffers(program: list, keep: list, fresh: dict) -> list:
-    """The program with each array it made while recording placed in the memory of one that is
-    dead by then (same shape, dtype and strides), where it can be: the replay then holds about
-    what an eager step holds at its peak, not every intermediate at once.
+def _straight_line(program: list, inputs: list, bindings: list, read_grads: list, guards: list, params: list, output: Any) -> Callable:
+    """The whole replay as one Python function of straight-line code, its objects bound as local
+    names (default arguments): the checks that the recording still holds (each array the step
+    updates is still the one bound where it was; the gradients it reads, the guarded settings
+    and the optimizers' parameters unchanged), the copies of the inputs into their buffers, one
+    plain call per recorded operation, the gradients bound again, the result. A replay thus pays
+    no loop, no tuple unpacking and no argument lists built. It returns :data:`_STALE` when a
+    check fails."""
+    names: dict = {"_STALE": _STALE, "copyto": np.copyto, "errstate": np.errstate, "materialize": _materialize, "output": output}
+    stale, copies, body, rebind = [], [], [], []
 
-    An array qualifies when the recording made it (a fresh result), nothing outside the program
-    sees it (``keep``: gradients, outputs, inputs, state) and the program uses it whole (no view
-    of a part of it). Its first use writes it entirely (each recorded operation writes its whole
-    result), so the dead array's old values never show.
-    """
-    refs: list = []  # per operation: the arrays it references
+    def bind(prefix: str, value: Any) -> str:
+        name = f"{prefix}{len(names)}"
+        names[name] = value
+        return name
+
+    def read(holder: str, key: Any) -> str:
+        return f"{holder}[{key}]" if isinstance(key, int) else f"{holder}.{key}"
+
+    for (obj, key), value in bindings:
+        h, v = bind("h", obj), bind("v", value)
+        if key == "grad":
+            rebind.append(f"    {h}.grad = {v}")
+        else:
+            stale.append(f"{read(h, key)} is not {v}")
+    for (obj, _), value in read_grads:  # gradients the step reads (an update compiled alone)
+        stale.append(f"{bind('h', obj)}.grad is not {bind('v', value)}")
+    for obj, attr, value in guards:
+        stale.append(f"getattr({bind('h', obj)}, {attr!r}) != {bind('v', value)}")
+    for opt, ps in params:
+        stale.append(f"tuple({bind('h', opt)}.params) != {bind('v', ps)}")
+    for i, slot in enumerate(inputs):
+        if slot is not None:
+            copies.append(f"    copyto({bind('i', slot[0])}, args[{i}]{'.data' if slot[1] else ''})")
     for f, args, kwargs in program:
-        refs.append(_arrays_in((args, kwargs), []))
-    first: dict = {}
-    last: dict = {}
-    roots: dict = {}
-    partial: set = set()
-    for i, arrays in enumerate(refs):
-        for a in arrays:
-            r = _root(a)
-            k = id(r)
-            roots[k] = r
-            first.setdefault(k, i)
-            last[k] = i
-            if a.shape != r.shape or a.strides != r.strides or a.__array_interface__["data"][0] != r.__array_interface__["data"][0]:
-                partial.add(k)
-    kept = {id(_root(a)) for a in keep if isinstance(a, np.ndarray)}
-    movable = {k for k in roots if k in fresh and k not in kept and k not in partial}
-    starts: dict = {}
-    for k in movable:
-        starts.setdefault(first[k], []).append(k)
-    ends: dict = {}
-    for k, i in last.items():
-        ends.setdefault(i, []).append(k)
-    pool: dict = {}
-    moved: dict = {}  # id of a root -> the plain array it now lives in
-    for i in range(len(program)):
-        for k in starts.get(i, ()):
-            r = roots[k]
-            key = (r.shape, r.dtype.str, r.strides)
-            if pool.get(key):
-                moved[k] = pool[key].pop()
-        for k in ends.get(i, ()):
-            r = roots[k]
-            if k in movable:
-                home = moved.get(k, r)
-                pool.setdefault((r.shape, r.dtype.str, r.strides), []).append(home)
-    if not moved:
-        return program
-
-    def place(x: Any) -> Any:
-        if isinstance(x, np.ndarray):
-            return moved.get(id(_root(x)), x)
-        if type(x) in (tuple, list):
-            return type(x)(place(v) for v in x)
-        if type(x) is dict:
-            return {key: place(v) for key, v in x.items()}
-        return x
-
-    return [(f, place(args), place(kwargs)) for f, args, kwargs in program]
-
-
-def _straight_line(program: list) -> Callable:
-    """The program as one Python function of straight-line calls, its functions and arrays bound
-    as local names (default arguments): a replay then pays one plain call per operation, with
-    no loop, no tuple unpacking and no argument lists built."""
-    names: dict = {}
-    body = []
-    for i, (f, args, kwargs) in enumerate(program):
-        names[f"f{i}"] = f
-        call = []
-        for j, v in enumerate(args):
-            names[f"a{i}_{j}"] = v
-            call.append(f"a{i}_{j}")
-        for key, v in kwargs.items():
-            names[f"k{i}_{key}"] = v
-            call.append(f"{key}=k{i}_{key}")
-        body.append(f"    f{i}({', '.join(call)})")
-    source = f"def replay({', '.join(f'{n}={n}' for n in names)}):\n" + ("\n".join(body) or "    pass") + "\n"
+        call = [bind("a", v) for v in args] + [f"{key}={bind('k', v)}" for key, v in kwargs.items()]
+        body.append(f"        {bind('f', f)}({', '.join(call)})")
+    source = "\n".join(
+        [f"def replay(args, {', '.join(f'{n}={n}' for n in names)}):"]
+        + ([f"    if {' or '.join(stale)}:", "        return _STALE"] if stale else [])
+        + copies
+        # (the eager step silences its own expected overflows; a replay cannot tell which)
+        + ['    with errstate(all="ignore"):'] + (body or ["        pass"])
+        + rebind
+        + ["    return materialize(output)", ""]
+    )
     scope: dict = dict(names)
     exec(source, scope)  # (our own source: names and calls, no user text)
     return scope["replay"]
+
+
+def _forget(ids: set, key: int, _: Any) -> None:
+    ids.discard(key)
 
 
 def _unsupported(args: tuple) -> str | None:
@@ -700,6 +643,15 @@ def _outputs(result: Any, rec: _Recorder) -> Any:
     if result is not None and not isinstance(result, (str, bool, int)):
         rec.refuse(f"the step returns a {type(result).__name__}, which a replay cannot recompute; return tensors")
     return ("value", result)
+
+
+def _substitute_output(output: tuple, moved: dict) -> tuple:
+    kind, value = output
+    if kind in ("tensor", "array"):
+        return (kind, substitute(value, moved))
+    if kind == "tuple":
+        return ("tuple", tuple(_substitute_output(o, moved) for o in value))
+    return output
 
 
 def _materialize(output: tuple) -> Any:

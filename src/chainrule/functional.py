@@ -168,11 +168,6 @@ def _ones(n: int, dtype: Any) -> np.ndarray:
     return _kept(("ones", n, dtype.char), lambda: np.ones(n, dtype=dtype))
 
 
-def _rows(n: int) -> np.ndarray:
-    """``arange(n)``: the row numbers of a batch."""
-    return _kept(("rows", n), lambda: np.arange(n))
-
-
 def _row_starts(n: int, c: int) -> np.ndarray:
     """``arange(n) * c``: where each row of an (n, c) array starts when it is flattened."""
     return _kept(("starts", n, c), lambda: np.arange(n) * c)
@@ -683,11 +678,12 @@ def cross_entropy(
         return _cross_entropy_general(logits, target, idx, probs, label_smoothing, reduction, weight, ignore_index)
     n, c = z.shape
     # NumPy is slow at reductions along short rows, so (speed): the row maxima come from argmax
-    # and a gather, the row sums from a product with a vector of ones, and the target entries are
-    # picked through flat indices
-    rows = _rows(n)
-    e = z - z[rows, z.argmax(axis=1)][:, None]  # shifted logits, then their exponentials, in place
-    flat = _row_starts(n, c) + idx if idx is not None else None
+    # and a gather, the row sums from a product with a vector of ones, and the maxima and the
+    # target entries are picked through flat indices with take (one call each, which a compiled
+    # replay repeats as it is; a fancy index would make and copy a temporary)
+    starts = _row_starts(n, c)
+    e = z - z.reshape(-1).take(starts + z.argmax(axis=1))[:, None]  # shifted logits, then their exponentials, in place
+    flat = starts + idx if idx is not None else None
     shifted_at_target = e.reshape(-1).take(flat) if idx is not None else None
     shifted = e.copy() if (idx is None or label_smoothing) else None
     np.exp(e, out=e)
@@ -707,9 +703,8 @@ def cross_entropy(
         if idx is not None:
             if label_smoothing:
                 p -= label_smoothing / c
-                p.reshape(-1)[flat] -= 1 - label_smoothing
-            else:
-                p.reshape(-1)[flat] -= 1
+            at_target = p.reshape(-1)  # (a view: p is a fresh contiguous array)
+            at_target.put(flat, at_target.take(flat) - (1 - label_smoothing))
         else:
             # soft targets whose rows need not sum to 1: d/dz = p * sum(q) - q
             p *= q.sum(axis=1, keepdims=True)
