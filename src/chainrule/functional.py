@@ -208,9 +208,15 @@ def _input_gradient(g: np.ndarray, w: np.ndarray) -> np.ndarray:
     as written. Plain NumPy calls (a product, a transposed view, a copy): ``cr.compile``
     records and replays them.
     """
-    if g.ndim == 2 and 2 <= g.shape[0] <= 64 and w.shape[0] >= 768 and w.shape[1] >= 768 and g.dtype == np.float32:
+    if transposes_input_gradient(g, w):
         return (w @ g.T).T.copy()
     return g @ w.T
+
+
+def transposes_input_gradient(g: np.ndarray, w: np.ndarray) -> bool:
+    """Whether :func:`_input_gradient` computes ``g @ w.T`` as the transposed product (the rule
+    its table measures; the benchmark's hand-fused floor follows it too)."""
+    return g.ndim == 2 and 2 <= g.shape[0] <= 64 and w.shape[0] >= 768 and w.shape[1] >= 768 and g.dtype == np.float32
 
 
 def _linear_backward_generic(g: Any, xd: Any, w: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:

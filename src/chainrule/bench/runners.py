@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..functional import transposes_input_gradient
 from .workloads import Workload
 
 
@@ -60,11 +61,12 @@ class FusedMLP:
             xp, f32 = self.xp, self.xp.float32
             z = [xp.empty((n, W.shape[1]), f32) for W in self.W]  # layer outputs, activated in place
             d = [xp.empty((n, W.shape[0]), f32) for W in self.W]  # gradients of layer inputs
+            dT = [None] * len(self.W)  # ... as the transposed product gives them (made where used)
             tmp = [xp.empty((n, W.shape[0]), f32 if not self.relu else bool) for W in self.W]
             gW = [xp.empty_like(W) for W in self.W]
             gb = [xp.empty_like(b) for b in self.b]
             col = xp.empty((n, 1), f32)  # row maxima, then row sums, of the logits
-            bufs = self._buffers[n] = (z, d, tmp, gW, gb, col, xp.arange(n))
+            bufs = self._buffers[n] = (z, d, dT, tmp, gW, gb, col, xp.arange(n))
         return bufs
 
     def forward(self, x: Any) -> Any:
@@ -92,7 +94,7 @@ class FusedMLP:
         """One SGD step on the mean softmax cross-entropy of the batch (x, y)."""
         xp = self.xp
         n = len(x)
-        z, d, tmp, gW, gb, col, rows = self._buffers_for(n)
+        z, d, dT, tmp, gW, gb, col, rows = self._buffers_for(n)
         p = self.forward(x)
         p -= self._rowmax(p, axis=1, keepdims=True, out=col)
         xp.exp(p, out=p)
@@ -103,8 +105,14 @@ class FusedMLP:
         W, b = self.W, self.b
         for i in range(len(W) - 1, -1, -1):
             a = z[i - 1] if i else x
-            if i:
-                xp.matmul(g, W[i].T, out=d[i])  # before W[i] changes
+            if i:  # before W[i] changes; in the layout chainrule's linear layers use (see _input_gradient)
+                if xp is np and transposes_input_gradient(g, W[i]):
+                    if dT[i] is None:
+                        dT[i] = xp.empty((W[i].shape[0], n), xp.float32)
+                    xp.matmul(W[i], g.T, out=dT[i])
+                    xp.copyto(d[i], dT[i].T)
+                else:
+                    xp.matmul(g, W[i].T, out=d[i])
             xp.matmul(a.T, g, out=gW[i])
             W[i] -= gW[i]
             self._rowsum(g, axis=0, out=gb[i])
