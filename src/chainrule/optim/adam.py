@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..backend import namespace
 from ..errors import ChainruleError
@@ -57,27 +57,30 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         self._begin_step("betas", "eps", "weight_decay", "decoupled")
-        wd = self.weight_decay
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
-            b1_, b2_, keep1, keep2, step_, c2_, eps_, wd_, shrink = self._typed(g)
-            if wd:
-                if self.decoupled:
-                    p.data *= shrink
-                else:
-                    g = g + wd_ * p.data
-            xp = namespace(p.data)
             if self.m[i] is None:
-                self.m[i] = xp.zeros_like(p.data)
-                self.v[i] = xp.zeros_like(p.data)
-            m, v = self.m[i], self.v[i]
-            m *= b1_
-            m += keep1 * g
-            v *= b2_
-            v += keep2 * (g * g)
-            p.data -= step_ * m / (xp.sqrt(v) / c2_ + eps_)
+                xp = namespace(p.data)
+                self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
+            self._apply(self._typed(g), False, p.data, g, self.m[i], self.v[i])
+
+    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, *state: Any) -> None:
+        b1, b2, keep1, keep2, step_size, c2_sqrt, eps, wd, shrink = c
+        m, v = state
+        if self.weight_decay:
+            if self.decoupled:
+                xp.multiply(w, shrink, out=w)
+            else:
+                g = xp.add(g, xp.multiply(wd, w, out=t[0]), out=t[0])
+        xp.multiply(m, b1, out=m)
+        xp.add(m, xp.multiply(keep1, g, out=t[1]), out=m)
+        xp.multiply(v, b2, out=v)
+        xp.add(v, xp.multiply(keep2, xp.multiply(g, g, out=t[1]), out=t[1]), out=v)
+        denominator = xp.add(xp.divide(xp.sqrt(v, out=t[1]), c2_sqrt, out=t[1]), eps, out=t[1])
+        # (the numerator in t[0]: g is read no more)
+        xp.subtract(w, xp.divide(xp.multiply(step_size, m, out=t[0]), denominator, out=t[0]), out=w)
 
 
 class AdamW(Adam):
