@@ -107,7 +107,8 @@ VARIANTS = {
     "adam-l2": dict(cls=optim.Adam, lr=0.01, weight_decay=0.05),
     "adamw": dict(cls=optim.AdamW, lr=0.01, weight_decay=0.05),
 }
-# (300, 700): 210,000 elements, past optim.optimizer.BLOCKED_BYTES in both dtypes and not a
+# (300, 700): 210,000 elements, past optim.optimizer.BLOCKED_BYTES in both dtypes (with its
+# gradient: 1.6 MiB in float32, without state) and not a
 # whole number of blocks (a short last block); (7, 5): updated whole
 SHAPES = {"large": (300, 700), "small": (7, 5)}
 
@@ -199,7 +200,7 @@ def test_a_compiled_blocked_update_replays_bit_identically(name):
     settings = VARIANTS[name]
     results = []
     for compiled in (False, True):
-        model = nn.MLP([8, 20000, 4], generator=0)  # two weights of 625 KiB: three blocks each
+        model = nn.MLP([8, 40000, 4], generator=0)  # two weights of 1.25 MiB: five blocks each
         opt = settings["cls"](model.parameters(), **{k: v for k, v in settings.items() if k != "cls"})
 
         def step(x, y):

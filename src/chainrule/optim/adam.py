@@ -64,9 +64,9 @@ class Adam(Optimizer):
             if self.m[i] is None:
                 xp = namespace(p.data)
                 self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-            self._apply(self._typed(g), False, p.data, g, self.m[i], self.v[i])
+            self._apply(self._typed(g), False, p.data, g, (self.m[i], self.v[i]))
 
-    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, *state: Any) -> None:
+    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         b1, b2, keep1, keep2, step_size, c2_sqrt, eps, wd, shrink = c
         m, v = state
         if self.weight_decay:

@@ -16,26 +16,32 @@ from ..validation import number
 # How a parameter is updated. The update of one parameter is written once, as ufunc calls on
 # blocks of arrays (``_update_block``), and applied one of two ways:
 # - whole: on the whole arrays, every temporary a new array (``out=None``). Small arrays are
-#   quicker so: NumPy caches small allocations, and a Python loop over blocks costs more than
-#   the pass it saves (the plain SGD step of a 64-128-128-10 MLP: 14.0 us with temporaries,
-#   15.6 us with a kept scratch buffer per parameter).
-# - blocked: NumPy parameters of BLOCKED_BYTES or more, over consecutive blocks of BLOCK_BYTES
-#   of each (flattened, C-contiguous) array, the temporaries in one scratch buffer that the
-#   optimizer keeps and that stays in the L2 cache. ``w -= lr * g`` on a 2048 x 2048 float32
-#   weight makes a 16 MiB temporary and so two passes through memory (2.6-2.8 ms here, one
-#   thread); blocked, 1.5-1.7 ms (one pass, ``w -= g``, is 1.2 ms).
+#   quicker so: NumPy caches small allocations, the arrays sit in the cache anyway, and a loop
+#   over blocks costs a few microseconds of Python.
+# - blocked: on consecutive blocks of BLOCK_BYTES of each array (flattened, so C-contiguous
+#   NumPy arrays of one dtype), the temporaries in one scratch buffer that the optimizer keeps,
+#   when the arrays the update reads and writes (the parameter, its gradient, its state)
+#   together reach BLOCKED_BYTES. ``w -= lr * g`` on a 2048 x 2048 float32 weight makes a
+#   16 MiB temporary: two passes through memory, where blocks of it that stay in the L2 cache
+#   make about one.
 # Each element goes through the same operations in the same order either way, so both give
 # the same bits; a compiled step records whichever ran (the blocks' views and the scratch
 # buffer included) and replays it.
-# Measured here (Xeon, 2 MiB of L2 per core, one thread, median ms of plain SGD, whole vs blocks
-# of 128 / 256 / 512 KiB): 2048 x 2048: 2.84 vs 1.67 / 1.72 / 1.61; 784 x 1024: 0.49 vs 0.28 /
-# 0.28 / 0.26; 512 x 512: 0.109 vs 0.092 / 0.076 / 0.075; 256 x 256 (256 KiB): 0.014 vs 0.013;
-# 128 x 128: 0.004 vs 0.005. Blocks under 64 KiB lose to the loop's own cost (16 KiB: 3.1 ms).
+#
+# Measured (Xeon, 2 MiB of L2 per core, one thread, float32, median ms, plain SGD / momentum /
+# Adam): 2048 x 2048, whole 2.51 / 6.12 / 25.5; blocks of 64 KiB 2.19 / 5.55 / 13.8, 128 KiB
+# 1.73 / 4.48 / 12.5, 256 KiB 1.44 / 4.18 / 12.9, 512 KiB 1.57 / 4.27 / 13.3, 1 MiB 2.04 /
+# 5.77 / 13.9 (one pass, ``w -= g``, is 1.2). 784 x 1024, whole 0.45 / 1.02 / 2.95, 256 KiB
+# blocks 0.31 / 0.62 / 1.66. Whole against blocked, by size: 256 x 256 0.015 / 0.031 / 0.106
+# against 0.019 / 0.038 / 0.117; 300 x 300 0.021 / 0.051 / 0.324 against 0.028 / 0.061 / 0.175;
+# 362 x 362 0.032 / 0.080 / 0.532 against 0.040 / 0.086 / 0.253; 480 x 480 0.079 / 0.185 /
+# 1.09 against 0.084 / 0.176 / 0.483; 600 x 600 0.193 / 0.433 / 1.84 against 0.147 / 0.294 /
+# 0.765. So blocks win once the arrays outgrow the L2 cache, sooner for Adam (more arrays).
 
-#: NumPy parameters of at least this many bytes are updated block by block.
-BLOCKED_BYTES = 256 * 1024
-#: The bytes of one block of one array (Adam's step touches six arrays of a block: w, g, m, v
-#: and two temporaries, 1.5 MiB, within a 2 MiB L2 cache).
+#: Blocked when the parameter, its gradient and its state together reach this many bytes
+#: (plain SGD from 768 KiB parameters, momentum from 512 KiB, Adam from 384 KiB).
+BLOCKED_BYTES = 3 * 512 * 1024
+#: The bytes of one block of one array.
 BLOCK_BYTES = 256 * 1024
 #: How many temporaries an update needs at once (each optimizer's ``_update_block`` uses these).
 TEMPORARIES = 2
@@ -96,22 +102,22 @@ class Optimizer:
         raise NotImplementedError
 
     # ---- the update of one parameter --------------------------------------------
-    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, *state: Any) -> None:
+    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         """Update one block of a parameter ``w`` (or the whole of it) in place from its gradient
-        ``g`` and state arrays (blocks of the same elements), with ufunc calls of namespace ``xp``.
+        ``g`` and its ``state`` arrays (blocks of the same elements), with ufunc calls of namespace ``xp``.
         ``c``: this step's numbers (:meth:`_typed`); ``t``: TEMPORARIES arrays of the block's
         size for the intermediate results (or None each: new arrays); ``first``: whether this is
         the parameter's first step (its state was just made, contents undefined)."""
         raise NotImplementedError
 
-    def _apply(self, c: tuple, first: bool, w: Any, g: Any, *state: Any) -> None:
+    def _apply(self, c: tuple, first: bool, w: Any, g: Any, state: tuple = ()) -> None:
         """Run :meth:`_update_block` on the whole arrays, or block by block (see the top of the module)."""
         if type(w) not in NUMPY_TYPES:
-            self._update_block(_Operators(namespace(w)), c, _NEW, first, w, g, *state)
-        elif w.nbytes < BLOCKED_BYTES or not _blockable((w, g, *state)):
-            self._update_block(np, c, _NEW, first, w, g, *state)
+            self._update_block(_Operators(namespace(w)), c, _NEW, first, w, g, state)
+        elif w.nbytes * (2 + len(state)) < BLOCKED_BYTES or not _blockable((w, g, *state)):
+            self._update_block(np, c, _NEW, first, w, g, state)
         else:
-            flat = [a.reshape(-1) for a in (w, g, *state)]
+            w, g, *state = [a.reshape(-1) for a in (w, g, *state)]
             if self._scratch is None:
                 self._scratch = np.empty(TEMPORARIES * BLOCK_BYTES, dtype=np.uint8)
             # (as the gradient's array type: a compiled step's recording then sees the operations
@@ -120,7 +126,7 @@ class Optimizer:
             size, n = rows.shape[1], w.size
             for i in range(0, n, size):
                 k = min(size, n - i)
-                self._update_block(np, c, tuple(r[:k] for r in rows), first, *(a[i : i + k] for a in flat))
+                self._update_block(np, c, tuple(r[:k] for r in rows), first, w[i : i + k], g[i : i + k], tuple(a[i : i + k] for a in state))
 
     # ---- the numbers of one step ------------------------------------------------
     def _step_values(self) -> tuple:
@@ -142,7 +148,10 @@ class Optimizer:
 
     def _advance(self) -> None:
         self.steps += 1
-        values = self._values = self._step_values()
+        before, values = self._values, self._step_values()
+        self._values = values
+        if values == before:  # (most steps of plain SGD: the arrays hold these numbers already)
+            return
         for arrays in self._live.values():
             for a, v in zip(arrays, values):
                 a[()] = v

@@ -62,9 +62,9 @@ class SGD(Optimizer):
             first = self.velocity[i] is None
             if first:  # (the first step sets v = g: its contents now are undefined)
                 self.velocity[i] = namespace(p.data).empty_like(p.data)
-            self._apply(self._typed(g), first, p.data, g, self.velocity[i])
+            self._apply(self._typed(g), first, p.data, g, (self.velocity[i],))
 
-    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, *state: Any) -> None:
+    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         lr, m, wd, keep = c
         if self.weight_decay:
             g = xp.add(g, xp.multiply(wd, w, out=t[0]), out=t[0])
