@@ -184,15 +184,25 @@ def test_small_parameters_are_updated_whole():
     assert opt._scratch is None and np.all(p.data < 1)
 
 
-def test_a_strided_large_parameter_is_updated_whole_and_right():
-    data = np.random.default_rng(0).standard_normal((700, 300)).astype(np.float32).T  # not C-contiguous
+@pytest.mark.parametrize("layout", ["F", "strided"])
+def test_other_layouts_are_updated_right(layout):
+    """Arrays that share a Fortran layout go by blocks too (flattened in that order); a strided
+    view, or a gradient of another layout, is updated whole."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((700, 300)).astype(np.float32).T  # F-contiguous
+    g = rng.standard_normal((700, 300)).astype(np.float32).T
+    if layout == "strided":
+        data, g = rng.standard_normal((300, 1400)).astype(np.float32)[:, ::2], np.ascontiguousarray(g)
     p = nn.Parameter(data)
-    g = np.random.default_rng(1).standard_normal(data.shape).astype(np.float32)
-    p.grad = g
-    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    assert p.data is data  # (kept as given, layout included)
     expected = data - np.float32(0.1) * g
-    opt.step()
-    assert _same_bits(p.data, expected) and opt._scratch is None
+    expected = expected - np.float32(0.1) * (g * np.float32(0.9) + np.float32(1.0) * g)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        p.grad = g
+        opt.step()
+    assert _same_bits(p.data, expected)
+    assert (opt._scratch is not None) == (layout == "F")
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum-wd-dampening", "nesterov-wd", "adam-l2", "adamw"])

@@ -18,29 +18,30 @@ from ..validation import number
 # - whole: on the whole arrays, every temporary a new array (``out=None``). Small arrays are
 #   quicker so: NumPy caches small allocations, the arrays sit in the cache anyway, and a loop
 #   over blocks costs a few microseconds of Python.
-# - blocked: on consecutive blocks of BLOCK_BYTES of each array (flattened, so C-contiguous
-#   NumPy arrays of one dtype), the temporaries in one scratch buffer that the optimizer keeps,
+# - blocked: NumPy arrays flattened (in the order of their common contiguous layout) and cut
+#   into blocks of BLOCK_BYTES, the temporaries in one scratch buffer that the optimizer keeps,
 #   when the arrays the update reads and writes (the parameter, its gradient, its state)
 #   together reach BLOCKED_BYTES. ``w -= lr * g`` on a 2048 x 2048 float32 weight makes a
-#   16 MiB temporary: two passes through memory, where blocks of it that stay in the L2 cache
-#   make about one.
+#   16 MiB temporary: two passes through memory, where blocks that stay in the L2 cache make
+#   about one, and no large allocation (which the allocator may serve from fresh pages).
 # Each element goes through the same operations in the same order either way, so both give
 # the same bits; a compiled step records whichever ran (the blocks' views and the scratch
 # buffer included) and replays it.
 #
-# Measured (Xeon, 2 MiB of L2 per core, one thread, float32, median ms, plain SGD / momentum /
-# Adam): 2048 x 2048, whole 2.51 / 6.12 / 25.5; blocks of 64 KiB 2.19 / 5.55 / 13.8, 128 KiB
-# 1.73 / 4.48 / 12.5, 256 KiB 1.44 / 4.18 / 12.9, 512 KiB 1.57 / 4.27 / 13.3, 1 MiB 2.04 /
-# 5.77 / 13.9 (one pass, ``w -= g``, is 1.2). 784 x 1024, whole 0.45 / 1.02 / 2.95, 256 KiB
-# blocks 0.31 / 0.62 / 1.66. Whole against blocked, by size: 256 x 256 0.015 / 0.031 / 0.106
-# against 0.019 / 0.038 / 0.117; 300 x 300 0.021 / 0.051 / 0.324 against 0.028 / 0.061 / 0.175;
-# 362 x 362 0.032 / 0.080 / 0.532 against 0.040 / 0.086 / 0.253; 480 x 480 0.079 / 0.185 /
-# 1.09 against 0.084 / 0.176 / 0.483; 600 x 600 0.193 / 0.433 / 1.84 against 0.147 / 0.294 /
-# 0.765. So blocks win once the arrays outgrow the L2 cache, sooner for Adam (more arrays).
+# Measured (Xeon, 2 MiB of L2 per core, one thread, float32, ms per step of plain SGD /
+# momentum / Adam). Block sizes, 2048 x 2048: whole 2.51 / 6.12 / 25.5; blocks of 64 KiB
+# 2.19 / 5.55 / 13.8, 128 KiB 1.73 / 4.48 / 12.5, 256 KiB 1.44 / 4.18 / 12.9, 512 KiB 1.57 /
+# 4.27 / 13.3, 1 MiB 2.04 / 5.77 / 13.9 (one pass, ``w -= g``, is 1.2); 784 x 1024: whole
+# 0.45 / 1.02 / 2.95, 256 KiB blocks 0.31 / 0.62 / 1.66. Where blocks start to pay, whole
+# against blocked: 256 x 256 0.013 / 0.033 / 0.217 against 0.018 / 0.038 / 0.111; 362 x 362
+# 0.032 / 0.073 / 0.516 against 0.035 / 0.080 / 0.245; 420 x 420 0.043 / 0.108 / 0.753 against
+# 0.048 / 0.109 / 0.340; 480 x 480 0.073 / 0.188 / 1.03 against 0.074 / 0.160 / 0.459; 600 x
+# 600 0.180 / 0.411 / 1.80 against 0.124 / 0.252 / 0.708; 1024 x 1024 0.574 / 1.31 / 4.74
+# against 0.375 / 0.754 / 2.00. The more arrays an update touches, the sooner blocks pay.
 
 #: Blocked when the parameter, its gradient and its state together reach this many bytes
-#: (plain SGD from 768 KiB parameters, momentum from 512 KiB, Adam from 384 KiB).
-BLOCKED_BYTES = 3 * 512 * 1024
+#: (plain SGD from 512 KiB parameters, momentum from 342 KiB, Adam from 256 KiB).
+BLOCKED_BYTES = 1024 * 1024
 #: The bytes of one block of one array.
 BLOCK_BYTES = 256 * 1024
 #: How many temporaries an update needs at once (each optimizer's ``_update_block`` uses these).
@@ -72,11 +73,14 @@ class _Operators:
         return self._sqrt(a)
 
 
-def _blockable(arrays: tuple) -> bool:
-    """Whether the update may run on flat blocks of ``arrays`` (the parameter, its gradient and
-    state): one shape, one dtype, each C-contiguous (a flat view, no copy)."""
+def _block_order(arrays: tuple) -> str | None:
+    """The order ("C" or "F") in which ``arrays`` (the parameter, its gradient and state) can be
+    flattened into views and cut into blocks of the same elements: one shape, one dtype, one
+    layout, contiguous. None when they cannot (a strided view, mixed dtypes or layouts)."""
     w = arrays[0]
-    return all(a.shape == w.shape and a.dtype == w.dtype and a.flags.c_contiguous for a in arrays)
+    if any(a.shape != w.shape or a.dtype != w.dtype or a.strides != w.strides for a in arrays):
+        return None
+    return "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
 
 
 class Optimizer:
@@ -93,7 +97,22 @@ class Optimizer:
         self._scratch: np.ndarray | None = None  # the blocked update's temporaries (see _apply)
 
     def zero_grad(self) -> None:
-        """Drop every parameter's gradient (gradients accumulate otherwise)."""
+        """Drop every parameter's gradient: set each ``.grad`` to None, as PyTorch does by default.
+
+        Gradients accumulate otherwise (``backward()`` adds into a ``.grad`` that is set).
+        Eagerly, the next ``backward()`` gives each parameter a new array, the gradient it
+        computed, kept without a copy. No gradient buffer is kept between eager steps: NumPy's
+        allocator hands the freed memory straight back, and allocating the gradient of a
+        784 x 1024 or 2048 x 2048 weight (``x.T @ g`` against ``np.matmul(x.T, g, out=buf)``)
+        measured 2-4%, within noise. A compiled step (``cr.compile``) keeps its gradient buffers
+        for good: each replay writes the step's gradients into the arrays made while recording
+        and rebinds every ``.grad`` to its array. A ``zero_grad()`` in the step is Python, not
+        an array operation, so a replay does not run it; between steps it drops the references
+        until the next replay rebinds them. Copy a gradient to keep it past the next replay.
+
+        Example:
+            >>> opt.zero_grad(); loss.backward(); opt.step()
+        """
         for p in self.params:
             p.grad = None
 
@@ -114,19 +133,22 @@ class Optimizer:
         """Run :meth:`_update_block` on the whole arrays, or block by block (see the top of the module)."""
         if type(w) not in NUMPY_TYPES:
             self._update_block(_Operators(namespace(w)), c, _NEW, first, w, g, state)
-        elif w.nbytes * (2 + len(state)) < BLOCKED_BYTES or not _blockable((w, g, *state)):
+            return
+        order = _block_order((w, g, *state)) if w.nbytes * (2 + len(state)) >= BLOCKED_BYTES else None
+        if order is None:
             self._update_block(np, c, _NEW, first, w, g, state)
-        else:
-            w, g, *state = [a.reshape(-1) for a in (w, g, *state)]
-            if self._scratch is None:
-                self._scratch = np.empty(TEMPORARIES * BLOCK_BYTES, dtype=np.uint8)
-            # (as the gradient's array type: a compiled step's recording then sees the operations
-            # on the scratch too, as it sees the gradient's)
-            rows = self._scratch.view(dtype=g.dtype, type=type(g)).reshape(TEMPORARIES, -1)
-            size, n = rows.shape[1], w.size
-            for i in range(0, n, size):
-                k = min(size, n - i)
-                self._update_block(np, c, tuple(r[:k] for r in rows), first, w[i : i + k], g[i : i + k], tuple(a[i : i + k] for a in state))
+            return
+        w, g, *rest = [a.reshape(-1, order=order) for a in (w, g, *state)]
+        if self._scratch is None:
+            self._scratch = np.empty(TEMPORARIES * BLOCK_BYTES, dtype=np.uint8)
+        # (as the gradient's array type: a compiled step's recording then sees the operations on
+        # the scratch too, as it sees the gradient's)
+        rows = tuple(self._scratch.view(dtype=g.dtype, type=type(g)).reshape(TEMPORARIES, -1))
+        size, n = len(rows[0]), len(w)
+        for i in range(0, n, size):
+            j = min(i + size, n)
+            t = rows if j - i == size else tuple(r[: j - i] for r in rows)
+            self._update_block(np, c, t, first, w[i:j], g[i:j], tuple(a[i:j] for a in rest))
 
     # ---- the numbers of one step ------------------------------------------------
     def _step_values(self) -> tuple:
