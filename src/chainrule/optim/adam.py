@@ -24,6 +24,8 @@ class Adam(Optimizer):
         >>> opt = optim.Adam(model.parameters(), lr=1e-3)
     """
 
+    _SETTINGS = ("betas", "eps", "weight_decay", "decoupled")
+
     def __init__(
         self,
         params: Iterable,
@@ -55,32 +57,30 @@ class Adam(Optimizer):
         c2_sqrt = math.sqrt(1 - b2**t)
         return (b1, b2, 1 - b1, 1 - b2, step_size, c2_sqrt, self.eps, wd, 1 - lr * wd)
 
-    def step(self) -> None:
-        self._begin_step("betas", "eps", "weight_decay", "decoupled")
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.m[i] is None:
-                xp = namespace(p.data)
-                self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-            self._apply(self._typed(g), False, p.data, g, (self.m[i], self.v[i]))
+    def _new_state(self, i: int, w: Any) -> None:
+        xp = namespace(w)
+        self.m[i], self.v[i] = xp.zeros_like(w), xp.zeros_like(w)
 
     def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         b1, b2, keep1, keep2, step_size, c2_sqrt, eps, wd, shrink = c
+        t0, t1 = t
         m, v = state
         if self.weight_decay:
             if self.decoupled:
-                xp.multiply(w, shrink, out=w)
-            else:
-                g = xp.add(g, xp.multiply(wd, w, out=t[0]), out=t[0])
-        xp.multiply(m, b1, out=m)
-        xp.add(m, xp.multiply(keep1, g, out=t[1]), out=m)
-        xp.multiply(v, b2, out=v)
-        xp.add(v, xp.multiply(keep2, xp.multiply(g, g, out=t[1]), out=t[1]), out=v)
-        denominator = xp.add(xp.divide(xp.sqrt(v, out=t[1]), c2_sqrt, out=t[1]), eps, out=t[1])
-        # (the numerator in t[0]: g is read no more)
-        xp.subtract(w, xp.divide(xp.multiply(step_size, m, out=t[0]), denominator, out=t[0]), out=w)
+                xp.multiply(w, shrink, w)
+            else:  # g + wd w
+                decay = xp.multiply(wd, w, t0)
+                g = xp.add(g, decay, decay)
+        xp.multiply(m, b1, m)
+        xp.add(m, xp.multiply(keep1, g, t1), m)
+        xp.multiply(v, b2, v)
+        square = xp.multiply(g, g, t1)
+        xp.add(v, xp.multiply(square, keep2, square), v)  # (keep2 g^2: the same product)
+        denominator = xp.sqrt(v, t1)  # sqrt(v) / sqrt(c2) + eps
+        xp.divide(denominator, c2_sqrt, denominator)
+        xp.add(denominator, eps, denominator)
+        step = xp.multiply(step_size, m, t0)  # (t0: g + wd w is read no more)
+        xp.subtract(w, xp.divide(step, denominator, step), w)
 
 
 class AdamW(Adam):

@@ -51,15 +51,20 @@ _NEW = (None,) * TEMPORARIES  # the whole-array application: every temporary a n
 
 def _with_out(op: Callable, in_place: Callable) -> Callable:
     def call(a: Any, b: Any, out: Any = None) -> Any:
-        return op(a, b) if out is None else in_place(out, b)
+        if out is None:
+            return op(a, b)
+        if out is a:
+            return in_place(a, b)
+        out[...] = op(a, b)
+        return out
 
     return call
 
 
 class _Operators:
-    """The ufuncs an update calls, for a namespace without NumPy's ``out=`` (array-api-strict;
-    CuPy alike): ``out`` is None (a new array) or the first operand (updated in place), which
-    is all that the whole-array application passes."""
+    """The ufuncs an update calls, with NumPy's ``out``, for a namespace that has no ``out=``
+    (array-api-strict), and for CuPy alike: operators, in place where ``out`` is the first
+    operand, else a new array copied into ``out``."""
 
     multiply = staticmethod(_with_out(operator.mul, operator.imul))
     add = staticmethod(_with_out(operator.add, operator.iadd))
@@ -70,7 +75,10 @@ class _Operators:
         self._sqrt = xp.sqrt
 
     def sqrt(self, a: Any, out: Any = None) -> Any:
-        return self._sqrt(a)
+        if out is None:
+            return self._sqrt(a)
+        out[...] = self._sqrt(a)
+        return out
 
 
 def _block_order(arrays: tuple) -> str | None:
@@ -118,23 +126,55 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter in place from its ``.grad`` (parameters whose grad is None are skipped)."""
-        raise NotImplementedError
+        self._begin_step(*self._SETTINGS)
+        buffers = tuple(self._buffers().values())  # per parameter: SGD's velocity, Adam's m and v
+        states = list(zip(*buffers)) if buffers else None  # per parameter: its state arrays
+        whole_below = BLOCKED_BYTES // (2 + len(buffers))  # (bytes of a parameter)
+        update, typed, numpy_types = self._update_block, self._typed, NUMPY_TYPES
+        dtype = c = None
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            w = p.data
+            first, state = False, ()
+            if states is not None:
+                state = states[i]
+                if state[0] is None:
+                    first = True
+                    self._new_state(i, w)
+                    state = tuple(b[i] for b in buffers)
+            if type(w) in numpy_types and w.nbytes < whole_below:  # the common case, in the fewest calls
+                if g.dtype is not dtype:
+                    dtype, c = g.dtype, typed(g)
+                update(np, c, _NEW, first, w, g, state)
+            else:
+                self._apply(typed(g), first, w, g, state)
 
-    # ---- the update of one parameter --------------------------------------------
+    # ---- the update of one parameter, written once by each optimizer -------------
+    #: The settings a compiled step's replay checks (a change records the step again).
+    _SETTINGS: tuple = ()
+
+    def _new_state(self, i: int, w: Any) -> None:
+        """Make parameter ``i``'s state arrays (its first step), like its data ``w``."""
+
     def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         """Update one block of a parameter ``w`` (or the whole of it) in place from its gradient
-        ``g`` and its ``state`` arrays (blocks of the same elements), with ufunc calls of namespace ``xp``.
-        ``c``: this step's numbers (:meth:`_typed`); ``t``: TEMPORARIES arrays of the block's
-        size for the intermediate results (or None each: new arrays); ``first``: whether this is
-        the parameter's first step (its state was just made, contents undefined)."""
+        ``g`` and its ``state`` arrays (blocks of the same elements), with ufunc calls of ``xp``
+        whose third argument is ``out`` (positional: the quickest call): a temporary of ``t``, an
+        array the update owns already (in place), or a state array. ``c``: this step's numbers
+        (:meth:`_typed`); ``t``: TEMPORARIES arrays of the block's size (or None each: new
+        arrays); ``first``: whether this is the parameter's first step (its state was just made
+        by :meth:`_new_state`)."""
         raise NotImplementedError
 
-    def _apply(self, c: tuple, first: bool, w: Any, g: Any, state: tuple = ()) -> None:
-        """Run :meth:`_update_block` on the whole arrays, or block by block (see the top of the module)."""
+    def _apply(self, c: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
+        """Run :meth:`_update_block` on the whole arrays of another namespace, or on NumPy arrays
+        block by block where they allow it (see the top of the module), else whole."""
         if type(w) not in NUMPY_TYPES:
             self._update_block(_Operators(namespace(w)), c, _NEW, first, w, g, state)
             return
-        order = _block_order((w, g, *state)) if w.nbytes * (2 + len(state)) >= BLOCKED_BYTES else None
+        order = _block_order((w, g, *state))
         if order is None:
             self._update_block(np, c, _NEW, first, w, g, state)
             return

@@ -22,6 +22,8 @@ class SGD(Optimizer):
         >>> opt.zero_grad(); loss.backward(); opt.step()
     """
 
+    _SETTINGS = ("momentum", "nesterov", "weight_decay", "dampening")
+
     def __init__(
         self,
         params: Iterable,
@@ -50,30 +52,25 @@ class SGD(Optimizer):
     def _step_values(self) -> tuple:
         return (self.lr, self.momentum, self.weight_decay, 1 - self.dampening)
 
-    def step(self) -> None:
-        self._begin_step("momentum", "nesterov", "weight_decay", "dampening")
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if not self.momentum:
-                self._apply(self._typed(g), False, p.data, g)
-                continue
-            first = self.velocity[i] is None
-            if first:  # (the first step sets v = g: its contents now are undefined)
-                self.velocity[i] = namespace(p.data).empty_like(p.data)
-            self._apply(self._typed(g), first, p.data, g, (self.velocity[i],))
+    def _new_state(self, i: int, w: Any) -> None:
+        self.velocity[i] = namespace(w).empty_like(w)  # (the first step sets v = g)
 
     def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
         lr, m, wd, keep = c
-        if self.weight_decay:
-            g = xp.add(g, xp.multiply(wd, w, out=t[0]), out=t[0])
+        t0, t1 = t
+        if self.weight_decay:  # g + wd w
+            decay = xp.multiply(wd, w, t0)
+            g = xp.add(g, decay, decay)
         if state:
             (v,) = state
             if first:
                 v[...] = g
+            else:  # v <- m v + (1 - dampening) g
+                xp.multiply(v, m, v)
+                xp.add(v, xp.multiply(keep, g, t1), v)
+            if self.nesterov:  # g + m v
+                ahead = xp.multiply(m, v, t1)
+                g = xp.add(g, ahead, ahead)
             else:
-                xp.multiply(v, m, out=v)
-                xp.add(v, xp.multiply(keep, g, out=t[1]), out=v)
-            g = xp.add(g, xp.multiply(m, v, out=t[1]), out=t[1]) if self.nesterov else v
-        xp.subtract(w, xp.multiply(g, lr, out=t[1]), out=w)
+                g = v
+        xp.subtract(w, xp.multiply(g, lr, t1), w)
