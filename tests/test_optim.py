@@ -9,7 +9,7 @@ import pytest
 import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
-from conftest import torch_copy
+from conftest import from_strict, to_strict, torch_copy
 
 SIZES = [6, 8, 8, 8, 3]
 
@@ -174,6 +174,28 @@ def test_the_update_is_bit_identical_to_the_plain_expressions(name, dtype):
                 assert _same_bits(buffers[i], state[list(opt.buffers()).index(name_)]), (key, name_, t)
     assert np.array_equal(idle.data, np.ones(3, dtype))
     assert opt._scratch is not None  # the large parameter went block by block
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_another_namespace_gets_the_same_bits(strict, name):
+    """The update written once runs on array-api-strict through operators (no ``out=`` there),
+    large parameters whole: the bits equal NumPy's."""
+    settings = VARIANTS[name]
+    make = lambda ps: settings["cls"](ps, **{k: v for k, v in settings.items() if k != "cls"})  # noqa: E731
+    rng = np.random.default_rng(4)
+    data = [rng.standard_normal(s).astype(np.float32) for s in SHAPES.values()]
+    grads = [[rng.standard_normal(d.shape).astype(np.float32) for d in data] for _ in range(3)]
+    host = [nn.Parameter(d.copy()) for d in data]
+    device = [nn.Parameter(to_strict(strict, d)) for d in data]
+    opt_host, opt_device = make(host), make(device)
+    for gs in grads:
+        for p, q, g in zip(host, device, gs):
+            p.grad, q.grad = g, to_strict(strict, g)
+        opt_host.step()
+        opt_device.step()
+    for p, q in zip(host, device):
+        assert _same_bits(p.data, from_strict(q.data))
+    assert opt_device._scratch is None
 
 
 def test_small_parameters_are_updated_whole():

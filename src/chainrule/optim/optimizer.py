@@ -15,9 +15,9 @@ from ..validation import number
 
 # How a parameter is updated. The update of one parameter is written once, as ufunc calls on
 # blocks of arrays (``_update_block``), and applied one of two ways:
-# - whole: on the whole arrays, every temporary a new array (``out=None``). Small arrays are
-#   quicker so: NumPy caches small allocations, the arrays sit in the cache anyway, and a loop
-#   over blocks costs a few microseconds of Python.
+# - whole: on the whole arrays, each temporary a new array (``out`` None) that the operations
+#   after it update in place. Small arrays are quicker so: NumPy caches small allocations, the
+#   arrays sit in the cache anyway, and a loop over blocks costs a few microseconds of Python.
 # - blocked: NumPy arrays flattened (in the order of their common contiguous layout) and cut
 #   into blocks of BLOCK_BYTES, the temporaries in one scratch buffer that the optimizer keeps,
 #   when the arrays the update reads and writes (the parameter, its gradient, its state)
@@ -29,15 +29,18 @@ from ..validation import number
 # buffer included) and replays it.
 #
 # Measured (Xeon, 2 MiB of L2 per core, one thread, float32, ms per step of plain SGD /
-# momentum / Adam). Block sizes, 2048 x 2048: whole 2.51 / 6.12 / 25.5; blocks of 64 KiB
-# 2.19 / 5.55 / 13.8, 128 KiB 1.73 / 4.48 / 12.5, 256 KiB 1.44 / 4.18 / 12.9, 512 KiB 1.57 /
-# 4.27 / 13.3, 1 MiB 2.04 / 5.77 / 13.9 (one pass, ``w -= g``, is 1.2); 784 x 1024: whole
-# 0.45 / 1.02 / 2.95, 256 KiB blocks 0.31 / 0.62 / 1.66. Where blocks start to pay, whole
-# against blocked: 256 x 256 0.013 / 0.033 / 0.217 against 0.018 / 0.038 / 0.111; 362 x 362
-# 0.032 / 0.073 / 0.516 against 0.035 / 0.080 / 0.245; 420 x 420 0.043 / 0.108 / 0.753 against
-# 0.048 / 0.109 / 0.340; 480 x 480 0.073 / 0.188 / 1.03 against 0.074 / 0.160 / 0.459; 600 x
-# 600 0.180 / 0.411 / 1.80 against 0.124 / 0.252 / 0.708; 1024 x 1024 0.574 / 1.31 / 4.74
-# against 0.375 / 0.754 / 2.00. The more arrays an update touches, the sooner blocks pay.
+# momentum / Adam, the best of 15 runs). Block sizes, 2048 x 2048: whole 2.33 / 5.25 / 20.0;
+# blocks of 64 KiB 1.51 / 3.62 / 11.5, 128 KiB 1.35 / 3.20 / 9.71, 256 KiB 1.28 / 2.96 / 9.98,
+# 512 KiB 1.26 / 2.86 / 10.2, 1 MiB 1.66 / 4.14 / 11.8 (one pass, ``w -= g``, is 1.2); 784 x
+# 1024: whole 0.46 / 1.03 / 2.43, 256 KiB blocks 0.27 / 0.55 / 1.47. Where blocks start to pay,
+# whole against blocked: 256 x 256 0.013 / 0.032 / 0.212 against 0.019 / 0.037 / 0.111; 362 x
+# 362 0.026 / 0.067 / 0.503 against 0.032 / 0.075 / 0.240; 420 x 420 0.045 / 0.115 / 0.722
+# against 0.054 / 0.117 / 0.333; 480 x 480 0.074 / 0.186 / 0.974 against 0.070 / 0.152 /
+# 0.428; 600 x 600 0.179 / 0.416 / 1.55 against 0.116 / 0.245 / 0.662; 1024 x 1024 0.591 /
+# 1.32 / 4.08 against 0.332 / 0.699 / 1.91. The more arrays an update touches, the sooner blocks
+# pay; the threshold below costs plain SGD a few microseconds on parameters of 512-800 KiB and
+# saves Adam half its time from 256 KiB. (The expressions this replaced, ``w -= lr * g`` and so
+# on, ran as fast as the whole application.)
 
 #: Blocked when the parameter, its gradient and its state together reach this many bytes
 #: (plain SGD from 512 KiB parameters, momentum from 342 KiB, Adam from 256 KiB).
