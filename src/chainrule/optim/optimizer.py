@@ -113,9 +113,10 @@ class Optimizer:
         Gradients accumulate otherwise (``backward()`` adds into a ``.grad`` that is set).
         Eagerly, the next ``backward()`` gives each parameter a new array, the gradient it
         computed, kept without a copy. No gradient buffer is kept between eager steps: NumPy's
-        allocator hands the freed memory straight back, and allocating the gradient of a
-        784 x 1024 or 2048 x 2048 weight (``x.T @ g`` against ``np.matmul(x.T, g, out=buf)``)
-        measured 2-4%, within noise. A compiled step (``cr.compile``) keeps its gradient buffers
+        allocator hands the freed memory straight back, and the gradient of a 784 x 1024 or
+        2048 x 2048 weight made new (``x.T @ g``) or into a kept buffer
+        (``np.matmul(x.T, g, out=buf)``) measured the same within the noise (a few percent
+        either way, one thread). A compiled step (``cr.compile``) keeps its gradient buffers
         for good: each replay writes the step's gradients into the arrays made while recording
         and rebinds every ``.grad`` to its array. A ``zero_grad()`` in the step is Python, not
         an array operation, so a replay does not run it; between steps it drops the references
