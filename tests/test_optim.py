@@ -9,6 +9,7 @@ import pytest
 import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
+from chainrule.train_step import training_step
 from conftest import from_strict, to_strict, torch_copy
 
 SIZES = [6, 8, 8, 8, 3]
@@ -113,6 +114,11 @@ VARIANTS = {
 SHAPES = {"large": (300, 700), "small": (7, 5)}
 
 
+def _make(name, params):
+    settings = dict(VARIANTS[name])
+    return settings.pop("cls")(params, **settings)
+
+
 def _reference_steps(settings, w, grads):
     """The update as plain NumPy expressions (each step's numbers in the parameter's dtype, as the
     optimizers use them): the parameter and the state after each step."""
@@ -161,7 +167,7 @@ def test_the_update_is_bit_identical_to_the_plain_expressions(name, dtype):
         grads[key][0].flat[:4] = [0.0, -0.0, 1e18, -1e-30]  # signed zeros and extremes keep their bits
     start = {k: p.data.copy() for k, p in params.items()}
     idle = nn.Parameter(np.ones(3, dtype), dtype=dtype)  # no gradient: left alone
-    opt = settings["cls"](list(params.values()) + [idle], **{k: v for k, v in settings.items() if k != "cls"})
+    opt = _make(name, list(params.values()) + [idle])
     expected = {k: _reference_steps(settings, start[k], grads[k]) for k in params}
     for t in range(3):
         for key, p in params.items():
@@ -180,14 +186,12 @@ def test_the_update_is_bit_identical_to_the_plain_expressions(name, dtype):
 def test_another_namespace_gets_the_same_bits(strict, name):
     """The update written once runs on array-api-strict through operators (no ``out=`` there),
     large parameters whole: the bits equal NumPy's."""
-    settings = VARIANTS[name]
-    make = lambda ps: settings["cls"](ps, **{k: v for k, v in settings.items() if k != "cls"})  # noqa: E731
     rng = np.random.default_rng(4)
     data = [rng.standard_normal(s).astype(np.float32) for s in SHAPES.values()]
     grads = [[rng.standard_normal(d.shape).astype(np.float32) for d in data] for _ in range(3)]
     host = [nn.Parameter(d.copy()) for d in data]
     device = [nn.Parameter(to_strict(strict, d)) for d in data]
-    opt_host, opt_device = make(host), make(device)
+    opt_host, opt_device = _make(name, host), _make(name, device)
     for gs in grads:
         for p, q, g in zip(host, device, gs):
             p.grad, q.grad = g, to_strict(strict, g)
@@ -229,22 +233,13 @@ def test_other_layouts_are_updated_right(layout):
 
 @pytest.mark.parametrize("name", ["sgd", "momentum-wd-dampening", "nesterov-wd", "adam-l2", "adamw"])
 def test_a_compiled_blocked_update_replays_bit_identically(name):
-    settings = VARIANTS[name]
     results = []
     for compiled in (False, True):
         model = nn.MLP([8, 40000, 4], generator=0)  # two weights of 1.25 MiB: five blocks each
-        opt = settings["cls"](model.parameters(), **{k: v for k, v in settings.items() if k != "cls"})
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-
-        f = cr.compile(step) if compiled else step
+        opt = _make(name, model.parameters())
+        f = training_step(model, F.cross_entropy, opt, compile=compiled)  # the step cr.fit runs
         rng = np.random.default_rng(5)
-        losses = [f(cr.tensor(rng.standard_normal((6, 8)).astype(np.float32)), cr.tensor(rng.integers(0, 4, 6))).item() for _ in range(5)]
+        losses = [f(cr.tensor(rng.standard_normal((6, 8)).astype(np.float32)), cr.tensor(rng.integers(0, 4, 6)))[1].item() for _ in range(5)]
         results.append((losses, [p.data.copy() for p in model.parameters()], opt.state_dict()["buffers"]))
         if compiled:
             assert f.replays == 3 and opt._scratch is not None
