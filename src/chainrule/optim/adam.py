@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..backend import namespace
 from ..errors import ChainruleError
@@ -23,6 +23,8 @@ class Adam(Optimizer):
     Example:
         >>> opt = optim.Adam(model.parameters(), lr=1e-3)
     """
+
+    _SETTINGS = ("betas", "eps", "weight_decay", "decoupled")
 
     def __init__(
         self,
@@ -55,29 +57,30 @@ class Adam(Optimizer):
         c2_sqrt = math.sqrt(1 - b2**t)
         return (b1, b2, 1 - b1, 1 - b2, step_size, c2_sqrt, self.eps, wd, 1 - lr * wd)
 
-    def step(self) -> None:
-        self._begin_step("betas", "eps", "weight_decay", "decoupled")
-        wd = self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            b1_, b2_, keep1, keep2, step_, c2_, eps_, wd_, shrink = self._typed(g)
-            if wd:
-                if self.decoupled:
-                    p.data *= shrink
-                else:
-                    g = g + wd_ * p.data
-            xp = namespace(p.data)
-            if self.m[i] is None:
-                self.m[i] = xp.zeros_like(p.data)
-                self.v[i] = xp.zeros_like(p.data)
-            m, v = self.m[i], self.v[i]
-            m *= b1_
-            m += keep1 * g
-            v *= b2_
-            v += keep2 * (g * g)
-            p.data -= step_ * m / (xp.sqrt(v) / c2_ + eps_)
+    def _new_state(self, i: int, w: Any) -> None:
+        xp = namespace(w)
+        self.m[i], self.v[i] = xp.zeros_like(w), xp.zeros_like(w)
+
+    def _update_block(self, xp: Any, c: tuple, t: tuple, first: bool, w: Any, g: Any, state: tuple) -> None:
+        b1, b2, keep1, keep2, step_size, c2_sqrt, eps, wd, shrink = c
+        t0, t1 = t
+        m, v = state
+        if self.weight_decay:
+            if self.decoupled:
+                xp.multiply(w, shrink, w)
+            else:  # g + wd w
+                decay = xp.multiply(wd, w, t0)
+                g = xp.add(g, decay, decay)
+        xp.multiply(m, b1, m)
+        xp.add(m, xp.multiply(keep1, g, t1), m)
+        xp.multiply(v, b2, v)
+        square = xp.multiply(g, g, t1)
+        xp.add(v, xp.multiply(square, keep2, square), v)  # (keep2 g^2: the same product)
+        denominator = xp.sqrt(v, t1)  # sqrt(v) / sqrt(c2) + eps
+        xp.divide(denominator, c2_sqrt, denominator)
+        xp.add(denominator, eps, denominator)
+        step = xp.multiply(step_size, m, t0)  # (t0: g + wd w is read no more)
+        xp.subtract(w, xp.divide(step, denominator, step), w)
 
 
 class AdamW(Adam):
