@@ -196,3 +196,23 @@ def test_gradients_the_step_drops_are_freed_while_it_is_recorded():
     step.fn = watching
     step(x, y)  # the recording
     assert seen == [0]
+
+
+def test_a_replay_silences_floating_point_warnings_and_restores_them_even_when_it_raises():
+    model, opt, step = _digits_step(lambda ps: optim.SGD(ps, lr=0.1))
+    before = np.geterr()
+    x = cr.tensor(np.full((6, 8), 1e30, np.float32))  # overflows inside the step
+    y = cr.tensor(np.zeros(6, np.int64))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager call and the recording warn, as eager steps do
+        step(x, y)
+        step(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(x, y)
+    assert step.replays == 1 and np.geterr() == before
+    with pytest.raises(cr.DataError, match="class targets must lie in"):
+        step(x, cr.tensor(np.full(6, 7, np.int64)))
+    assert np.geterr() == before
