@@ -11,6 +11,7 @@ import chainrule as cr
 from chainrule import functional as F
 from chainrule import nn, optim
 from chainrule.program import MERGE_SIZE, bound_methods, merge_siblings, typed_constants
+from chainrule.train_step import training_step
 
 
 def _run(program):
@@ -152,16 +153,7 @@ def _digits_step(opt_factory):
     cr.manual_seed(0)
     model = nn.MLP([8, 16, 16, 4], activation="relu")
     opt = opt_factory(model.parameters())
-
-    @cr.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, step
+    return model, opt, training_step(model, F.cross_entropy, opt)
 
 
 def test_a_compiled_sgd_step_updates_with_one_multiplication_and_its_gradients_share_a_buffer():
