@@ -161,12 +161,12 @@ def test_fused_stack_equals_layer_by_layer(activation, kw, need_x):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 33, 64, 65])
-def test_a_wide_layer_matches_torch_in_float32(torch, rows):
-    """From 2 to 64 rows a float32 layer of width 768 or more computes its input gradient as a
-    transposed product (F._input_gradient, for speed): values and gradients as PyTorch's, fused
-    and layer by layer."""
-    model = nn.MLP([16, 800, 768, 3], generator=0)
+@pytest.mark.parametrize("rows, width", [(1, 768), (2, 768), (33, 768), (64, 768), (65, 768), (3, 512), (4, 512), (48, 400), (49, 400)])
+def test_a_wide_layer_matches_torch_in_float32(torch, rows, width):
+    """A float32 layer of width 768 or more at 2 to 64 rows, or of width 384 or more at 4 to 48
+    rows, computes its input gradient as a transposed product (F._input_gradient, for speed):
+    values and gradients as PyTorch's, fused and layer by layer."""
+    model = nn.MLP([16, width + 32, width, 3], generator=0)
     ref = torch_copy(torch, model)
     x = np.random.default_rng(4).standard_normal((rows, 16)).astype(np.float32)
     tx = torch.tensor(x.astype(np.float64), requires_grad=True)
@@ -188,10 +188,13 @@ def test_a_wide_layer_matches_torch_in_float32(torch, rows):
 
 
 def test_the_input_gradient_is_the_plain_product_outside_the_measured_region():
-    """F._input_gradient takes the transposed form only where it measured faster (2 to 64 rows,
-    both widths >= 768, float32); elsewhere it is ``g @ w.T``, bit for bit."""
+    """F._input_gradient takes the transposed form only where it measured faster (float32; 2 to
+    64 rows with both widths >= 768, 4 to 48 rows with both >= 384); elsewhere it is ``g @ w.T``,
+    bit for bit."""
     rng = np.random.default_rng(5)
-    for rows, n_in, n_out, dtype in [(1, 800, 768, "float32"), (65, 800, 768, "float32"), (8, 767, 800, "float32"), (8, 800, 768, "float64")]:
+    outside = [(1, 800, 768, "float32"), (65, 800, 768, "float32"), (3, 767, 800, "float32"), (49, 767, 800, "float32"),
+               (8, 383, 800, "float32"), (8, 800, 768, "float64")]
+    for rows, n_in, n_out, dtype in outside:
         g = rng.standard_normal((rows, n_out)).astype(dtype)
         w = rng.standard_normal((n_in, n_out)).astype(dtype)
         assert np.array_equal(F._input_gradient(g, w), g @ w.T)
