@@ -11,7 +11,7 @@ synthetic classification problem trained with SGD, float32:
 
 Each point is the median over interleaved repetitions (the runners take turns) of the time per
 step, as :func:`chainrule.bench.measure.measure_training` measures it. The run is short on purpose
-(a few steps per point): it shows where each runner's cost per step comes from (fixed costs
+(10 to 30 steps per point): it shows where each runner's cost per step comes from (fixed costs
 dominate at small sizes, the matrix products at large ones), not a precise number.
 """
 
@@ -127,7 +127,7 @@ def run_curves(repeats: int = 3, quick: bool = False, threads: int | None = 1, p
             rows = []
             for v in values:
                 sizes, batch = point(v)
-                steps = 2 if quick else max(4, min(30, int(2e8 / (6 * _weights(sizes) * batch))))
+                steps = 2 if quick else max(10, min(30, int(2e8 / (6 * _weights(sizes) * batch))))
                 say(f"{curve} = {v}: layers {'-'.join(map(str, sizes)) if len(sizes) < 8 else f'{sizes[0]}-{sizes[1]}x{len(sizes) - 2}-{sizes[-1]}'}, batch {batch}, {steps} steps")
                 seconds = measure_point(sizes, batch, ok, repeats, steps)
                 rows.append({"value": v, "sizes": list(sizes), "batch": batch, "seconds": seconds, "vs_torch": _ratios(seconds, "torch"),
