@@ -184,10 +184,12 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
     Two operations are siblings when they call the same ufunc of :data:`EXACT` and, position by
     position, pass either the very same operand (a number or a 0-d array) or different arrays
     of ``candidates`` (id -> array: arrays the program may place anywhere; those of at most
-    :data:`MERGE_SIZE` elements), of one dtype and of the shape of the result (no broadcasting). A later sibling joins an earlier one when it can
-    move up to the earlier one's place: nothing between writes what it reads or touches what it
-    writes, and no host function lies between. Each merged position gets one new buffer holding
-    its arrays side by side (their values copied in), each array a view of it.
+    :data:`MERGE_SIZE` elements), of one dtype and of the shape of the result (no
+    broadcasting), tied alike where an operation works in place. A later sibling joins an
+    earlier one when it can move up to the earlier one's place: nothing between writes what it
+    reads or touches what it writes, and no host function lies between. Each merged position
+    gets one new buffer holding its arrays side by side (their values copied in), each array a
+    view of it.
 
     Returns (program, moved): moved maps the id of each array that now lives in a new buffer to
     its view there; the caller rebinds its own references to those arrays.
@@ -197,26 +199,29 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
         k: a for k, a in candidates.items() if k not in partial and a.size <= MERGE_SIZE and a.flags.c_contiguous and _BASE(a) is None
     }
     effects = [_effects(*op) for op in program]
-    groups: list = []  # each: {"f", "members": [index], "kinds": [None | "shared" | "vary"], "used": set of root ids}
-    open_groups: list = []
+    groups: list = []
+    open_groups: dict = {}  # an operation's kind (see _kind) -> its open groups, oldest first
     for i, (f, args, kwargs) in enumerate(program):
         if effects[i][2]:
-            open_groups = []
+            open_groups = {}
             continue
         parts = _ufunc_parts(f, args, kwargs) if f in EXACT else None
-        if parts is None:
+        kind = _kind(f, (*parts[0], parts[1]), movable) if parts is not None else None
+        if kind is None:
             continue
-        operands = (*parts[0], parts[1])
-        joined = False
-        for g in reversed(open_groups):
-            if g["f"] is f and i - g["members"][0] <= WINDOW and _joins(g, operands, program, movable) and _can_move(effects, g, i):
+        key, roots = kind
+        waiting = open_groups.setdefault(key, [])
+        while waiting and i - waiting[0]["members"][0] > WINDOW:  # (too far back to join)
+            waiting.pop(0)
+        for g in reversed(waiting):
+            if not (g["used"] & set(roots)) and _can_move(effects, g, i):
                 g["members"].append(i)
-                g["operands"].append(operands)
-                joined = True
+                g["roots"].append(roots)
+                g["used"].update(roots)
                 break
-        if not joined:
-            g = {"f": f, "members": [i], "operands": [operands], "kinds": None}
-            open_groups.append(g)
+        else:
+            g = {"f": f, "key": key, "members": [i], "roots": [roots], "used": set(roots), "seen": i, "reads": set(), "writes": set()}
+            waiting.append(g)
             groups.append(g)
     moved: dict = {}
     merged: dict = {}  # index of a group's first member -> the merged call
@@ -224,7 +229,7 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
     for g in groups:
         if len(g["members"]) < 2:
             continue
-        call = _merge(g, moved)
+        call = _merge(g, program, movable, moved)
         if call is not None:
             merged[g["members"][0]] = call
             dropped.update(g["members"][1:])
@@ -239,75 +244,68 @@ def merge_siblings(program: list, candidates: dict) -> tuple:
     return out, moved
 
 
-def _joins(g: dict, operands: tuple, program: list, movable: dict) -> bool:
-    """Whether an operation with ``operands`` (inputs, then the output) is a sibling of group ``g``."""
-    ref = g["operands"][0]
-    if len(ref) != len(operands):
-        return False
+def _kind(f: Any, operands: tuple, movable: dict) -> tuple | None:
+    """(key, roots) of an operation that could merge, else None. ``operands``: its inputs, then
+    its output. Siblings have equal keys: the ufunc, and per position either the shared operand
+    (a number, or a 0-d array that is not the output) or, for a movable array of the result's
+    shape, its dtype and the first position holding the same array (an operation in place).
+    ``roots``: the ids of the movable arrays, by position."""
     out = operands[-1]
-    kinds = []
-    for p, (x, r) in enumerate(zip(operands, ref)):
-        same = x is r or (not isinstance(x, np.ndarray) and type(x) is type(r) and x == r)
-        if same and not (isinstance(x, np.ndarray) and x.ndim) and p < len(operands) - 1:
-            kinds.append("shared")
-            continue
-        if _movable(x, movable) and _movable(r, movable) and x.dtype == r.dtype and x.shape == out.shape:
-            kinds.append("vary")
-            continue
-        return False
-    if g["kinds"] is not None and kinds != g["kinds"]:
-        return False
-    # an array may sit in one position of a group only (or the same in several positions of one
-    # member: an operation in place)
-    seen = {id(_root(a)) for ops in g["operands"] for a, k in zip(ops, kinds) if k == "vary"}
-    mine = {id(_root(a)) for a, k in zip(operands, kinds) if k == "vary"}
-    if seen & mine:
-        return False
-    for ops in g["operands"]:  # positions tied in place must be tied alike in every member
-        for p in range(len(kinds)):
-            for q in range(p + 1, len(kinds)):
-                if kinds[p] == kinds[q] == "vary" and ((_root(ops[p]) is _root(ops[q])) != (_root(operands[p]) is _root(operands[q]))):
-                    return False
-    g["kinds"] = kinds
-    return True
-
-
-def _movable(x: Any, movable: dict) -> bool:
-    """Whether ``x`` is the whole of an array that the program may place anywhere."""
-    if not isinstance(x, np.ndarray):
-        return False
-    r = _root(x)
-    return id(r) in movable and _whole(x, r)
+    key: list = [f]
+    roots: list = []
+    for p, x in enumerate(operands):
+        if isinstance(x, np.ndarray):
+            r = _root(x)
+            if id(r) in movable and _whole(x, r) and x.shape == out.shape:
+                tie = next((q for q in range(p) if roots[q] == id(r)), p)
+                key.append(("vary", x.dtype.str, tie))
+                roots.append(id(r))
+                continue
+            if x.ndim == 0 and p < len(operands) - 1:
+                key.append(("shared", id(x)))
+                roots.append(None)
+                continue
+            return None
+        if p == len(operands) - 1 or not isinstance(x, (int, float, bool, np.generic)):
+            return None
+        key.append(("number", type(x), x))
+        roots.append(None)
+    return tuple(key), tuple(r for r in roots if r is not None)
 
 
 def _can_move(effects: list, g: dict, i: int) -> bool:
-    """Whether operation ``i`` may run at the place of the group's first member."""
+    """Whether operation ``i`` may run at the place of the group's first member: nothing from
+    there to ``i`` writes what it reads or touches what it writes. The group keeps what the
+    operations after its first member read and write, extended up to ``i`` as it goes."""
+    for j in range(g["seen"] + 1, i):
+        r, w, _ = effects[j]
+        g["reads"] |= r
+        g["writes"] |= w
+    g["seen"] = max(g["seen"], i - 1)
     reads, writes, _ = effects[i]
-    for j in range(g["members"][0], i):
-        r, w, barrier = effects[j]
-        if barrier or reads & w or writes & (r | w):
-            return False
+    if reads & g["writes"] or writes & (g["reads"] | g["writes"]):
+        return False
     return True
 
 
-def _merge(g: dict, moved: dict) -> tuple | None:
+def _merge(g: dict, program: list, movable: dict, moved: dict) -> tuple | None:
     """The one call that does the work of the group's members, each varying position's arrays
     moved into one new buffer (recorded in ``moved``); None when an array was moved already."""
-    kinds, members = g["kinds"], g["operands"]
+    members = [_operands(program[i]) for i in g["members"]]
+    kinds = g["key"][1:]
     flats: dict = {}  # position -> the buffer
     for p, kind in enumerate(kinds):
-        if kind != "vary":
+        if kind[0] != "vary":
             continue
-        tied = next((q for q in range(p) if kinds[q] == "vary" and _root(members[0][q]) is _root(members[0][p])), None)
-        if tied is not None:
-            flats[p] = flats[tied]
+        if kind[2] != p:  # tied in place to an earlier position
+            flats[p] = flats[kind[2]]
             continue
         arrays = [_root(ops[p]) for ops in members]
         if any(id(a) in moved for a in arrays):
             return None
         flats[p] = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
     for p, flat in flats.items():
-        if any(flats[q] is flat for q in flats if q < p):  # (a tied position: filled already)
+        if kinds[p][2] != p:  # (filled with the position it is tied to)
             continue
         start = 0
         for ops in members:
@@ -316,8 +314,13 @@ def _merge(g: dict, moved: dict) -> tuple | None:
             view[...] = a
             moved[id(a)] = view
             start += a.size
-    ins = tuple(flats[p] if kinds[p] == "vary" else members[0][p] for p in range(len(kinds) - 1))
+    ins = tuple(flats[p] if kinds[p][0] == "vary" else members[0][p] for p in range(len(kinds) - 1))
     return _call(g["f"], ins, flats[len(kinds) - 1])
+
+
+def _operands(op: tuple) -> tuple:
+    ins, out = _ufunc_parts(*op)
+    return (*ins, out)
 
 
 # ---- sharing dead buffers --------------------------------------------------------------------
