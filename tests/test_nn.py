@@ -250,3 +250,22 @@ def test_fused_stack_without_biases_and_with_replaced_weights():
     assert len(fused) == 1 + 3 + 1  # output, three parameters, the input's gradient
     for a, b in zip(fused, layered):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_copy_taken_while_a_layer_is_watched_is_not_watched():
+    """The dashboard copies a model that trains in another thread, whose layers a probe may be
+    watching at that moment: the copy runs its own forward, never the probe's wrapper."""
+    import copy
+
+    model = nn.MLP([4, 8, 3], generator=0)
+    seen = []
+    x = cr.tensor(np.ones((2, 4), np.float32))
+    with watch(model.linears[0], lambda forward: lambda t: seen.append(t.shape) or forward(t)):
+        twin = copy.deepcopy(model)
+        assert model.linears[0].watched and not twin.linears[0].watched and "forward" not in twin.linears[0].__dict__
+        twin(x)
+        assert seen == []
+        model(x)
+        assert seen == [(2, 4)]
+    np.testing.assert_array_equal(twin(x).data, model(x).data)
+    assert twin.linears[0].weight is not model.linears[0].weight

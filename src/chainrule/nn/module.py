@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -140,6 +142,18 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
+
+    def __deepcopy__(self, memo: dict) -> "Module":
+        """A deep copy that is not watched: the ``forward`` and ``watched`` that a :func:`watch`
+        block sets on this module belong to that block (a probe in another thread, say), and a
+        copy taken meanwhile must not run its wrapper, which writes into the probe's results."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        skip = ("forward", "watched") if self.__dict__.get("watched") else ()
+        for key, value in self.__dict__.items():
+            if key not in skip:
+                object.__setattr__(new, key, copy.deepcopy(value, memo))
+        return new
 
     def __setattr__(self, name: str, value: Any) -> None:
         params = self.__dict__.get("_parameters")
