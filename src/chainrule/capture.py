@@ -41,7 +41,7 @@ import numpy as np
 from . import autograd as _autograd
 from . import backend as _backend
 from .autograd import Tensor
-from .program import _arrays_in, _root, optimize, substitute
+from .program import _arrays_in, _root, optimize, substitute, ufunc_call
 
 #: How many input signatures (shapes, dtypes) one compiled function keeps recorded.
 CACHE_SIZE = 8
@@ -181,11 +181,11 @@ _UNSAFE = {"casting": "unsafe"}
 
 
 def _ufunc_call(f: Any, ins: tuple, kwargs: dict) -> tuple:
-    """A ufunc call for the program: with its one output passed by position when it has no other
-    keyword (the quickest call; NumPy deprecates that for maximum and minimum only)."""
+    """A ufunc call for the program: as :func:`chainrule.program.ufunc_call` makes it when its
+    only keyword is its one output, else as called."""
     out = kwargs.get("out")
-    if len(kwargs) == 1 and len(out) == 1 and isinstance(f, np.ufunc) and f.nin == len(ins) and f not in (np.maximum, np.minimum):
-        return (f, (*ins, out[0]), _NO_KWARGS)
+    if len(kwargs) == 1 and len(out) == 1 and isinstance(f, np.ufunc) and f.nin == len(ins):
+        return ufunc_call(f, ins, out[0])
     return (f, ins, kwargs)
 
 
@@ -360,7 +360,7 @@ def refuse(reason: str) -> None:
 class _Entry:
     """One input signature: discovered (first call), then recorded (second), then replayed."""
 
-    __slots__ = ("stage", "inputs", "program", "run", "holders", "bindings", "output", "reasons")
+    __slots__ = ("stage", "program", "run", "holders", "reasons")
 
     def __init__(self) -> None:
         self.stage = "new"
@@ -495,7 +495,6 @@ class Compiled:
                     _set(s, now)
                 bindings.append((s, now))
         output = _outputs(result, rec)
-        entry.inputs = inputs
         keep = [v for _, v in bindings] + [v for _, v in read_grads] + _arrays_in(output, []) + [slot[0] for slot in inputs if slot]
         # arrays the program may place anywhere: those it made, and the optimizers' buffers (not
         # the parameters, the layers' state or the inputs, which their owners hold)
@@ -510,9 +509,7 @@ class Compiled:
                 if isinstance(s[1], int):
                     _set(s, v)
             output = _substitute_output(output, moved)
-        entry.bindings = bindings
         entry.run = _straight_line(entry.program, inputs, bindings, read_grads, rec.guards, [(o, tuple(o.params)) for o in optimizers], output)
-        entry.output = output
         self._settle(entry, rec.reasons, "ready")
         return _materialize(output) if entry.stage == "ready" else _untraced(result)
 
@@ -539,10 +536,12 @@ def _straight_line(program: list, inputs: list, bindings: list, read_grads: list
     plain call per recorded operation, the gradients bound again, the result. A replay thus pays
     no loop, no tuple unpacking and no argument lists built. It returns :data:`_STALE` when a
     check fails."""
-    names: dict = {"_STALE": _STALE, "copyto": np.copyto, "errstate": np.errstate, "materialize": _materialize, "output": output}
+    names: dict = {"_STALE": _STALE, "copyto": np.copyto, "materialize": _materialize, "output": output}
     quiet = _quiet_switch()
     if quiet:
         names["quiet_on"], names["quiet_off"], names["QUIET"] = quiet
+    else:
+        names["errstate"] = np.errstate
     stale, copies, body, rebind = [], [], [], []
 
     def bind(prefix: str, value: Any) -> str:

@@ -206,9 +206,9 @@ def _input_gradient(g: np.ndarray, w: np.ndarray) -> np.ndarray:
     0.85, 0.99 at 2, 4, 8, 16, 32, 48, 64 rows; width 512 gives 1.03, 0.58, 0.57, 0.60, 0.73,
     0.80, 0.94. So the transposed form is used from 2 to 64 rows when both widths are at least
     768, from 4 to 48 rows when both are at least 384, and only in float32: in float64 it is
-    1.2-1.3x slower. The forward product ``x @ w`` and the weight gradient ``x.T @ g`` showed no layout
-    and no split into blocks that is faster by a clear margin in a training step, so they stay
-    as written. Plain NumPy calls (a product, a transposed view, a copy): ``cr.compile``
+    1.2-1.3x slower. The forward product ``x @ w`` and the weight gradient ``x.T @ g`` showed
+    no layout and no split into blocks that is faster by a clear margin in a training step, so
+    they stay as written. Plain NumPy calls (a product, a transposed view, a copy): ``cr.compile``
     records and replays them.
     """
     if transposes_input_gradient(g, w):

@@ -111,8 +111,9 @@ def _ufunc_parts(f: Any, args: tuple, kwargs: dict) -> tuple | None:
     return None
 
 
-def _call(f: Any, ins: tuple, out: np.ndarray) -> tuple:
-    """A ufunc call for the program: its output by position (the quickest call) where NumPy allows."""
+def ufunc_call(f: Any, ins: tuple, out: np.ndarray) -> tuple:
+    """A ufunc call for the program: its one output by position (the quickest call), except for
+    the ufuncs whose positional ``out`` NumPy deprecates (maximum and minimum)."""
     return (f, ins, {"out": (out,)}) if f in _OUT_BY_KEYWORD else (f, (*ins, out), {})
 
 
@@ -132,7 +133,7 @@ def typed_constants(program: list) -> list:
             if arrays and all(a.dtype == dt for a in arrays) and dt.kind in "fiu" and (f in _COMPARISONS or out.dtype == dt):
                 new = tuple(_typed(v, dt) for v in ins)
                 if any(n is not v for n, v in zip(new, ins)):
-                    f, args, kwargs = _call(f, new, out)
+                    f, args, kwargs = ufunc_call(f, new, out)
         out_program.append((f, args, kwargs))
     return out_program
 
@@ -315,7 +316,7 @@ def _merge(g: dict, program: list, movable: dict, moved: dict) -> tuple | None:
             moved[id(a)] = view
             start += a.size
     ins = tuple(flats[p] if kinds[p][0] == "vary" else members[0][p] for p in range(len(kinds) - 1))
-    return _call(g["f"], ins, flats[len(kinds) - 1])
+    return ufunc_call(g["f"], ins, flats[len(kinds) - 1])
 
 
 def _operands(op: tuple) -> tuple:
