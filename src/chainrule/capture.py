@@ -310,6 +310,8 @@ def per_step(fn: Callable, *args: Any) -> Any:
     rec = _local.recorder
     if rec is None:
         return fn(*args)
+    if type(rec) is not _Recorder:  # (a recording on another namespace)
+        return rec.per_step(fn, args)
     args = _plain_tree(args)
     rec.paused += 1
     try:
@@ -324,6 +326,16 @@ def per_step(fn: Callable, *args: Any) -> Any:
         return result
     rec.program.append((fn, args, {}))
     return result
+
+
+def adopt(values: tuple) -> tuple:
+    """Arrays made outside a step that it reads, and that host work (:func:`per_step`) updates in
+    place (an optimizer's numbers for this step), as the active recording must see them: as they
+    are on NumPy, as recorded values on other namespaces. Outside a recording, ``values``."""
+    rec = _local.recorder
+    if rec is None or type(rec) is _Recorder:
+        return values
+    return rec.adopt(values)
 
 
 def register(kind: str, obj: Any) -> None:
@@ -447,6 +459,14 @@ class Compiled:
 
     def _record_alone(self, entry: _Entry, args: tuple) -> Any:
         optimizers, states, leaves = entry.holders
+        if _on_another_namespace(args, optimizers):
+            from . import capture_foreign
+
+            program, result, reasons = capture_foreign.record(self.fn, args, entry.holders, _local)
+            if program is not None:
+                entry.program, entry.run = program, program.replay()
+            self._settle(entry, reasons, "ready")
+            return result
         rec = _Recorder(tracing=True)
         inputs, targs = [], []
         for a in args:
@@ -603,11 +623,15 @@ def _forget(ids: set, key: int, _: Any) -> None:
     ids.discard(key)
 
 
+def _on_another_namespace(args: tuple, optimizers: list) -> bool:
+    """Whether the step works on CuPy or array-API arrays (recorded by chainrule.capture_foreign)."""
+    arrays = [a.data if isinstance(a, Tensor) else a for a in args] + [p.data for o in optimizers for p in o.params[:1]]
+    return any(_backend.is_foreign(a) for a in arrays)
+
+
 def _unsupported(args: tuple) -> str | None:
     for a in args:
         if isinstance(a, Tensor):
-            if type(a.data) is not np.ndarray:
-                return f"its input lives on {a.device} ({type(a.data).__name__}); replays run on NumPy arrays"
             if a.requires_grad:
                 return "an input requires grad (its gradient would go to a copy); pass inputs without requires_grad"
     return None

@@ -505,7 +505,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     # drawn through per_step, so a compiled step draws a new mask at each replay
     if type(a) in NUMPY_TYPES:
         return x * leaf(per_step(_dropout_mask, generator, a.shape, p, a.dtype))
-    mask = _dropout_mask(generator, a.shape, p, np.float64)
+    mask = per_step(_dropout_mask, generator, a.shape, p, np.float64)
     return x * leaf(namespace(a).astype(asarray(mask, like=a), a.dtype))
 
 
@@ -608,7 +608,7 @@ def _class_targets(logits: Any, target: Any, ignore_index: int | None = None) ->
                 t = xp.astype(t, xp.int64)
             else:
                 raise DataError(f"cross_entropy class targets must be integers, got dtype {t.dtype}")
-        _check_class_range(t, c, ignore_index)
+        per_step(_check_class_range, t, c, ignore_index)
         return t, None
     if ignore_index is not None:
         raise ValueError(

@@ -7,8 +7,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..backend import NUMPY_TYPES, namespace, to_numpy
-from ..capture import guard, per_step, register
+from ..backend import NUMPY_TYPES, asarray, namespace, to_numpy
+from ..capture import adopt, guard, per_step, register
 from ..errors import ChainruleError
 from ..nn.module import copy_like
 from ..validation import number
@@ -220,15 +220,21 @@ class Optimizer:
             return
         for arrays in self._live.values():
             for a, v in zip(arrays, values):
-                a[()] = v
+                a[...] = v
 
     def _typed(self, like: Any) -> tuple:
         """This step's numbers in the dtype of array ``like``: 0-d NumPy arrays of its dtype
         (NumPy multiplies by a scalar of the array's own dtype several times faster than by a
-        Python float, with the same result, and a replay reads arrays), or Python numbers for
-        arrays of other namespaces."""
+        Python float, with the same result, and a replay reads arrays), or 0-d arrays of
+        ``like``'s namespace, dtype and device for other namespaces (an array of the array's
+        dtype gives the bits a Python number gives, and a replay reads them: see
+        :func:`chainrule.capture.adopt`)."""
         if type(like) not in NUMPY_TYPES:
-            return self._values
+            key = (str(like.dtype), str(like.device))
+            arrays = self._live.get(key)
+            if arrays is None:
+                arrays = self._live[key] = tuple(asarray(v, like, dtype=like.dtype) for v in self._values)
+            return adopt(arrays)
         arrays = self._live.get(like.dtype)
         if arrays is None:
             arrays = self._live[like.dtype] = tuple(np.array(v, dtype=like.dtype) for v in self._values)
