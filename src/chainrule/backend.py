@@ -123,6 +123,7 @@ def device_of(a: Any) -> str:
     ``str(a.device)`` for other namespaces."""
     if isinstance(a, np.ndarray):
         return "cpu"
+    a = getattr(a, "recorded_array", a)  # (cr.compile's stand-in for an array while it records a step)
     dev = getattr(a, "device", None)
     if _is_cupy(a):
         n = getattr(dev, "id", 0)
@@ -134,6 +135,7 @@ def check_same_device(op: str, *arrays: Any) -> None:
     """Raise naming both devices when the arrays of one operation live on different devices
     (or in different namespaces). Callers test ``type(a) is not type(b)`` first, so this
     runs only on a mismatch."""
+    arrays = tuple(getattr(a, "recorded_array", a) for a in arrays)  # (cr.compile's stand-ins: their arrays)
     first = arrays[0]
     for other in arrays[1:]:
         if isinstance(first, (np.ndarray, np.generic)) and isinstance(other, (np.ndarray, np.generic)):

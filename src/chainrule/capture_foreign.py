@@ -63,6 +63,8 @@ class _Var:
     ndim = property(lambda self: self.a.ndim)
     size = property(lambda self: self.a.size)
 
+    recorded_array = property(lambda self: self.a)  # (read by chainrule.backend's device checks)
+
     def __len__(self) -> int:
         return len(self.a)
 
@@ -93,7 +95,7 @@ class _Var:
         return self._read("__complex__")()
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        self.rec.refuse("the step copies an array to the host (numpy.asarray of a device array)")
+        self.rec.refuse("the step reads an array's value into Python (.item(), float(), numpy.asarray: a copy to the host)")
         from .backend import to_numpy
 
         a = to_numpy(self.a)

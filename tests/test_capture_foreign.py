@@ -1,0 +1,230 @@
+"""cr.compile off NumPy (chainrule/capture_foreign.py): on array-api-strict's stand-in device,
+which refuses every conversion to NumPy as GPU arrays do, a recorded step replays
+bit-identically to eager for every activation, loss and optimizer, follows schedules, dropout
+and running statistics, re-records when it must, and never replays what it cannot."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import from_strict, to_strict
+
+import chainrule as cr
+from chainrule import functional as F
+from chainrule import nn, optim
+from chainrule.train_step import training_step
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "prelu": nn.PReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+OPTIMIZERS = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.1),
+    "sgd-momentum-wd": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
+    "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
+}
+LOSSES = {
+    "cross_entropy": (lambda out, y: F.cross_entropy(out, y), "classes"),
+    "cross_entropy_smoothed": (lambda out, y: F.cross_entropy(out, y, label_smoothing=0.1), "classes"),
+    "cross_entropy_soft": (lambda out, y: F.cross_entropy(out, y), "probs"),
+    "mse": (lambda out, y: F.mse_loss(out, y), "values"),
+    "bce_logits": (lambda out, y: F.binary_cross_entropy_with_logits(out, y), "probs"),
+}
+
+
+def _to_device(strict, model):
+    for t in list(model.parameters()) + [m.running_mean for m in model.modules() if isinstance(m, nn.BatchNorm1d)] + [
+        m.running_var for m in model.modules() if isinstance(m, nn.BatchNorm1d)
+    ]:
+        t.data = to_strict(strict, from_strict(t.data))
+    return model
+
+
+def _batches(strict, kind, n=6):
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        rows = 6 if i < n - 1 else 4  # a short last batch: a second signature
+        x = rng.standard_normal((rows, 8)).astype(np.float32)
+        if kind == "classes":
+            y = rng.integers(0, 4, rows)
+        elif kind == "probs":
+            y = rng.dirichlet(np.ones(4), rows).astype(np.float32)
+        else:
+            y = rng.standard_normal((rows, 4)).astype(np.float32)
+        out.append((cr.tensor(to_strict(strict, x)), cr.tensor(to_strict(strict, y))))
+    return out
+
+
+def _train(strict, compiled, activation="relu", optimizer="sgd-momentum-wd", loss="cross_entropy", schedule=False, dropout=False, norm=False):
+    cr.manual_seed(0)
+    layers = [nn.Linear(8, 16)] + ([nn.BatchNorm1d(16)] if norm else []) + [ACTIVATIONS[activation]()]
+    layers += ([nn.Dropout(0.3)] if dropout else []) + [nn.Linear(16, 4)]
+    model = _to_device(strict, nn.Sequential(*layers))
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    sched = optim.lr_scheduler.StepLR(opt, 2, 0.5) if schedule else None
+    loss_fn, kind = LOSSES[loss]
+
+    def step(x, y):
+        opt.zero_grad()
+        out = loss_fn(model(x), y)
+        out.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        return out
+
+    f = cr.compile(step) if compiled else step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a CompileWarning would mean it ran eagerly)
+        losses = [from_strict(f(x, y).data).copy() for x, y in _batches(strict, kind)]
+    state = {
+        "loss": losses,
+        "params": [from_strict(p.data) for p in model.parameters()],
+        "grads": [from_strict(p.grad) for p in model.parameters()],
+        "buffers": [from_strict(b) for v in opt.buffers().values() for b in v if b is not None],
+        "running": [from_strict(m.running_mean.data) for m in model.modules() if isinstance(m, nn.BatchNorm1d)],
+    }
+    return state, getattr(f, "replays", None)
+
+
+def _assert_same(strict, **case):
+    eager, _ = _train(strict, False, **case)
+    compiled, replays = _train(strict, True, **case)
+    assert replays == 3  # 6 calls: 5 of one signature (discover, record, 3 replays), 1 short batch
+    for key in eager:
+        assert len(eager[key]) == len(compiled[key])
+        for a, b in zip(eager[key], compiled[key]):
+            assert a.dtype == b.dtype and np.array_equal(a, b), key
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_every_activation_replays_bit_identically(strict, activation):
+    _assert_same(strict, activation=activation)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_every_optimizer_replays_bit_identically(strict, optimizer):
+    _assert_same(strict, optimizer=optimizer)
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_every_loss_replays_bit_identically(strict, loss):
+    _assert_same(strict, loss=loss, activation="tanh")
+
+
+def test_schedules_dropout_and_running_statistics_replay(strict):
+    _assert_same(strict, optimizer="adam", schedule=True)  # the rate read at every replay
+    _assert_same(strict, dropout=True)  # a new mask at every replay, drawn as eagerly
+    _assert_same(strict, norm=True)  # running statistics updated in place
+
+
+def test_training_step_with_a_host_check_replays(strict):
+    model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    step = training_step(model, F.cross_entropy, opt, check=lambda loss: seen.append(float(from_strict(loss))))
+    for x, y in _batches(strict, "classes", n=5):
+        out, loss = step(x, y)
+    assert step.replays == 2 and len(seen) == 5
+    assert seen[-1] == float(from_strict(loss.data))  # the check saw this replay's loss
+
+
+def test_a_step_that_reads_a_value_runs_eagerly_with_one_warning(strict):
+    model = _to_device(strict, nn.Linear(8, 4))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+
+    @cr.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        if loss.item() > 1e9:  # Python reading the loss: a replay could not take this branch
+            return loss
+        opt.step()
+        return loss
+
+    batches = _batches(strict, "values", n=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in batches:
+            step(x, y)
+    messages = [str(w.message) for w in caught if issubclass(w.category, cr.CompileWarning)]
+    assert len(messages) == 1 and "reads an array's value" in messages[0]
+    assert step.replays == 0
+
+
+def test_parameters_loaded_between_replays_are_read(strict):
+    """A replay reads the holders' arrays at each call: a load_state_dict (new arrays) is followed."""
+
+    def run(compiled):
+        cr.manual_seed(0)
+        model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)))
+        opt = optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        f = cr.compile(step) if compiled else step
+        batches = _batches(strict, "classes", n=5)[:4]
+        saved = None
+        for k, (x, y) in enumerate(batches * 2):
+            f(x, y)
+            if k == 1:
+                saved = {n: from_strict(v).copy() for n, v in model.state_dict().items()}
+            if k == 5:
+                model.load_state_dict(saved)
+                _to_device(strict, model)
+        return [from_strict(p.data) for p in model.parameters()], getattr(f, "replays", 0)
+
+    (eager, _), (compiled, replays) = run(False), run(True)
+    assert replays >= 4
+    assert all(np.array_equal(a, b) for a, b in zip(eager, compiled))
+
+
+def test_train_and_eval_record_again(strict):
+    model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 4)))
+
+    @cr.compile
+    def forward(x):
+        return model(x)
+
+    x = _batches(strict, "values", n=1)[0][0]
+    for _ in range(3):
+        forward(x)
+    model.eval()
+    a, b = from_strict(forward(x).data).copy(), from_strict(forward(x).data).copy()
+    c = from_strict(forward(x).data)
+    assert np.array_equal(a, b) and np.array_equal(b, c)  # eval: no dropout, whatever was recorded in train()
+    assert np.array_equal(c, from_strict(model(x).data))
+
+
+def test_the_replay_is_generated_code_without_tensors(strict):
+    model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    @cr.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    batches = _batches(strict, "classes", n=3)[:2]
+    for x, y in batches:
+        step(x, y)
+    (entry,) = step._entries.values()
+    program = entry.program
+    assert all(not isinstance(v, cr.Tensor) for v in program.template)
+    assert all(s.fn is not None for s in program.statements)
+    # the host work: the class check and the optimizer's numbers, nothing else
+    host = [s.fn.__name__ for s in program.statements if s.host]
+    assert sorted(host) == ["_advance", "_check_class_range"]
+    x, y = batches[0]
+    bad = cr.tensor(to_strict(strict, np.full(6, 7)))
+    with pytest.raises(cr.DataError, match=r"class targets must lie in \[0, 3\]"):
+        step(x, bad)  # the check runs at every replay
