@@ -228,3 +228,87 @@ def test_the_replay_is_generated_code_without_tensors(strict):
     bad = cr.tensor(to_strict(strict, np.full(6, 7)))
     with pytest.raises(cr.DataError, match=r"class targets must lie in \[0, 3\]"):
         step(x, bad)  # the check runs at every replay
+
+
+class EmulatedGraphs:
+    """CUDA graphs as array-api-strict can stand in for them: a capture computes nothing on the
+    arrays it is given (it runs on copies, to learn which arrays the graph makes), and a launch
+    runs the part again writing what it makes into those arrays, as a graph writes its memory."""
+
+    def __init__(self, xp, fail=False):
+        self.xp, self.fail, self.captures, self.launches = xp, fail, 0, 0
+
+    def copy(self, a):
+        return self.xp.asarray(a, copy=True)
+
+    def capture(self, part, E):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captures += 1
+        shadow = [self.copy(v) if hasattr(v, "__array_namespace__") else v for v in E]
+        copies = list(shadow)
+        part(shadow)
+        made = [i for i, (v, c) in enumerate(zip(shadow, copies)) if v is not c]
+        for i in made:
+            E[i] = shadow[i]
+        graphs = self
+
+        class Launch:
+            def launch(self):
+                graphs.launches += 1
+                L = list(E)
+                part(L)
+                for i in made:
+                    E[i][...] = L[i]
+
+        return Launch()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-momentum-wd", "adam"])
+def test_graph_replays_bit_identical_on_emulated_graphs(strict, monkeypatch, optimizer):
+    from chainrule import capture_foreign
+
+    graphs = EmulatedGraphs(strict[0])
+    monkeypatch.setattr(capture_foreign, "graphs_for", lambda a: graphs)
+    _assert_same(strict, optimizer=optimizer, schedule=True, dropout=True)
+    # graphs between the host work: the first layer | dropout's mask | to the loss | the class
+    # check | the loss and backward | the optimizer's numbers | the update | the schedule
+    assert graphs.captures == 4 and graphs.launches == 3 * 4
+
+
+def test_a_failed_capture_replays_without_graphs_after_a_warning(strict, monkeypatch):
+    from chainrule import capture_foreign
+
+    monkeypatch.setattr(capture_foreign, "graphs_for", lambda a: EmulatedGraphs(strict[0], fail=True))
+    eager, _ = _train(strict, False)
+    with pytest.warns(cr.CompileWarning, match="CUDA graphs failed"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            compiled, replays = _train_quietly(strict)
+    assert replays == 3
+    for key in eager:
+        assert all(np.array_equal(a, b) for a, b in zip(eager[key], compiled[key]))
+
+
+def _train_quietly(strict):
+    cr.manual_seed(0)
+    model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    opt = OPTIMIZERS["sgd-momentum-wd"](model.parameters())
+
+    @cr.compile
+    def step(x, y):
+        opt.zero_grad()
+        out = F.cross_entropy(model(x), y)
+        out.backward()
+        opt.step()
+        return out
+
+    losses = [from_strict(step(x, y).data).copy() for x, y in _batches(strict, "classes")]
+    state = {
+        "loss": losses,
+        "params": [from_strict(p.data) for p in model.parameters()],
+        "grads": [from_strict(p.grad) for p in model.parameters()],
+        "buffers": [from_strict(b) for v in opt.buffers().values() for b in v if b is not None],
+        "running": [],
+    }
+    return state, step.replays

@@ -400,9 +400,10 @@ def _signature(args: tuple) -> tuple:
 class Compiled:
     """A step function compiled by :func:`compile`: call it as the function itself."""
 
-    def __init__(self, fn: Callable, cache_size: int = CACHE_SIZE):
+    def __init__(self, fn: Callable, cache_size: int = CACHE_SIZE, cuda_graphs: bool = True):
         self.fn = fn
         self.cache_size = int(cache_size)
+        self.cuda_graphs = bool(cuda_graphs)
         self._entries: OrderedDict = OrderedDict()
         self._warned: set = set()
         self.replays = 0  # how many calls were replays (for tests and the curious)
@@ -464,7 +465,9 @@ class Compiled:
 
             program, result, reasons = capture_foreign.record(self.fn, args, entry.holders, _local)
             if program is not None:
-                entry.program, entry.run = program, program.replay()
+                graphs = capture_foreign.graphs_for(program.example) if self.cuda_graphs else None
+                entry.program = program
+                entry.run = capture_foreign.GraphReplay(program, graphs) if graphs is not None else program.replay()
             self._settle(entry, reasons, "ready")
             return result
         rec = _Recorder(tracing=True)
@@ -715,7 +718,7 @@ def _untraced(result: Any) -> Any:
     return _plain(result)
 
 
-def compile(fn: Callable | None = None, *, cache_size: int = CACHE_SIZE) -> Any:
+def compile(fn: Callable | None = None, *, cache_size: int = CACHE_SIZE, cuda_graphs: bool = True) -> Any:
     """Compile a step function: record its array operations once, then replay them on the same buffers.
 
     ``fn`` takes tensors (or NumPy arrays) and returns a tensor, a tuple of them, or nothing;
@@ -732,12 +735,18 @@ def compile(fn: Callable | None = None, *, cache_size: int = CACHE_SIZE) -> Any:
     call of the compiled function, which overwrites it. Read it (``loss.item()``) or copy it
     before then.
 
+    On CuPy and other array-API namespaces (see :mod:`chainrule.capture_foreign`) a replay runs
+    the recorded operations again, as generated code, on the arrays the step's holders hold at
+    that call; on CuPy each run of device operations between two pieces of host work is
+    captured once as a CUDA graph (``cuda_graphs=False``: not), so a small step costs a few
+    launches. Bit-identical to eager there too.
+
     Not replayed, but run eagerly after one :class:`CompileWarning`: a step that reads a value
     into Python (``.item()``, ``float()``, ``bool()`` inside ``fn``), rebinds an array it reads,
-    calls a layer whose ``forward`` is replaced (a watched layer), or works on CuPy or another
-    namespace. Recorded again: after the parameters are rebound (``load_state_dict``) or the
-    optimizer's parameters, ``train()``/``eval()`` or an optimizer's settings change. The
-    learning rate may change freely (schedules); it is read at every replay.
+    or calls a layer whose ``forward`` is replaced (a watched layer). Recorded again: after the
+    parameters are rebound on NumPy (``load_state_dict``) or the optimizer's parameters,
+    ``train()``/``eval()`` or an optimizer's settings change. The learning rate may change
+    freely (schedules); it is read at every replay.
 
     Example:
         >>> @cr.compile
@@ -751,5 +760,5 @@ def compile(fn: Callable | None = None, *, cache_size: int = CACHE_SIZE) -> Any:
         ...     loss = step(xb, yb)
     """
     if fn is None:
-        return functools.partial(compile, cache_size=cache_size)
-    return Compiled(fn, cache_size)
+        return functools.partial(compile, cache_size=cache_size, cuda_graphs=cuda_graphs)
+    return Compiled(fn, cache_size, cuda_graphs)

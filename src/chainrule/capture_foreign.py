@@ -65,6 +65,11 @@ class _Var:
 
     recorded_array = property(lambda self: self.a)  # (read by chainrule.backend's device checks)
 
+    def recorded_call(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` on the real arrays, written down as one operation (chainrule.backend's
+        functions that pick their implementation by the array's type call this)."""
+        return self.rec.call(fn, args, {})
+
     def __len__(self) -> int:
         return len(self.a)
 
@@ -426,6 +431,8 @@ class Program:
             defined.update(_numbers(s.targets))
         # the starting list of values: the constants and the arrays adopted from outside the step
         self.template = [None if i in defined else v for i, v in enumerate(rec.values)]
+        # what host work made while recording (a graph reads its array: see GraphReplay)
+        self.made_on_host = {t: rec.values[t] for s in self.statements if s.host for t in _numbers(s.targets)}
 
     # -- one function for the whole replay
     def _prologue(self, src: _Source) -> tuple:
@@ -469,13 +476,160 @@ class Program:
 
     # -- CUDA graphs: the device statements between two pieces of host work, one graph each
     def parts(self) -> list:
-        """[(host, statements)]: runs of device statements and of host statements, in order."""
-        parts: list = []
+        """[(host, function of E, the value numbers it makes)]: the runs of device statements and
+        of host statements, in order, each as one generated function ``part(E)``."""
+        runs: list = []
         for s in self.statements:
-            if not parts or parts[-1][0] != s.host:
-                parts.append((s.host, []))
-            parts[-1][1].append(s)
+            if not runs or runs[-1][0] != s.host:
+                runs.append((s.host, []))
+            runs[-1][1].append(s)
+        parts = []
+        for host, statements in runs:
+            src = _Source(self._names())
+            made = [t for s in statements for t in _numbers(s.targets)]
+            parts.append((host, src.function("part", "E", [_line(s, src.bind) for s in statements]), made))
         return parts
+
+    def prologue(self) -> Callable:
+        """``prologue(args)``: the checks, then E with this call's values (or _STALE)."""
+        src = _Source(self._names())
+        head, lines = self._prologue(src)
+        return src.function("prologue", "args", head + lines + ["return E"])
+
+
+class GraphReplay:
+    """A :class:`Program` replayed as CUDA graphs: each run of device statements captured once as
+    one graph (``graphs.capture``), launched at each call after this call's inputs and holders'
+    arrays are copied into the arrays the capture read; host work runs between the launches and
+    its results are copied into the arrays the next graph reads. What a graph writes stays where
+    the capture put it, so each ``.grad`` and the returned loss are the same arrays at every call.
+
+    ``graphs``: ``copy(a)`` (a new array like ``a``, from the graphs' own memory) and
+    ``capture(part, E)`` (run ``part(E)`` under stream capture: nothing computed, E's entries
+    that ``part`` makes become the arrays the graph writes; returns an object with
+    ``launch()``). Where capture fails, the step replays without graphs, after one warning."""
+
+    def __init__(self, program: Program, graphs: Any):
+        self.program, self.graphs = program, graphs
+        self.prologue = program.prologue()
+        self.parts = program.parts()
+        self.fallback: Callable | None = None
+        self.values: list | None = None  # the values of the capture, which the graphs read and write
+        self.sequence: list = []
+
+    def __call__(self, args: tuple) -> Any:
+        if self.fallback is not None:
+            return self.fallback(args)
+        E = self.prologue(args)
+        if type(E) is not list:
+            return E  # (stale)
+        if self.values is None:
+            try:
+                self._capture(E)
+            except Exception as e:  # (an operation that synchronizes with the host, say)
+                from .capture import CompileWarning
+
+                warnings.warn(
+                    f"cr.compile: capturing the step as CUDA graphs failed ({type(e).__name__}: {e}); it replays without graphs",
+                    CompileWarning,
+                    stacklevel=3,
+                )
+                self.fallback = self.program.replay()
+                return self.fallback(args)
+        C = self.values
+        for i in self.copied:  # this call's inputs and holders' arrays, where the capture read
+            if E[i] is not C[i]:
+                _set_item(C[i], E[i])
+        for graph, host, made in self.sequence:
+            if graph is not None:
+                graph.launch()
+                continue
+            host(C)
+            for t in made:  # (into the arrays the next graphs read)
+                kept = self.kept[t]
+                if C[t] is not kept:
+                    _set_item(kept, C[t])
+                    C[t] = kept
+        for (holder, key), i in self.bound:
+            if i is None:
+                setattr(holder, key, None) if not isinstance(key, int) else holder.__setitem__(key, None)
+            elif isinstance(key, int):
+                holder[key] = C[i]
+            else:
+                setattr(holder, key, C[i])
+        return _materialize(self.program.output, C)
+
+    def _capture(self, E: list) -> None:
+        program, graphs = self.program, self.graphs
+        C = list(E)
+        inputs = [i for i, _, _ in program.inputs if i is not None]
+        for i in inputs:  # (the caller's batch stays the caller's: the graphs read a copy)
+            C[i] = graphs.copy(E[i])
+        sequence, kept = [], {}
+        for host, part, made in self.parts:
+            if host:
+                for t in made:  # what host work makes, in arrays of the graphs: copies of the recording's
+                    C[t] = kept[t] = graphs.copy(program.made_on_host[t])
+                sequence.append((None, part, made))
+            else:
+                sequence.append((graphs.capture(part, C), None, made))
+        loads = [i for i, _ in program.loads]
+        bound = {(id(h), k): ((h, k), i) for (h, k), i in program.bindings}
+        for i, (holder, key, _, _) in program.loads:  # holders keep the arrays the graphs update
+            bound.setdefault((id(holder), key), ((holder, key), i))
+        self.values, self.sequence, self.kept = C, sequence, kept
+        self.copied = inputs + loads
+        self.bound = list(bound.values())
+
+
+def graphs_for(a: Any) -> Any:
+    """The CUDA graphs of array ``a``'s namespace (:class:`CuPyGraphs` for CuPy), or None."""
+    from .backend import _is_cupy
+
+    return CuPyGraphs() if _is_cupy(a) else None
+
+
+class CuPyGraphs:
+    """CuPy's stream capture (``Stream.begin_capture``/``end_capture``), on a side stream and from
+    a memory pool of its own: memory a capture takes (and frees, for its later operations) is
+    never handed to an allocation outside the graphs, which write it at each launch."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.cp = cupy
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.pool = cupy.cuda.MemoryPool()
+
+    def copy(self, a: Any) -> Any:
+        with self.cp.cuda.using_allocator(self.pool.malloc):
+            return a.copy()
+
+    def capture(self, part: Callable, E: list) -> Any:
+        cp, stream = self.cp, self.stream
+        stream.wait_event(cp.cuda.get_current_stream().record())  # (after the copies queued so far)
+        with cp.cuda.using_allocator(self.pool.malloc), stream:
+            stream.begin_capture()
+            try:
+                part(E)
+            except BaseException:
+                try:
+                    stream.end_capture()
+                except Exception:  # (the capture was invalidated already)
+                    pass
+                raise
+            graph = stream.end_capture()
+        return _Launch(graph, cp)
+
+
+class _Launch:
+    __slots__ = ("graph", "cp")
+
+    def __init__(self, graph: Any, cp: Any):
+        self.graph, self.cp = graph, cp
+
+    def launch(self) -> None:
+        self.graph.launch(stream=self.cp.cuda.get_current_stream())
 
 
 def _read(holder: str, key: Any) -> str:
@@ -605,4 +759,5 @@ def record(fn: Callable, args: tuple, holders: tuple, local: Any) -> tuple:
     checks += [("!=", obj, attr, value) for obj, attr, value in rec.guards]
     checks += [("params", opt, "params", tuple(opt.params)) for opt in optimizers]
     program = Program(rec, inputs, loads, bindings, checks, output)
+    program.example = next((rec.values[i] for i in [i for i, _, _ in inputs if i is not None] + [i for i, _ in loads]), None)
     return (None if rec.reasons else program), _untraced(result), rec.reasons
