@@ -753,6 +753,7 @@ def _time_steps(quick: bool, seconds: float) -> dict:
 
     block, rounds = (20, 3) if quick else (100, 15)
     samples: dict = {name: [] for name in runners}
+    last: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for run, wait in runners.values():  # warm up: the compiled step records, jax compiles, caches fill
@@ -767,7 +768,7 @@ def _time_steps(quick: bool, seconds: float) -> dict:
                 wait()
                 start = time.perf_counter()
                 for i in range(block):
-                    run(i % len(batches))
+                    last[name] = run(i % len(batches))
                 wait()
                 samples[name].append((time.perf_counter() - start) / block)
             if time.monotonic() > end:
@@ -782,6 +783,8 @@ def _time_steps(quick: bool, seconds: float) -> dict:
         "rounds": len(samples["chainrule"]),
         "seconds_per_step": per_step,
         "not_available": not_available,
+        # every runner made the same steps on the same batches: the same loss at the end, up to rounding
+        "final_loss": {name: float(loss.item()) for name, loss in last.items()},
         "compiled_replays": compiled_steps[0].replays,
         "compile_warnings": said,
         "ratios": {f"compiled / {other}": ratio_of(compiled_median, median.get(other)) for other in ("jax.jit", "torch", "chainrule")},
@@ -1073,13 +1076,13 @@ def _compiled_markdown(stage: dict) -> list:
         compiled_median = timing["seconds_per_step"].get("chainrule-compiled", {}).get("median")
         lines += ["", f"Time per step, {timing['workload']}: medians of {timing['rounds']} interleaved blocks of "
                       f"{timing['steps_per_block']} steps, each ended by a wait for the GPU.", "",
-                  "| runner | median | min | max | compiled / runner |", "|---|---:|---:|---:|---:|"]
+                  "| runner | median | min | max | compiled / runner | loss at the end |", "|---|---:|---:|---:|---:|---:|"]
         for name, s in timing["seconds_per_step"].items():
             ratio = compiled_median / s["median"] if compiled_median and s["median"] else None
             lines.append(f"| {name} | {s['median'] * 1e6:.0f} us | {s['min'] * 1e6:.0f} us | {s['max'] * 1e6:.0f} us | "
-                         f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+                         f"{'-' if ratio is None else f'{ratio:.2f}x'} | {timing['final_loss'][name]:.6f} |")
         for name, why in timing["not_available"].items():
-            lines.append(f"| {name} | {why} | | | |")
+            lines.append(f"| {name} | {why} | | | | |")
         lines.append(f"\nThe compiled step replayed {timing['compiled_replays']} times"
                      + (f"; CompileWarning: {timing['compile_warnings'][0]}" if timing["compile_warnings"] else "") + ".")
     return lines
