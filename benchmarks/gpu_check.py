@@ -1,6 +1,6 @@
-"""The GPU check of issue 8, prepared to run once on a machine with an NVIDIA GPU.
+"""The GPU check of issues 8 and 16, prepared to run once on a machine with an NVIDIA GPU.
 
-    python benchmarks/gpu_check.py --out DIR              # CuPy and PyTorch CUDA: about 3-5 minutes
+    python benchmarks/gpu_check.py --out DIR              # CuPy and PyTorch CUDA: about 4-6 minutes
     python benchmarks/gpu_check.py --out DIR --quick      # tiny settings: under a minute
     python benchmarks/gpu_check.py --out DIR --xp strict --quick   # no GPU: array-api-strict stands in
 
@@ -18,7 +18,15 @@ default), it:
    the CPU with the same seed, and records both test accuracies (target: within
    one point); reads the GPU's model file back on the CPU; interrupts a GPU run
    and resumes it; runs ``chainrule train --device cuda`` as a user would.
-4. benchmark: ``chainrule.bench`` on device cuda, workloads big and digits,
+4. compiled: the digits MLP (64-128-128-10 ReLU, float32) trained on the device
+   eagerly and through ``cr.compile`` from the same weights on the same batches (a short
+   last batch in each epoch), with SGD and momentum, then with Adam: whether the loss at
+   every step, the parameters, the ``.grad`` and the optimizer state are bit-identical
+   (target), how many calls were replays, and any ``CompileWarning``. On CuPy, then, the
+   median time per digits step (batch 32, SGD) of eager and compiled chainrule, eager
+   PyTorch CUDA and ``jax.jit`` (when JAX with a GPU is installed), in interleaved timed
+   blocks; issue 16's target for later: compiled at most 1.5x ``jax.jit``. Under a minute.
+5. benchmark: ``chainrule.bench`` on device cuda, workloads big and digits,
    against PyTorch CUDA and the hand-fused CuPy MLP (targets: big at least 0.95x
    PyTorch's training throughput; digits time per step no more than PyTorch's).
 
@@ -30,8 +38,9 @@ rest are marked skipped, and the results are written.
 
 ``--xp strict`` puts array-api-strict arrays on its stand-in device
 ("device1", which refuses every conversion to NumPy) where CuPy would be, for
-the gradients and a tiny training run, and skips the benchmark: that is how the
-test suite runs this script on a machine without a GPU.
+the gradients, a tiny training run and the compiled step's bit-identity, and skips
+the timings and the benchmark: that is how the test suite runs this script on a machine
+without a GPU.
 """
 
 from __future__ import annotations
@@ -1112,7 +1121,7 @@ def main(argv: list | None = None) -> int:
 
     budget = Budget(args.budget)
     results: dict = {
-        "check": "chainrule GPU check (issue 8)",
+        "check": "chainrule GPU check (issues 8 and 16)",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python benchmarks/gpu_check.py " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:])),
         "xp": args.xp,

@@ -179,6 +179,42 @@ def test_the_timing_runs_on_a_numpy_backed_stand_in_for_cupy_with_pytorch_on_the
     assert "| chainrule-compiled | " in md and "| 1.00x | " in md and "medians of 3 interleaved blocks of 20 steps" in md
 
 
+def test_the_jax_step_says_why_it_cannot_run(monkeypatch):
+    check = _load()
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    monkeypatch.setitem(sys.modules, "jax", None)  # as where JAX is not installed
+    assert check._jax_step([], [], 0.1).startswith("not available (ModuleNotFoundError: ")
+
+
+def test_the_jax_step_trains_as_chainrule_does(monkeypatch):
+    jax = pytest.importorskip("jax")
+    import chainrule as cr
+    from chainrule import functional as F
+    from chainrule import optim
+    from chainrule.bench.runners import _chainrule_model
+    from chainrule.bench.workloads import get_workload, initial_weights, load_data
+
+    check = _load()
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if jax.default_backend() != "gpu":
+        assert check._jax_step([], [], 0.1) == f"not available: JAX runs on {jax.default_backend()} here, not on the GPU"
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the same step on JAX's CPU
+    w = get_workload("digits")
+    weights = initial_weights(w)
+    X, y = load_data(w)
+    batches = [(X[i : i + 32], y[i : i + 32]) for i in range(0, 8 * 32, 32)]
+    run, wait = check._jax_step(weights, batches, w.lr)
+    model = _chainrule_model(w, weights)
+    opt = optim.SGD(model.parameters(), lr=w.lr)
+    for i, (xb, yb) in enumerate(batches):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(cr.tensor(xb)), cr.tensor(yb))
+        loss.backward()
+        opt.step()
+        assert float(run(i)) == pytest.approx(loss.item(), rel=1e-6)
+    wait()
+
+
 def test_relative_error_is_per_array_and_never_passes_nan():
     check = _load()
     assert check.relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
