@@ -642,6 +642,14 @@ def _host(a: Any) -> np.ndarray | None:
     return None if a is None else np.array(to_numpy(a))
 
 
+def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both missing, or the same dtype, shape and bytes (stricter than np.array_equal: a float64
+    copy, a NaN or the sign of a zero counts)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.dtype == b.dtype and a.shape == b.shape and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
 def _bit_identity(device: Device, optimizer: str, quick: bool) -> dict:
     """The digits MLP trained eagerly and through cr.compile, from the same weights on the same
     batches (a short last batch in each epoch: a second signature); what differs, bit for bit."""
@@ -677,7 +685,7 @@ def _bit_identity(device: Device, optimizer: str, quick: bool) -> dict:
     device.sync()
     said = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, cr.CompileWarning)))
 
-    differ = [f"loss at step {i + 1}" for i, (a, b) in enumerate(zip(*losses)) if not np.array_equal(a, b)]
+    differ = [f"loss at step {i + 1}" for i, (a, b) in enumerate(zip(*losses)) if not _same_bits(a, b)]
     checked = {"parameters": [], "grads": [], "optimizer state": []}
     for (name, p), (_, q) in zip(runs[0].model.named_parameters(), runs[1].model.named_parameters()):
         checked["parameters"].append((name, _host(p.data), _host(q.data)))
@@ -689,7 +697,7 @@ def _bit_identity(device: Device, optimizer: str, quick: bool) -> dict:
             checked["optimizer state"].append((f"{key}[{i}]", _host(a), _host(b)))
     identical = {"loss": not differ}
     for part, triples in checked.items():
-        wrong = [name for name, a, b in triples if not ((a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b)))]
+        wrong = [name for name, a, b in triples if not _same_bits(a, b)]
         differ += [f"{part}: {name}" for name in wrong]
         identical[part] = not wrong
 
@@ -796,7 +804,8 @@ def _time_steps(quick: bool, seconds: float) -> dict:
         "final_loss": {name: float(loss.item()) for name, loss in last.items()},
         "compiled_replays": compiled_steps[0].replays,
         "compile_warnings": said,
-        "ratios": {f"compiled / {other}": ratio_of(compiled_median, median.get(other)) for other in ("jax.jit", "torch", "chainrule")},
+        "ratios": {f"compiled / {other}": ratio_of(compiled_median, median.get(other))
+                   for other in ("jax.jit", "torch", "chainrule")},
     }
 
 
@@ -962,7 +971,8 @@ def targets(results: dict) -> list:
     out.append({
         "target": "compiled step vs eager on the device (SGD momentum, Adam): loss, parameters, .grad, optimizer state",
         "limit": "bit-identical",
-        "measured": "; ".join(f"{k}: {'identical' if r['bit_identical'] else 'different'}, {r['replays']} replays" for k, r in runs.items()) or None,
+        "measured": "; ".join(f"{k}: {'identical' if r['bit_identical'] else 'different'}, {r['replays']} replays"
+                              for k, r in runs.items()) or None,
         "met": None if not runs else (tuple(runs) == COMPILED_OPTIMIZERS and all(r["bit_identical"] for r in runs.values())),
     })
     ratio = (comp.get("timing") or {}).get("ratios", {}).get("compiled / jax.jit")

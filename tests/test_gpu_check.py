@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +151,9 @@ def test_the_bit_identity_check_replays_on_numpy_and_sees_a_difference(monkeypat
     assert r["bit_identical"] is False and not any(r["identical"].values())
     assert r["differences"][0] == "loss at step 1" and len(r["differences"]) == 20
     assert r["replayed"] == "no (and no CompileWarning said why)"
+    same = check._same_bits
+    assert same(None, None) and not same(None, np.zeros(1)) and same(np.array([np.nan, -0.0]), np.array([np.nan, -0.0]))
+    assert not same(np.zeros(2), np.zeros(2, np.float32)) and not same(np.array(-0.0), np.array(0.0)) and not same(np.zeros(2), np.zeros(3))
 
 
 def test_the_timing_runs_on_a_numpy_backed_stand_in_for_cupy_with_pytorch_on_the_cpu(monkeypatch):
