@@ -1,6 +1,6 @@
-"""The GPU check of issue 8, prepared to run once on a machine with an NVIDIA GPU.
+"""The GPU check of issues 8 and 16, prepared to run once on a machine with an NVIDIA GPU.
 
-    python benchmarks/gpu_check.py --out DIR              # CuPy and PyTorch CUDA: about 3-5 minutes
+    python benchmarks/gpu_check.py --out DIR              # CuPy and PyTorch CUDA: about 4-6 minutes
     python benchmarks/gpu_check.py --out DIR --quick      # tiny settings: under a minute
     python benchmarks/gpu_check.py --out DIR --xp strict --quick   # no GPU: array-api-strict stands in
 
@@ -18,7 +18,15 @@ default), it:
    the CPU with the same seed, and records both test accuracies (target: within
    one point); reads the GPU's model file back on the CPU; interrupts a GPU run
    and resumes it; runs ``chainrule train --device cuda`` as a user would.
-4. benchmark: ``chainrule.bench`` on device cuda, workloads big and digits,
+4. compiled: the digits MLP (64-128-128-10 ReLU, float32) trained on the device
+   eagerly and through ``cr.compile`` from the same weights on the same batches (a short
+   last batch in each epoch), with SGD and momentum, then with Adam: whether the loss at
+   every step, the parameters, the ``.grad`` and the optimizer state are bit-identical
+   (target), how many calls were replays, and any ``CompileWarning``. On CuPy, then, the
+   median time per digits step (batch 32, SGD) of eager and compiled chainrule, eager
+   PyTorch CUDA and ``jax.jit`` (when JAX with a GPU is installed), in interleaved timed
+   blocks; issue 16's target for later: compiled at most 1.5x ``jax.jit``. Under a minute.
+5. benchmark: ``chainrule.bench`` on device cuda, workloads big and digits,
    against PyTorch CUDA and the hand-fused CuPy MLP (targets: big at least 0.95x
    PyTorch's training throughput; digits time per step no more than PyTorch's).
 
@@ -30,13 +38,15 @@ rest are marked skipped, and the results are written.
 
 ``--xp strict`` puts array-api-strict arrays on its stand-in device
 ("device1", which refuses every conversion to NumPy) where CuPy would be, for
-the gradients and a tiny training run, and skips the benchmark: that is how the
-test suite runs this script on a machine without a GPU.
+the gradients, a tiny training run and the compiled step's bit-identity, and skips
+the timings and the benchmark: that is how the test suite runs this script on a machine
+without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -46,6 +56,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,9 +72,11 @@ import numpy as np  # noqa: E402
 FLOAT32_LIMIT = 1e-5
 FLOAT64_LIMIT = 1e-10
 ACCURACY_POINTS = 0.01  # GPU and CPU test accuracy within one point (4 of the 450 test images)
-STAGES = ("environment", "gradients", "training", "benchmark")
+COMPILED_VS_JAX = 1.5  # issue 16's GPU target for later: a compiled digits step within 1.5x a jax.jit step
+COMPILED_OPTIMIZERS = ("sgd", "adam")  # the compiled stage's bit-identity runs: SGD with momentum, Adam
+STAGES = ("environment", "gradients", "training", "compiled", "benchmark")
 # Seconds a stage needs at the least to be started (quick settings need far less).
-NEEDS = {"environment": 1, "gradients": 10, "training": 30, "benchmark": 45}
+NEEDS = {"environment": 1, "gradients": 10, "training": 30, "compiled": 20, "benchmark": 45}
 
 
 class OutOfTime(Exception):
@@ -593,7 +606,273 @@ def _train_with_fit(rec: dict, cfg: Any, device: Device) -> None:
             _record_failure(rec, f"digits with cr.fit on {side.name}")
 
 
-# ---- 4. benchmark: chainrule.bench on device cuda ----------------------------------------------
+# ---- 4. compiled: cr.compile on the device, bit for bit against eager, then its time per step ----
+
+
+def compiled(rec: dict, device: Device, quick: bool, budget: "Budget") -> None:
+    rec["bit_identity"] = {}
+    for optimizer in COMPILED_OPTIMIZERS:
+        try:
+            r = rec["bit_identity"][optimizer] = _bit_identity(device, optimizer, quick)
+            log(f"compiled vs eager, {r['optimizer']}: bit-identical {r['bit_identical']}, replayed: {r['replayed']}")
+        except OutOfTime:
+            raise
+        except Exception:
+            _record_failure(rec, f"cr.compile against eager on the device, {optimizer}")
+    if device.kind != "cupy":
+        rec["timing"] = {"skipped": "timing the compiled step needs CuPy and a GPU; skipped with --xp strict"}
+        return
+    need = 10 if quick else 30
+    if budget.left() < need + 5:
+        rec["timing"] = {"skipped": f"out of time: {budget.left():.0f} s left, the timing needs about {need} s"}
+        return
+    try:
+        rec["timing"] = _time_steps(quick, seconds=min(need, budget.left() - 5))
+        log(_timing_line(rec["timing"]))
+    except OutOfTime:
+        raise
+    except Exception:
+        _record_failure(rec, "timing the digits step: eager, compiled, PyTorch CUDA, jax.jit")
+
+
+def _host(a: Any) -> np.ndarray | None:
+    """A host copy of a device array (None stays None): what a later step changes is not seen."""
+    from chainrule.backend import to_numpy
+
+    return None if a is None else np.array(to_numpy(a))
+
+
+def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both missing, or the same dtype, shape and bytes (stricter than np.array_equal: a float64
+    copy, a NaN or the sign of a zero counts)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.dtype == b.dtype and a.shape == b.shape and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _bit_identity(device: Device, optimizer: str, quick: bool) -> dict:
+    """The digits MLP trained eagerly and through cr.compile, from the same weights on the same
+    batches (a short last batch in each epoch: a second signature); what differs, bit for bit."""
+    import chainrule as cr
+    from chainrule.bench.workloads import batch_plan, get_workload, load_data
+    from chainrule.runs import TrainConfig, build, build_model
+
+    # 64-128-128-10 ReLU with chainrule train's loss and optimizer settings (SGD: momentum 0.9)
+    cfg = TrainConfig(layers=(128, 128), optimizer=optimizer).resolved()
+    X, y = load_data(get_workload("digits"))
+    rows = 32 * (4 if quick else 20) + 12
+    plan = batch_plan(rows, cfg.batch_size, epochs=3, seed=cfg.seed)
+    runs = [build(cfg, model=device.model_to(build_model(cfg, X.shape[1], 10))) for _ in range(2)]
+
+    def step_of(b: Any) -> Callable:
+        def step(xb: Any, yb: Any) -> Any:
+            b.optimizer.zero_grad()
+            loss = b.loss_fn(b.model(xb), yb)
+            loss.backward()
+            b.optimizer.step()
+            return loss
+
+        return step
+
+    eager, compiled_step = step_of(runs[0]), cr.compile(step_of(runs[1]))
+    losses: tuple = ([], [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for idx in (idx for epoch in plan for idx in epoch):
+            xb, yb = device.put(X[idx]), device.put(y[idx])
+            for found, fn in zip(losses, (eager, compiled_step)):
+                found.append(_host(fn(cr.tensor(xb), cr.tensor(yb)).data))  # a replay's loss lives until the next call
+    device.sync()
+    said = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, cr.CompileWarning)))
+
+    differ = [f"loss at step {i + 1}" for i, (a, b) in enumerate(zip(*losses)) if not _same_bits(a, b)]
+    checked = {"parameters": [], "grads": [], "optimizer state": []}
+    for (name, p), (_, q) in zip(runs[0].model.named_parameters(), runs[1].model.named_parameters()):
+        checked["parameters"].append((name, _host(p.data), _host(q.data)))
+        checked["grads"].append((f"{name}.grad", _host(p.grad), _host(q.grad)))
+    states = [b.optimizer.state_dict() for b in runs]
+    checked["optimizer state"].append(("steps", np.array(states[0]["steps"]), np.array(states[1]["steps"])))
+    for key, arrays in states[0]["buffers"].items():
+        for i, (a, b) in enumerate(zip(arrays, states[1]["buffers"][key])):
+            checked["optimizer state"].append((f"{key}[{i}]", _host(a), _host(b)))
+    identical = {"loss": not differ}
+    for part, triples in checked.items():
+        wrong = [name for name, a, b in triples if not _same_bits(a, b)]
+        differ += [f"{part}: {name}" for name in wrong]
+        identical[part] = not wrong
+
+    calls = len(losses[1])
+    if compiled_step.replays:
+        replayed = f"yes ({compiled_step.replays} of {calls} calls)"
+    else:
+        replayed = f"no (ran eagerly: {said[0]})" if said else "no (and no CompileWarning said why)"
+    settings = f", momentum {cfg.momentum}" if optimizer == "sgd" else ""
+    return {
+        "optimizer": f"{type(runs[1].optimizer).__name__} (lr {cfg.lr}{settings})",
+        "loss": f"cross-entropy, label smoothing {cfg.label_smoothing}",
+        "steps": calls,
+        "batch_sizes": sorted({len(idx) for epoch in plan for idx in epoch}, reverse=True),
+        "signatures": compiled_step.signatures,
+        "replays": compiled_step.replays,
+        "replayed": replayed,
+        "compile_warnings": said,
+        "identical": identical,
+        "bit_identical": not differ,
+        "differences": differ[:20],
+    }
+
+
+def _time_steps(quick: bool, seconds: float) -> dict:
+    """Median time per digits step (64-128-128-10 ReLU, batch 32, SGD, float32) of eager and compiled
+    chainrule, PyTorch CUDA and jax.jit, in timed blocks that take turns, each ended by a full wait."""
+    import chainrule as cr
+    from chainrule import functional as F
+    from chainrule import optim
+    from chainrule.bench.measure import _summary, ratio_of
+    from chainrule.bench.runners import GPU, _chainrule_model
+    from chainrule.bench.workloads import get_workload, initial_weights, load_data
+
+    w = get_workload("digits")
+    weights = initial_weights(w)
+    X, y = load_data(w)
+    batches = [(X[i : i + w.batch_size], y[i : i + w.batch_size]) for i in range(0, 16 * w.batch_size, w.batch_size)]
+    gpu = GPU()
+    wait_cupy = gpu.cp.cuda.Device().synchronize  # every stream: a CUDA graph may be launched on its own
+    runners: dict = {}
+    not_available: dict = {}
+    compiled_steps: list = []
+    for name in ("chainrule", "chainrule-compiled"):
+        model = _chainrule_model(w, weights, gpu)
+        opt = optim.SGD(model.parameters(), lr=w.lr)
+
+        def step(xb: Any, yb: Any, model: Any = model, opt: Any = opt) -> Any:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            return loss
+
+        if name == "chainrule-compiled":
+            step = cr.compile(step)
+            compiled_steps.append(step)
+        data = [(gpu.put(a), gpu.put(b)) for a, b in batches]
+        runners[name] = (lambda i, step=step, data=data: step(cr.tensor(data[i][0]), cr.tensor(data[i][1])), wait_cupy)
+    why = gpu.torch_ready()
+    if why is None:
+        runners["torch"] = _torch_step(gpu, w, weights, batches)
+    else:
+        not_available["torch"] = why
+    made = _jax_step(weights, batches, w.lr)
+    if isinstance(made, str):
+        not_available["jax.jit"] = made
+    else:
+        runners["jax.jit"] = made
+
+    block, rounds = (20, 3) if quick else (100, 15)
+    samples: dict = {name: [] for name in runners}
+    last: dict = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for run, wait in runners.values():  # warm up: the compiled step records, jax compiles, caches fill
+            for i in range(3 * len(batches)):
+                run(i % len(batches))
+            wait()
+        end = time.monotonic() + seconds
+        names = list(runners)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:  # the order rotates every round
+                run, wait = runners[name]
+                wait()
+                start = time.perf_counter()
+                for i in range(block):
+                    last[name] = run(i % len(batches))
+                wait()
+                samples[name].append((time.perf_counter() - start) / block)
+            if time.monotonic() > end:
+                break
+    said = list(dict.fromkeys(str(m.message) for m in caught if issubclass(m.category, cr.CompileWarning)))
+    per_step = {name: _summary(v) for name, v in samples.items()}
+    median = {name: s["median"] for name, s in per_step.items()}
+    compiled_median = median.get("chainrule-compiled")
+    return {
+        "workload": "digits: 64-128-128-10 ReLU, batch 32, SGD lr 0.1, cross-entropy, float32",
+        "steps_per_block": block,
+        "rounds": len(samples["chainrule"]),
+        "seconds_per_step": per_step,
+        "not_available": not_available,
+        # every runner made the same steps on the same batches: the same loss at the end, up to rounding
+        "final_loss": {name: float(loss.item()) for name, loss in last.items()},
+        "compiled_replays": compiled_steps[0].replays,
+        "compile_warnings": said,
+        "ratios": {f"compiled / {other}": ratio_of(compiled_median, median.get(other))
+                   for other in ("jax.jit", "torch", "chainrule")},
+    }
+
+
+def _torch_step(gpu: Any, w: Any, weights: list, batches: list) -> tuple:
+    """(run(i), wait) for PyTorch CUDA eager: the same MLP, weights and batches."""
+    import torch
+
+    from chainrule.bench.runners import _torch_model
+
+    model = _torch_model(w, weights, gpu)
+    opt = torch.optim.SGD(model.parameters(), lr=w.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    data = [(torch.from_numpy(a).to(gpu.torch_device), torch.from_numpy(b).to(gpu.torch_device)) for a, b in batches]
+
+    def run(i: int) -> Any:
+        opt.zero_grad()
+        loss = loss_fn(model(data[i][0]), data[i][1])
+        loss.backward()
+        opt.step()
+        return loss
+
+    return run, gpu.torch_sync
+
+
+def _jax_step(weights: list, batches: list, lr: float) -> tuple | str:
+    """(run(i), wait) for plain JAX: the parameters as a pytree, jax.jit of value_and_grad and the
+    SGD update; or why JAX cannot run here."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave the card's memory to CuPy and PyTorch
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as e:
+        return f"not available ({type(e).__name__}: {e})"
+    if jax.default_backend() != "gpu":
+        return f"not available: JAX runs on {jax.default_backend()} here, not on the GPU"
+    jax.config.update("jax_default_matmul_precision", "highest")  # full float32 products, as CuPy's and PyTorch's here
+
+    def loss_of(params: list, x: Any, y: Any) -> Any:
+        h = x
+        for W, b in params[:-1]:
+            h = jax.nn.relu(h @ W + b)
+        W, b = params[-1]
+        logp = jax.nn.log_softmax(h @ W + b)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @functools.partial(jax.jit, donate_argnums=0)  # the parameters are updated in place, as the others' are
+    def step(params: list, x: Any, y: Any) -> tuple:
+        loss, grads = jax.value_and_grad(loss_of)(params, x, y)
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), loss
+
+    state = [[(jnp.asarray(W), jnp.asarray(b)) for W, b in weights]]
+    data = [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches]
+
+    def run(i: int) -> Any:
+        state[0], loss = step(state[0], *data[i])
+        return loss
+
+    return run, lambda: jax.block_until_ready(state[0])
+
+
+def _timing_line(timing: dict) -> str:
+    parts = [f"{name} {s['median'] * 1e6:.0f} us" for name, s in timing["seconds_per_step"].items()]
+    parts += [f"{name}: {why}" for name, why in timing["not_available"].items()]
+    return "digits step, median: " + ", ".join(parts)
+
+
+# ---- 5. benchmark: chainrule.bench on device cuda ----------------------------------------------
 
 
 def benchmark(rec: dict, device: Device, quick: bool, budget: "Budget") -> None:
@@ -687,6 +966,18 @@ def targets(results: dict) -> list:
         "measured": None if diff is None else f"{diff * 100:+.2f} points",
         "met": None if diff is None else abs(diff) <= ACCURACY_POINTS + 1e-12,
     })
+    comp = stages.get("compiled", {})
+    runs = comp.get("bit_identity") or {}
+    out.append({
+        "target": "compiled step vs eager on the device (SGD momentum, Adam): loss, parameters, .grad, optimizer state",
+        "limit": "bit-identical",
+        "measured": "; ".join(f"{k}: {'identical' if r['bit_identical'] else 'different'}, {r['replays']} replays"
+                              for k, r in runs.items()) or None,
+        "met": None if not runs else (tuple(runs) == COMPILED_OPTIMIZERS and all(r["bit_identical"] for r in runs.values())),
+    })
+    ratio = (comp.get("timing") or {}).get("ratios", {}).get("compiled / jax.jit")
+    out.append({"target": "digits: compiled step vs jax.jit on the GPU (issue 16, for later)", "limit": f"<= {COMPILED_VS_JAX:g}",
+                "measured": None if ratio is None else f"{ratio:.3f}x", "met": None if ratio is None else ratio <= COMPILED_VS_JAX})
     for t in (stages.get("benchmark", {}).get("result") or {}).get("targets", []):
         out.append({"target": t["target"], "limit": f"{'>=' if t.get('at_least') else '<='} {t['limit']}",
                     "measured": None if t["ratio"] is None else f"{t['ratio']:.3f}x", "met": t["met"]})
@@ -763,6 +1054,7 @@ def markdown(results: dict) -> str:
             r = train["command_line"]
             lines.append(f"\n`{r.get('command', 'chainrule train --device cuda')}`: exit status {r['exit_status']}"
                          + (f", test accuracy {r['test_accuracy']:.2%}" if "test_accuracy" in r else ""))
+    lines += _compiled_markdown(results["stages"].get("compiled", {}))
     bench_stage = results["stages"].get("benchmark", {})
     if bench_stage.get("result"):
         from chainrule import bench
@@ -783,6 +1075,38 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _compiled_markdown(stage: dict) -> list:
+    """The compiled stage's section of the report: bit-identity per optimizer, then the timing."""
+    runs = stage.get("bit_identity")
+    if not runs and not stage.get("timing"):
+        return []
+    lines = ["", "## Compiled step (cr.compile) against eager, on the device", ""]
+    if runs:
+        lines += ["Digits MLP 64-128-128-10 ReLU, float32, the same weights and batches (a short last batch in each epoch).", "",
+                  "| optimizer | steps | batch sizes | signatures | replayed | bit-identical | differences |",
+                  "|---|---:|---|---:|---|---|---|"]
+        for r in runs.values():
+            lines.append(f"| {r['optimizer']} | {r['steps']} | {', '.join(map(str, r['batch_sizes']))} | {r['signatures']} | "
+                         f"{r['replayed']} | {'yes' if r['bit_identical'] else 'NO'} | {', '.join(r['differences']) or '-'} |")
+    timing = stage.get("timing") or {}
+    if timing.get("skipped"):
+        lines += ["", f"Timing: {timing['skipped']}."]
+    elif timing.get("seconds_per_step"):
+        compiled_median = timing["seconds_per_step"].get("chainrule-compiled", {}).get("median")
+        lines += ["", f"Time per step, {timing['workload']}: medians of {timing['rounds']} interleaved blocks of "
+                      f"{timing['steps_per_block']} steps, each ended by a wait for the GPU.", "",
+                  "| runner | median | min | max | compiled / runner | loss at the end |", "|---|---:|---:|---:|---:|---:|"]
+        for name, s in timing["seconds_per_step"].items():
+            ratio = compiled_median / s["median"] if compiled_median and s["median"] else None
+            lines.append(f"| {name} | {s['median'] * 1e6:.0f} us | {s['min'] * 1e6:.0f} us | {s['max'] * 1e6:.0f} us | "
+                         f"{'-' if ratio is None else f'{ratio:.2f}x'} | {timing['final_loss'][name]:.6f} |")
+        for name, why in timing["not_available"].items():
+            lines.append(f"| {name} | {why} | | | | |")
+        lines.append(f"\nThe compiled step replayed {timing['compiled_replays']} times"
+                     + (f"; CompileWarning: {timing['compile_warnings'][0]}" if timing["compile_warnings"] else "") + ".")
+    return lines
+
+
 def write(results: dict, out: Path) -> None:
     from chainrule.runs import json_ready
 
@@ -797,7 +1121,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--xp", choices=("cupy", "strict"), default="cupy", help="the device namespace (strict: no GPU needed)")
     parser.add_argument("--quick", action="store_true", help="tiny settings everywhere")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole check (default 420)")
-    parser.add_argument("--stages", default=",".join(STAGES[1:]), help="which of gradients,training,benchmark to run")
+    parser.add_argument("--stages", default=",".join(STAGES[1:]), help=f"which of {','.join(STAGES[1:])} to run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -807,7 +1131,7 @@ def main(argv: list | None = None) -> int:
 
     budget = Budget(args.budget)
     results: dict = {
-        "check": "chainrule GPU check (issue 8)",
+        "check": "chainrule GPU check (issues 8 and 16)",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python benchmarks/gpu_check.py " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:])),
         "xp": args.xp,
@@ -838,6 +1162,8 @@ def main(argv: list | None = None) -> int:
                         gradients(rec, device)
                     elif name == "training":
                         training(rec, device, args.quick, Path(tmp))
+                    elif name == "compiled":
+                        compiled(rec, device, args.quick, budget)
                     else:
                         benchmark(rec, device, args.quick, budget)
                     if rec.get("skipped"):
