@@ -312,3 +312,24 @@ def _train_quietly(strict):
         "running": [],
     }
     return state, step.replays
+
+
+def test_arrays_held_outside_the_step_are_read_at_each_replay(strict):
+    """Only what is made from numbers alone is made once: an operation that reads an array held
+    outside the step (a weight another step updates in place) runs again at every replay."""
+    xp, dev = strict
+    w = to_strict(strict, np.ones((3, 2), dtype=np.float32))
+    weight, shift = cr.tensor(w), cr.tensor(to_strict(strict, np.float32(0.5)))
+
+    @cr.compile
+    def predict(x):
+        three = xp.asarray(3.0, dtype=xp.float32, device=x.data.device)  # (a constant of the step)
+        return (x @ weight) * cr.tensor(three) + shift
+
+    x = cr.tensor(to_strict(strict, np.ones((4, 3), dtype=np.float32)))
+    outs = []
+    for k in range(4):
+        w[...] = float(k)  # updated in place between calls
+        outs.append(from_strict(predict(x).data).copy())
+    assert predict.replays == 2
+    assert [float(o[0, 0]) for o in outs] == [0.5, 9.5, 18.5, 27.5]  # 3 * 3k + 0.5

@@ -18,11 +18,13 @@ their memory holds then; numbers are kept as constants. The numbers that do chan
 (the optimizer's step count and learning rate, dropout's masks, the checks of class targets) are
 computed on the host by :func:`per_step`, which a replay calls again in its place.
 
+Steps on CuPy and other array-API namespaces are recorded and replayed by
+:mod:`chainrule.capture_foreign` (on CuPy as CUDA graphs), through the same hooks.
+
 What cannot be replayed is never replayed: reading a value into Python inside the step
 (``.item()``, ``float()``, ``bool()``, ``if loss < ...``), rebinding a parameter's or a state
-array (``p.data = ...``), a layer whose ``forward`` is replaced (a watched layer), arrays of
-another namespace. The step then runs eagerly at every call, after one warning naming the cause
-(:class:`CompileWarning`). A change of the parameters (a load_state_dict that rebinds them, a new
+array (``p.data = ...``), a layer whose ``forward`` is replaced (a watched layer). The step
+then runs eagerly at every call, after one warning naming the cause (:class:`CompileWarning`). A change of the parameters (a load_state_dict that rebinds them, a new
 parameter list) or of a guarded setting (``train()``/``eval()``, the optimizer's momentum) records
 the step again.
 """

@@ -244,7 +244,6 @@ class _ForeignRecorder:
         self.statements: list = []
         self.mutated: set = set()  # value numbers written in place (they or what they view)
         self.aliases: dict = {}  # value number -> the numbers whose memory it may share
-        self.host_arrays: dict = {}  # id -> host arrays refilled at each replay (volatile)
         self._namespaces: dict = {}
         self.paused = 0
 
@@ -296,7 +295,9 @@ class _ForeignRecorder:
         rargs, rkwargs = self.refs(args), self.refs(kwargs)
         read = _refs((rargs, rkwargs), [])
         host = _has((args, kwargs), lambda v: type(v) in NUMPY_TYPES)  # a host array: copied to the device
-        const = not read and not _has((args, kwargs), lambda v: id(v) in self.host_arrays)
+        # made from constants alone (numbers, shapes, dtypes): no array at all, not even one held
+        # outside the step, whose contents may change between calls
+        const = not _has((args, kwargs), lambda v: type(v) is _Var or isinstance(v, np.ndarray) or is_foreign(v))
         if mutates is not None:
             for j in self.aliases[mutates.i]:
                 self.mutated.add(j)
@@ -341,7 +342,6 @@ class _ForeignRecorder:
             self.statements.append(_Statement(fn, rargs, {}, var.i, True, False))
             return var
         if type(result) in NUMPY_TYPES:  # a host array: refilled at each replay, read by what follows
-            self.host_arrays[id(result)] = result
             self.statements.append(_Statement(fn, rargs, {}, None, True, False, refill=result))
             return result
         self.statements.append(_Statement(fn, rargs, {}, None, True, False))
@@ -709,7 +709,6 @@ def record(fn: Callable, args: tuple, holders: tuple, local: Any) -> tuple:
         d = a.data if tensor else a
         if type(d) in NUMPY_TYPES:  # host data with device data: copied into a buffer each call
             buf = np.array(d, copy=True)
-            rec.host_arrays[id(buf)] = buf
             inputs.append((None, (buf, k), tensor))
             targs.append(Tensor(buf) if tensor else buf)
         elif is_foreign(d):

@@ -324,8 +324,8 @@ def fit(
             that a resumed run ends as the same run never stopped. A new one by default.
         compile: run each step through :func:`chainrule.compile`: recorded once per batch
             shape, then replayed on buffers allocated once, bit-identical to eager (see
-            "Speed: eager and compiled"). On a GPU the step runs eagerly for now.
-            ``False`` runs every step eagerly.
+            "Speed: eager and compiled"); on a GPU (CuPy) the replay is captured as CUDA
+            graphs. ``False`` runs every step eagerly.
 
     NumPy's overflow, invalid-value and divide-by-zero warnings are silenced while training:
     a loss on its way to NaN is reported once, as the DivergenceError.
@@ -371,8 +371,8 @@ def fit(
         state.loss = float(loss)  # (a GPU waits for the step here)
         _check_divergence(state, state.loss, state.batch_index, callbacks)
 
-    # a replayed step on NumPy; on a GPU its CUDA-graph replay is not built yet: eager there
-    step = training_step(model, loss_fn, optimizer, check, compile=compile and feed is None)
+    # replayed: on NumPy with out=, on CuPy as CUDA graphs (chainrule.capture, capture_foreign)
+    step = training_step(model, loss_fn, optimizer, check, compile=compile)
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         _call(callbacks, "on_train_begin", state)
