@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import from_strict, to_strict
+from test_capture import LOSSES, OPTIMIZERS
 
 import chainrule as cr
 from chainrule import functional as F
@@ -15,21 +16,6 @@ from chainrule import nn, optim
 from chainrule.train_step import training_step
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "prelu": nn.PReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-OPTIMIZERS = {
-    "sgd": lambda ps: optim.SGD(ps, lr=0.1),
-    "sgd-momentum-wd": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
-    "sgd-nesterov": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
-    "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
-}
-LOSSES = {
-    "cross_entropy": (lambda out, y: F.cross_entropy(out, y), "classes"),
-    "cross_entropy_smoothed": (lambda out, y: F.cross_entropy(out, y, label_smoothing=0.1), "classes"),
-    "cross_entropy_soft": (lambda out, y: F.cross_entropy(out, y), "probs"),
-    "mse": (lambda out, y: F.mse_loss(out, y), "values"),
-    "bce_logits": (lambda out, y: F.binary_cross_entropy_with_logits(out, y), "probs"),
-}
-
 
 def _to_device(strict, model):
     for t in list(model.parameters()) + [m.running_mean for m in model.modules() if isinstance(m, nn.BatchNorm1d)] + [
@@ -55,7 +41,7 @@ def _batches(strict, kind, n=6):
     return out
 
 
-def _train(strict, compiled, activation="relu", optimizer="sgd-momentum-wd", loss="cross_entropy", schedule=False, dropout=False, norm=False):
+def _train(strict, compiled, activation="relu", optimizer="sgd-momentum-wd", loss="cross_entropy", schedule=False, dropout=False, norm=False, quiet=True):
     cr.manual_seed(0)
     layers = [nn.Linear(8, 16)] + ([nn.BatchNorm1d(16)] if norm else []) + [ACTIVATIONS[activation]()]
     layers += ([nn.Dropout(0.3)] if dropout else []) + [nn.Linear(16, 4)]
@@ -75,7 +61,8 @@ def _train(strict, compiled, activation="relu", optimizer="sgd-momentum-wd", los
 
     f = cr.compile(step) if compiled else step
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # (a CompileWarning would mean it ran eagerly)
+        if quiet:
+            warnings.simplefilter("error")  # (a CompileWarning would mean it ran eagerly)
         losses = [from_strict(f(x, y).data).copy() for x, y in _batches(strict, kind)]
     state = {
         "loss": losses,
@@ -282,36 +269,10 @@ def test_a_failed_capture_replays_without_graphs_after_a_warning(strict, monkeyp
     monkeypatch.setattr(capture_foreign, "graphs_for", lambda a: EmulatedGraphs(strict[0], fail=True))
     eager, _ = _train(strict, False)
     with pytest.warns(cr.CompileWarning, match="CUDA graphs failed"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            compiled, replays = _train_quietly(strict)
+        compiled, replays = _train(strict, True, quiet=False)
     assert replays == 3
     for key in eager:
         assert all(np.array_equal(a, b) for a, b in zip(eager[key], compiled[key]))
-
-
-def _train_quietly(strict):
-    cr.manual_seed(0)
-    model = _to_device(strict, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
-    opt = OPTIMIZERS["sgd-momentum-wd"](model.parameters())
-
-    @cr.compile
-    def step(x, y):
-        opt.zero_grad()
-        out = F.cross_entropy(model(x), y)
-        out.backward()
-        opt.step()
-        return out
-
-    losses = [from_strict(step(x, y).data).copy() for x, y in _batches(strict, "classes")]
-    state = {
-        "loss": losses,
-        "params": [from_strict(p.data) for p in model.parameters()],
-        "grads": [from_strict(p.grad) for p in model.parameters()],
-        "buffers": [from_strict(b) for v in opt.buffers().values() for b in v if b is not None],
-        "running": [],
-    }
-    return state, step.replays
 
 
 def test_arrays_held_outside_the_step_are_read_at_each_replay(strict):
@@ -333,3 +294,23 @@ def test_arrays_held_outside_the_step_are_read_at_each_replay(strict):
         outs.append(from_strict(predict(x).data).copy())
     assert predict.replays == 2
     assert [float(o[0, 0]) for o in outs] == [0.5, 9.5, 18.5, 27.5]  # 3 * 3k + 0.5
+
+
+def test_fit_on_the_device_compiles_by_default_and_matches_eager(strict):
+    from chainrule.data import load_digits
+
+    X, y = load_digits()
+    X, y = to_strict(strict, X[:200].astype(np.float32)), to_strict(strict, y[:200])
+
+    def run(compile):
+        cr.manual_seed(0)
+        model = _to_device(strict, nn.MLP([64, 32, 10], generator=0))
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cr.CompileWarning)
+            history = cr.fit(model, F.cross_entropy, opt, X, y, epochs=2, batch_size=32, compile=compile, progress=False)
+        return history, [from_strict(p.data) for p in model.parameters()]
+
+    (h1, eager), (h2, compiled) = run(False), run(True)
+    assert all(np.array_equal(a, b) for a, b in zip(eager, compiled))
+    assert h1.history["loss"] == h2.history["loss"]

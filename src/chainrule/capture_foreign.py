@@ -41,6 +41,7 @@ import numpy as np
 from . import autograd as _autograd
 from .autograd import Tensor
 from .backend import NUMPY_TYPES, is_foreign
+from .program import leaves
 
 # ---- the recorded array ----------------------------------------------------------------------
 
@@ -211,23 +212,13 @@ class _Statement:
 
 
 def _refs(tree: Any, found: list) -> list:
-    if type(tree) is _Ref:
-        found.append(tree.i)
-    elif type(tree) in (tuple, list):
-        for v in tree:
-            _refs(v, found)
-    elif type(tree) is dict:
-        for v in tree.values():
-            _refs(v, found)
+    """The value numbers that ``tree`` (nested tuples, lists, dicts) refers to, appended to ``found``."""
+    found.extend(v.i for v in leaves(tree, []) if type(v) is _Ref)
     return found
 
 
 def _has(tree: Any, test: Callable) -> bool:
-    if type(tree) in (tuple, list):
-        return any(_has(v, test) for v in tree)
-    if type(tree) is dict:
-        return any(_has(v, test) for v in tree.values())
-    return test(tree)
+    return any(test(v) for v in leaves(tree, []))
 
 
 class _ForeignRecorder:

@@ -56,16 +56,22 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _arrays_in(x: Any, found: list) -> list:
-    """Every NumPy array in ``x`` (nested tuples, lists and dicts), appended to ``found``."""
-    if isinstance(x, np.ndarray):
-        found.append(x)
-    elif type(x) in (tuple, list):
+def leaves(x: Any, found: list) -> list:
+    """Every value in ``x`` that is not a tuple, list or dict (nested), appended to ``found``."""
+    if type(x) in (tuple, list):
         for v in x:
-            _arrays_in(v, found)
+            leaves(v, found)
     elif type(x) is dict:
         for v in x.values():
-            _arrays_in(v, found)
+            leaves(v, found)
+    else:
+        found.append(x)
+    return found
+
+
+def _arrays_in(x: Any, found: list) -> list:
+    """Every NumPy array in ``x`` (nested tuples, lists and dicts), appended to ``found``."""
+    found.extend(v for v in leaves(x, []) if isinstance(v, np.ndarray))
     return found
 
 
