@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import erf, namespace
+from .backend import erf, namespace, quiet
 
 GELU_APPROXIMATIONS = ("none", "tanh")
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -50,18 +50,6 @@ class Activation:
         """f'(x) for an array x: the forward pass, then its slope."""
         y, aux = self.forward(x, param)
         return self.slope(x, y, aux, param)
-
-
-def _quiet(xp: Any) -> Any:
-    return np.errstate(over="ignore", invalid="ignore") if xp is np else _Nothing()
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 # ---- the entries ---------------------------------------------------------------------------
@@ -94,7 +82,7 @@ def _sigmoid_forward(x: Any, param: Any = None, out: Any = None) -> tuple:
     so the overflow is silenced rather than avoided (on NumPy: four passes in place)."""
     if isinstance(x, np.ndarray):
         y = np.negative(x, out=np.empty_like(x) if out is None else out)
-        with np.errstate(over="ignore"):
+        with quiet(np):
             np.exp(y, out=y)
         y += y.dtype.type(1)
         np.reciprocal(y, out=y)
@@ -172,7 +160,7 @@ def _gelu_slope(x: Any, y: Any, aux: Any, approximate: str = "none") -> Any:
 def _silu_forward(x: Any, param: Any = None, out: Any = None) -> tuple:
     """x sigmoid(x), with aux = sigmoid(x)."""
     xp = namespace(x)
-    with _quiet(xp):
+    with quiet(xp):
         s = 1 / (1 + xp.exp(-x))
     return x * s, s
 

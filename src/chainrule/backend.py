@@ -231,6 +231,52 @@ def move(a: Any, device: Any) -> Any:
     return a if isinstance(a, cp.ndarray) else cp.asarray(to_numpy(a))
 
 
+def _warnings_switch() -> tuple | None:
+    """(set, reset, state): NumPy's own context variable for its floating-point error handling,
+    and the state of ``np.errstate(all="ignore")`` made once; None where this NumPy lacks them."""
+    try:
+        from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+
+        return _extobj_contextvar.set, _extobj_contextvar.reset, _make_extobj(all="ignore")
+    except Exception:  # (another NumPy: np.errstate, the public way)
+        return None
+
+
+#: See :func:`_warnings_switch`; cr.compile's replays use it too.
+WARNINGS_OFF = _warnings_switch()
+
+
+class _Quiet:
+    """NumPy's floating-point warnings off inside ``with`` (0.3 us against np.errstate's 0.8)."""
+
+    __slots__ = ("token",)
+
+    def __enter__(self) -> None:
+        self.token = WARNINGS_OFF[0](WARNINGS_OFF[2])
+
+    def __exit__(self, *exc: Any) -> None:
+        WARNINGS_OFF[1](self.token)
+
+
+class _Nothing:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def quiet(xp: Any) -> Any:
+    """A context in which NumPy's floating-point warnings are silenced, for operations whose inf
+    and NaN are the answers wanted (e^-x overflowing in a sigmoid, 0 ** -1): all of them off on
+    NumPy, nothing elsewhere (other namespaces do not warn)."""
+    if xp is not np:
+        return _Nothing()
+    return _Quiet() if WARNINGS_OFF is not None else np.errstate(all="ignore")
+
+
 def erf(x: Any) -> Any:
     """The error function ``erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt`` of an array, in its
     namespace (the array API has none): SciPy's on NumPy (SciPy comes with scikit-learn, and is

@@ -562,7 +562,7 @@ def _straight_line(program: list, inputs: list, bindings: list, read_grads: list
     no loop, no tuple unpacking and no argument lists built. It returns :data:`_STALE` when a
     check fails."""
     names: dict = {"_STALE": _STALE, "copyto": np.copyto, "materialize": _materialize, "output": output}
-    quiet = _quiet_switch()
+    quiet = _backend.WARNINGS_OFF
     if quiet:
         names["quiet_on"], names["quiet_off"], names["QUIET"] = quiet
     else:
@@ -609,19 +609,6 @@ def _straight_line(program: list, inputs: list, bindings: list, read_grads: list
     scope: dict = dict(names)
     exec(source, scope)  # (our own source: names and calls, no user text)
     return scope["replay"]
-
-
-def _quiet_switch() -> tuple | None:
-    """(set, reset, state) that turn NumPy's floating-point warnings off for a replay and back:
-    NumPy's own context variable, where this NumPy has it (0.2 us a replay against np.errstate's
-    0.8 us, on the digits step almost 1%), else None (a replay then uses np.errstate). The state
-    is np.errstate(all="ignore")'s, made now."""
-    try:
-        from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
-
-        return _extobj_contextvar.set, _extobj_contextvar.reset, _make_extobj(all="ignore")
-    except Exception:  # (another NumPy: the public way)
-        return None
 
 
 def _forget(ids: set, key: int, _: Any) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from . import ops
 from .activation_rules import ACTIVATION_RULES
 from .autograd import Tensor, leaf, as_tensor, node
-from .backend import NUMPY_TYPES, asarray, check_same_device, namespace
+from .backend import NUMPY_TYPES, asarray, check_same_device, namespace, quiet
 from .capture import per_step, register
 from .errors import DataError, ShapeError
 
@@ -315,7 +315,7 @@ def fused_layers(x: Tensor, steps: Any) -> Tensor:
     xp = namespace(a)
     on_numpy = xp is np
     if on_numpy and any(step[0] == "sigmoid" for step in steps):
-        with np.errstate(over="ignore"):  # entered once for all sigmoid layers (it costs microseconds)
+        with quiet(np):  # (entered once for all sigmoid layers)
             a, parents, saved = _fused_forward(x, steps, xp, True)
     else:
         a, parents, saved = _fused_forward(x, steps, xp, on_numpy)
@@ -545,7 +545,7 @@ def _reduced(per: Any, reduction: str, count: int) -> tuple:
     if isinstance(count, int):
         scale = ops.inverse_count(count)  # NaN over an empty batch, as PyTorch
         return total * scale, scale
-    with ops._quiet(namespace(count)):  # a sum of class weights, on the device: 0 gives NaN as well
+    with quiet(namespace(count)):  # a sum of class weights, on the device: 0 gives NaN as well
         scale = 1 / count
         return total * scale, scale
 

@@ -20,7 +20,6 @@ type test (one comparison on the NumPy path) catches a mix and
 from __future__ import annotations
 
 import builtins
-import contextlib
 import operator
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from .activation_rules import ACTIVATION_RULES, GELU_APPROXIMATIONS
 from .autograd import Tensor, leaf, as_tensor, node
-from .backend import NUMPY_TYPES, asarray, check_same_device, dtype_in, is_array, is_foreign, namespace
+from .backend import NUMPY_TYPES, asarray, check_same_device, dtype_in, is_array, is_foreign, namespace, quiet
 from .errors import ShapeError
 
 
@@ -100,7 +99,7 @@ def pow(a: Tensor, b: Any) -> Tensor:
     if not isinstance(b, Tensor):
         p = _number(b)
         if p < 0:
-            with _quiet(namespace(a.data)):  # 0 ** -1 is inf, as in PyTorch: no warning
+            with quiet(namespace(a.data)):  # 0 ** -1 is inf, as in PyTorch: no warning
                 out = a.data**p
         else:
             out = a.data**p
@@ -111,7 +110,7 @@ def pow(a: Tensor, b: Any) -> Tensor:
             if p == 0:
                 return (namespace(g).zeros_like(g),)
             if p < 1:
-                with _quiet(namespace(g)):
+                with quiet(namespace(g)):
                     return (g * (p * a.data ** (p - 1)),)
             return (g * (p * a.data ** (p - 1)),)
 
@@ -119,13 +118,13 @@ def pow(a: Tensor, b: Any) -> Tensor:
     if type(a.data) is not type(b.data):
         check_same_device("pow", a.data, b.data)
     xp = namespace(a.data)
-    with _quiet(xp):  # 0 ** -1 is inf, as in PyTorch: no warning
+    with quiet(xp):  # 0 ** -1 is inf, as in PyTorch: no warning
         out = a.data**b.data
 
     def backward(g):
         ad, bd = a.data, b.data
         ga = gb = None
-        with _quiet(xp):  # log of a negative base is NaN, and 0 ** -1 inf, as in PyTorch: no warning
+        with quiet(xp):  # log of a negative base is NaN, and 0 ** -1 inf, as in PyTorch: no warning
             if a.requires_grad:
                 ga = xp.where(bd == 0, 0.0, g * (bd * ad ** (bd - 1)))
             if b.requires_grad:
@@ -140,12 +139,6 @@ def _number(v: Any) -> Any:
     """A NumPy scalar as the Python number it holds: NumPy 2 would let a float64 scalar turn a
     float32 array into float64, and array-API arrays take Python numbers only."""
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _quiet(xp: Any) -> Any:
-    """NumPy's floating-point warnings silenced (inf and NaN are the answers wanted); a no-op
-    context elsewhere."""
-    return np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else contextlib.nullcontext()
 
 
 def rpow(a: Tensor, b: Any) -> Tensor:
@@ -376,7 +369,7 @@ def _spread(x: Any, axis: Any, correction: int) -> tuple:
     # shifted by one entry of each slice first, so that a constant slice has deviations of
     # exactly 0 (and std's gradient there is 0, not rounding noise divided by rounding noise)
     first = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
-    with _quiet(xp):
+    with quiet(xp):
         shifted = x - first
         d = shifted - xp.sum(shifted, axis=ax, keepdims=True) * inverse_count(n)
         return d, xp.sum(d * d, axis=ax, keepdims=True) * scale, scale
@@ -400,7 +393,7 @@ def var(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False
     def backward(g):
         if not keepdims:
             g = xp.reshape(g, kept.shape)
-        with _quiet(xp):
+        with quiet(xp):
             return (g * d * (2 * scale),)
 
     return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
@@ -420,7 +413,7 @@ def std(a: Tensor, axis: Any = None, correction: int = 1, keepdims: bool = False
     def backward(g):
         if not keepdims:
             g = xp.reshape(g, kept.shape)
-        with _quiet(xp):
+        with quiet(xp):
             return (xp.where(kept == 0, 0.0, g / kept) * d * scale,)
 
     return node(kept if keepdims else _squeeze(kept, axis), (a,), backward)
@@ -979,7 +972,7 @@ def softplus(a: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     xp = namespace(x)
     beta, threshold = float(beta), float(threshold)
     b = x * beta if beta != 1 else x
-    with _quiet(xp):
+    with quiet(xp):
         e = xp.exp(-xp.abs(b))
         smooth = xp.maximum(b, xp.zeros_like(b)) + xp.log1p(e)
     linear = b > threshold
