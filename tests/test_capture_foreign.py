@@ -314,3 +314,39 @@ def test_fit_on_the_device_compiles_by_default_and_matches_eager(strict):
     (h1, eager), (h2, compiled) = run(False), run(True)
     assert all(np.array_equal(a, b) for a, b in zip(eager, compiled))
     assert h1.history["loss"] == h2.history["loss"]
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda: nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Dropout(0.3), nn.Linear(16, 4)),
+        lambda: nn.Sequential(nn.Linear(8, 16), nn.Residual(nn.Sequential(nn.Linear(16, 16), nn.Tanh())), nn.Linear(16, 4)),
+        lambda: nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.PReLU(), nn.Linear(16, 4), nn.Softmax()),
+        lambda: nn.MLP([8, 16, 16, 4], activation="elu"),
+    ],
+    ids=["layernorm-gelu-dropout", "residual", "batchnorm-prelu-softmax", "mlp"],
+)
+def test_every_layer_replays_bit_identically(strict, layers):
+    def run(compiled):
+        cr.manual_seed(0)
+        model = _to_device(strict, layers())
+        opt = optim.Adam(model.parameters(), lr=0.01)
+
+        def step(x, y):
+            opt.zero_grad()
+            out = model(x)
+            loss = F.mse_loss(out, y) if out.shape == y.shape else F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        f = cr.compile(step) if compiled else step
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cr.CompileWarning)
+            kind = "probs" if isinstance(model[-1], nn.Softmax) else "classes"
+            losses = [from_strict(f(x, y).data).copy() for x, y in _batches(strict, kind)]
+        return losses + [from_strict(p.data) for p in model.parameters()], getattr(f, "replays", None)
+
+    (eager, _), (compiled, replays) = run(False), run(True)
+    assert replays == 3
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(eager, compiled))
