@@ -350,3 +350,71 @@ def test_every_layer_replays_bit_identically(strict, layers):
     (eager, _), (compiled, replays) = run(False), run(True)
     assert replays == 3
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(eager, compiled))
+
+
+def test_cupy_graphs_capture_on_a_side_stream_from_their_own_pool(monkeypatch):
+    """CuPyGraphs' use of CuPy's API, on a stand-in for CuPy that logs the calls: the capture is
+    begun and ended on the side stream (ended too when the part raises), inside the graphs' own
+    allocator, and a launch goes on the stream current at that call."""
+    import contextlib
+    import sys
+    import types
+
+    from chainrule import capture_foreign
+
+    log = []
+
+    class Stream:
+        def __init__(self, non_blocking=False, name="side"):
+            self.name = name
+
+        def __enter__(self):
+            log.append(f"use {self.name}")
+
+        def __exit__(self, *exc):
+            log.append(f"leave {self.name}")
+
+        def record(self):
+            return f"event on {self.name}"
+
+        def wait_event(self, event):
+            log.append(f"{self.name} waits for {event}")
+
+        def begin_capture(self):
+            log.append("begin")
+
+        def end_capture(self):
+            log.append("end")
+            return Graph()
+
+    class Graph:
+        def launch(self, stream=None):
+            log.append(f"launch on {stream.name}")
+
+    class Pool:
+        def malloc(self, n):
+            return None
+
+    @contextlib.contextmanager
+    def using_allocator(malloc):
+        log.append("own pool")
+        try:
+            yield
+        finally:
+            log.append("pool back")
+
+    main = Stream(name="main")
+    cuda = types.SimpleNamespace(Stream=Stream, MemoryPool=Pool, using_allocator=using_allocator, get_current_stream=lambda: main)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    graphs = capture_foreign.CuPyGraphs()
+    launch = graphs.capture(lambda E: log.append(f"part on {E}"), [1])
+    launch.launch()
+    assert log == ["side waits for event on main", "own pool", "use side", "begin", "part on [1]", "end", "leave side", "pool back", "launch on main"]
+
+    def failing(E):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    log.clear()
+    with pytest.raises(RuntimeError, match="not permitted"):
+        graphs.capture(failing, [])
+    assert log == ["side waits for event on main", "own pool", "use side", "begin", "end", "leave side", "pool back"]
