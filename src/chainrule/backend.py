@@ -12,6 +12,7 @@ wrapper call per operation; NumPy-only speed-ups (``out=``, ``errstate``) run be
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -258,22 +259,12 @@ class _Quiet:
         WARNINGS_OFF[1](self.token)
 
 
-class _Nothing:
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 def quiet(xp: Any) -> Any:
     """A context in which NumPy's floating-point warnings are silenced, for operations whose inf
     and NaN are the answers wanted (e^-x overflowing in a sigmoid, 0 ** -1): all of them off on
     NumPy, nothing elsewhere (other namespaces do not warn)."""
     if xp is not np:
-        return _Nothing()
+        return contextlib.nullcontext()
     return _Quiet() if WARNINGS_OFF is not None else np.errstate(all="ignore")
 
 

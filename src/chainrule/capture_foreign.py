@@ -38,9 +38,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import autograd as _autograd
+from . import capture as _capture
+from .capture import _get, _set, _slot_name, _state_slots
 from .autograd import Tensor
-from .backend import NUMPY_TYPES, is_foreign
+from .backend import NUMPY_TYPES, _is_cupy, is_foreign, namespace, to_numpy
 from .program import leaves
 
 # ---- the recorded array ----------------------------------------------------------------------
@@ -102,8 +103,6 @@ class _Var:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         self.rec.refuse("the step reads an array's value into Python (.item(), float(), numpy.asarray: a copy to the host)")
-        from .backend import to_numpy
-
         a = to_numpy(self.a)
         return a if dtype is None else a.astype(dtype)
 
@@ -226,7 +225,6 @@ class _ForeignRecorder:
     (register, guard, refuse, per_step, adopt) reach it as they reach its NumPy recorder."""
 
     def __init__(self) -> None:
-        self.tracing = True
         self.reasons: list = []
         self.optimizers: list = []
         self.states: list = []
@@ -244,8 +242,6 @@ class _ForeignRecorder:
             self.reasons.append(reason)
 
     def namespace(self, a: Any) -> _Namespace:
-        from .backend import namespace
-
         xp = namespace(a)
         ns = self._namespaces.get(id(xp))
         if ns is None:
@@ -422,6 +418,8 @@ class Program:
             defined.update(_numbers(s.targets))
         # the starting list of values: the constants and the arrays adopted from outside the step
         self.template = [None if i in defined else v for i, v in enumerate(rec.values)]
+        # an array of the step's namespace (which says whether it has CUDA graphs: graphs_for)
+        self.example = next((rec.values[i] for i in sorted(defined)), None)
         # what host work made while recording (a graph reads its array: see GraphReplay)
         self.made_on_host = {t: rec.values[t] for s in self.statements if s.host for t in _numbers(s.targets)}
 
@@ -455,7 +453,7 @@ class Program:
         return head, lines
 
     def _names(self) -> dict:
-        return {"_STALE": _stale(), "refill": _refill, "materialize": _materialize, "OUTPUT": self.output, "TEMPLATE": self.template}
+        return {"_STALE": _capture._STALE, "refill": _refill, "materialize": _materialize, "OUTPUT": self.output, "TEMPLATE": self.template}
 
     def replay(self) -> Callable:
         """The replay as one function of straight-line code: ``replay(args)``."""
@@ -518,11 +516,9 @@ class GraphReplay:
             try:
                 self._capture(E)
             except Exception as e:  # (an operation that synchronizes with the host, say)
-                from .capture import CompileWarning
-
                 warnings.warn(
                     f"cr.compile: capturing the step as CUDA graphs failed ({type(e).__name__}: {e}); it replays without graphs",
-                    CompileWarning,
+                    _capture.CompileWarning,
                     stacklevel=3,
                 )
                 self.fallback = self.program.replay()
@@ -541,13 +537,8 @@ class GraphReplay:
                 if C[t] is not kept:
                     _set_item(kept, C[t])
                     C[t] = kept
-        for (holder, key), i in self.bound:
-            if i is None:
-                setattr(holder, key, None) if not isinstance(key, int) else holder.__setitem__(key, None)
-            elif isinstance(key, int):
-                holder[key] = C[i]
-            else:
-                setattr(holder, key, C[i])
+        for slot, i in self.bound:
+            _set(slot, None if i is None else C[i])
         return _materialize(self.program.output, C)
 
     def _capture(self, E: list) -> None:
@@ -575,8 +566,6 @@ class GraphReplay:
 
 def graphs_for(a: Any) -> Any:
     """The CUDA graphs of array ``a``'s namespace (:class:`CuPyGraphs` for CuPy), or None."""
-    from .backend import _is_cupy
-
     return CuPyGraphs() if _is_cupy(a) else None
 
 
@@ -627,12 +616,6 @@ def _read(holder: str, key: Any) -> str:
     return f"{holder}[{key}]" if isinstance(key, int) else f"{holder}.{key}"
 
 
-def _stale() -> Any:
-    from .capture import _STALE
-
-    return _STALE
-
-
 def _output_numbers(output: Any) -> list:
     kind, value = output
     if kind in ("tensor", "array"):
@@ -645,11 +628,7 @@ def _output_numbers(output: Any) -> list:
 def _materialize(output: Any, E: list) -> Any:
     kind, value = output
     if kind == "tensor":
-        from .capture import REPLAYED
-
-        t = _autograd.leaf(E[value])
-        t.name = REPLAYED
-        return t
+        return _capture._materialize(("tensor", E[value]))  # (the tensor a replay returns: made there)
     if kind == "array":
         return E[value]
     if kind == "tuple":
@@ -690,8 +669,6 @@ def record(fn: Callable, args: tuple, holders: tuple, local: Any) -> tuple:
     """Run ``fn(*args)`` once, recording it: (Program or None, its result, reasons not to replay).
     ``holders``: the optimizers, state tensors and leaves found by the first (eager) call;
     ``local``: the capture module's thread-local, whose ``recorder`` the hooks read."""
-    from .capture import _get, _set, _slot_name, _state_slots
-
     optimizers, states, leaves = holders
     rec = _ForeignRecorder()
     targs, inputs = [], []
@@ -749,5 +726,4 @@ def record(fn: Callable, args: tuple, holders: tuple, local: Any) -> tuple:
     checks += [("!=", obj, attr, value) for obj, attr, value in rec.guards]
     checks += [("params", opt, "params", tuple(opt.params)) for opt in optimizers]
     program = Program(rec, inputs, loads, bindings, checks, output)
-    program.example = next((rec.values[i] for i in [i for i, _, _ in inputs if i is not None] + [i for i, _ in loads]), None)
     return (None if rec.reasons else program), _untraced(result), rec.reasons
